@@ -1,0 +1,21 @@
+"""One exception type for every user-facing input problem.
+
+Workflow scripts let these propagate; ``motionrefine.cli`` style entry points print
+the message alone (no traceback) because it already names the file or key at fault.
+"""
+
+
+class MotionRefineError(Exception):
+    """Bad input: a missing/corrupt file, a wrong checkpoint, an invalid config value."""
+
+
+class AssetMissingError(MotionRefineError, FileNotFoundError):
+    """A configured asset (weights, video, data) does not exist where it was looked for."""
+
+
+class CheckpointError(MotionRefineError):
+    """A checkpoint that cannot be loaded into the requested model."""
+
+
+class VideoError(MotionRefineError):
+    """A video or frame folder that cannot be decoded into a consistent frame stack."""
