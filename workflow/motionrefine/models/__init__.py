@@ -1,0 +1,1 @@
+"""Motion models: RAFT optical flow (``raft``) and the PIPs-style point tracker."""

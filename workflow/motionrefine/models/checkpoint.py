@@ -1,0 +1,85 @@
+"""Load and save RAFT checkpoints in the official layout (``module.``-prefixed state_dict).
+
+Refined checkpoints are written in the same layout, so one loader serves both and a
+refined model drops into any tool that reads the official files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import AssetMissingError, CheckpointError
+from .raft import RAFT
+
+RAFT_RELEASE = "https://github.com/princeton-vl/RAFT (models.zip: raft-small.pth, raft-things.pth, ...)"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
+    """Read a state_dict, strip a ``module.`` prefix, check the pinned sha256 if given."""
+    p = Path(path)
+    if not p.is_file():
+        raise AssetMissingError(
+            f"checkpoint not found: {p} (looked for {p.resolve()}); get the official RAFT weights from {RAFT_RELEASE}")
+    digest = sha256_file(p)
+    if expected_sha256 and digest.lower() != expected_sha256.lower():
+        raise CheckpointError(f"checkpoint {p} has sha256 {digest}, but the config pins {expected_sha256}")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, not a torch file
+        raise CheckpointError(f"checkpoint {p} cannot be read by torch.load: {exc}") from exc
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint {p} is not a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}, digest
+
+
+def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """Strict load with one error listing missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:3])})")
+        raise CheckpointError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_raft(path: str | os.PathLike, variant: str = "small", expected_sha256: str | None = None,
+              alternate_corr_pixels: int | None = None) -> tuple[RAFT, str]:
+    """Build RAFT ``variant`` and load ``path`` strictly. Returns (model in eval mode, sha256)."""
+    state, digest = read_state_dict(path, expected_sha256)
+    model = RAFT(variant, alternate_corr_pixels=alternate_corr_pixels)
+    load_state_strict(model, state, str(path))
+    model.eval()
+    return model, digest
+
+
+def save_raft(model: RAFT, path: str | os.PathLike) -> str:
+    """Write in the official layout (``module.`` prefix), atomically. Returns the sha256."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    torch.save({f"module.{k}": v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, p)
+    return sha256_file(p)
