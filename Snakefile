@@ -1,0 +1,21 @@
+# motionrefine: refine pre-trained motion models on real, unlabelled video.
+# Run:   snakemake --cores all            (default config.yaml)
+# Other: snakemake --cores all --configfile my.yaml --directory my_run/
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# Next to this Snakefile, so --directory elsewhere still finds it (--configfile overrides).
+configfile: f"{workflow.basedir}/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/frames.smk"
+include: "workflow/rules/flow.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,169 @@
+"""Config schema, asset paths and sample sheet checks (motionrefine/config.py), no Snakemake run."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from motionrefine.config import (
+    ConfigError,
+    load_config_file,
+    load_samples,
+    model_checkpoint,
+    resolve_asset,
+    rule_resources,
+    validate_config,
+)
+from motionrefine.errors import AssetMissingError
+
+HEADER = "name\tpath\tstart\tend\tstride\tresize\n"
+
+
+def write_sheet(tmp_path, text: str, config: dict) -> dict:
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(text)
+    config["samples"] = str(sheet)
+    return config
+
+
+def test_default_and_tiny_configs_are_valid(root, shared):
+    for path in (root / "config.yaml", root / "tests/data/tiny/config.yaml"):
+        config = load_config_file(path)
+        samples = load_samples(config)
+        assert len(samples) >= 2
+        assert samples["path"].map(lambda p: p.startswith(str(shared))).all()
+        assert model_checkpoint(config) == shared / "weights" / "raft-small.pth"
+
+
+def test_schema_fills_defaults(base_config):
+    del base_config["verify"]
+    del base_config["model"]["iters"]
+    config = validate_config(base_config)
+    assert config["model"]["iters"] == 12
+    assert config["verify"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400}
+    assert config["finetune"]["lr"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    "mutate, key, expectation",
+    [
+        (lambda c: c["model"].update(iters="twelve"), "model.iters", "is not of type 'integer'"),
+        (lambda c: c["model"].update(variant="huge"), "model.variant", "is not one of ['small', 'large']"),
+        (lambda c: c["verify"].update(alpha=-1), "verify.alpha", "less than the minimum of 0"),
+        (lambda c: c["resources"]["flow"].update(threads=0), "resources.flow.threads", "less than the minimum of 1"),
+        (lambda c: c["model"].update(sha256="abc"), "model.sha256", "does not match"),
+        (lambda c: c.update(verfy={}), "(top level)", "'verfy' was unexpected"),
+        (lambda c: c["model"].update(batchsize=2), "model", "'batchsize' was unexpected"),
+    ],
+)
+def test_wrong_value_names_key_and_expectation(base_config, mutate, key, expectation):
+    mutate(base_config)
+    with pytest.raises(ConfigError) as info:
+        validate_config(base_config)
+    msg = str(info.value)
+    assert f"config key '{key}'" in msg
+    assert expectation in msg
+
+
+def test_rule_resources_fall_back_to_default(base_config):
+    config = validate_config(base_config)
+    assert rule_resources(config, "flow")["threads"] == 2
+    assert rule_resources(config, "flow")["gpu"] == 0  # from default
+    assert rule_resources(config, "no_such_rule") == config["resources"]["default"]
+
+
+def test_missing_asset_names_file_where_and_source(base_config, tmp_path):
+    base_config["asset_root"] = str(tmp_path)
+    config = validate_config(base_config)
+    with pytest.raises(AssetMissingError) as info:
+        resolve_asset(config, "raft_small")
+    msg = str(info.value)
+    assert str(tmp_path / "weights" / "raft-small.pth") in msg
+    assert "asset_root" in msg
+    assert "github.com/princeton-vl/RAFT" in msg and "models.zip" in msg
+    assert "c7d41b9cc88442bb8aa911dbb33086dac55a226394b142937ff22d5578717332" in msg
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_unknown_weights_key(base_config):
+    base_config["model"]["checkpoint"] = "raft_huge"
+    config = validate_config(base_config)
+    with pytest.raises(ConfigError, match=r"weights\.raft_huge"):
+        model_checkpoint(config)
+
+
+def test_relative_paths_resolve_against_project_root_and_asset_root(base_config, root, shared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    samples = load_samples(validate_config(base_config))
+    assert samples.loc["tree", "path"] == str(shared / "data/videos/tree.avi")
+    assert samples.loc["dog_run", "kind"] == "folder"
+    assert samples.loc["tree", "end"] == 24 and isinstance(samples.loc["tree", "end"], int)
+
+
+def test_sheet_defaults_and_absolute_path(base_config, shared, tmp_path):
+    video = shared / "data/videos/tree.avi"
+    config = write_sheet(tmp_path, f"name\tpath\na\t{video}\n", validate_config(base_config))
+    row = load_samples(config).loc["a"]
+    assert (row["path"], row["start"], row["end"], row["stride"], row["resize"]) == (str(video), 0, None, 1, None)
+
+
+@pytest.mark.parametrize(
+    "rows, pattern",
+    [
+        # duplicate names: the second row is named, with the first
+        ("a\tdata/videos/tree.avi\t0\t8\t1\t\na\tdata/frames/dog_run\t0\t8\t1\t\n",
+         r"row 2 \(name 'a'\), column 'name': duplicate sample name 'a' \(also row 1\)"),
+        ("a b\tdata/videos/tree.avi\t0\t8\t1\t\n", r"row 1 \(name 'a b'\), column 'name': .*does not match"),
+        ("a\tdata/videos/tree.avi\t10\t5\t1\t\n", r"row 1 \(name 'a'\), column 'end': end=5 must be greater than start=10"),
+        ("a\tdata/videos/tree.avi\t0\t8\t8\t\n", r"row 1 \(name 'a'\), column 'end': .*selects 1 frame"),
+        ("a\tdata/videos/tree.avi\t-1\t8\t1\t\n", r"row 1 \(name 'a'\), column 'start': -1 is less than the minimum of 0"),
+        ("a\tdata/videos/tree.avi\t0\t8\t0\t\n", r"row 1 \(name 'a'\), column 'stride': 0 is less than the minimum of 1"),
+        ("a\tdata/videos/tree.avi\tzero\t8\t1\t\n", r"row 1 \(name 'a'\), column 'start': expected an integer, got 'zero'"),
+        ("a\tdata/videos/tree.avi\t0\t8\t1\t96by64\n", r"row 1 \(name 'a'\), column 'resize'"),
+        ("a\tdata/videos/none.avi\t0\t8\t1\t\n", r"row 1 \(name 'a'\), column 'path': .*none\.avi does not exist.*asset_root"),
+        ("\tdata/videos/tree.avi\t0\t8\t1\t\n", r"row 1 \(name ''\), column 'name'"),
+    ],
+)
+def test_bad_sheet_rows_name_row_and_column(base_config, tmp_path, rows, pattern):
+    config = write_sheet(tmp_path, HEADER + rows, validate_config(base_config))
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_samples(config)
+    assert str(tmp_path / "samples.tsv") in str(info.value)
+
+
+def test_unknown_column(base_config, tmp_path):
+    config = write_sheet(tmp_path, "name\tpath\tfps\na\tdata/videos/tree.avi\t25\n", validate_config(base_config))
+    with pytest.raises(ConfigError, match=re.escape("unknown column(s) ['fps']")):
+        load_samples(config)
+
+
+def test_missing_required_column_and_missing_sheet(base_config, tmp_path):
+    config = write_sheet(tmp_path, "name\tstart\na\t0\n", validate_config(base_config))
+    with pytest.raises(ConfigError, match=r"missing required column\(s\) \['path'\]"):
+        load_samples(config)
+    config["samples"] = str(tmp_path / "nope.tsv")
+    with pytest.raises(ConfigError, match="sample sheet not found"):
+        load_samples(config)
+
+
+def test_conda_env_pins_match_requirements(root):
+    """envs/motionrefine.yaml (for --sdm conda) pins the same versions as requirements.txt."""
+    reqs = {}
+    for line in (root / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            reqs[name.lower()] = version
+    env = yaml.safe_load((root / "envs/motionrefine.yaml").read_text())
+    pins = {}
+    for dep in env["dependencies"]:
+        items = dep["pip"] if isinstance(dep, dict) else [dep]
+        for item in items:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)(==|=)([^=\s]+)", item)
+            if m:
+                pins[m.group(1).lower()] = m.group(3)
+    pins.pop("python")
+    # snakemake and its SLURM plugin run the workflow; they are not needed inside a rule's env.
+    runtime = {k: v for k, v in reqs.items() if not k.startswith("snakemake")}
+    assert pins == runtime

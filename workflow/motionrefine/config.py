@@ -1,0 +1,256 @@
+"""The workflow's configuration: schema validation, asset paths, the sample sheet.
+
+Pure Python so it is testable without running Snakemake; ``workflow/rules/common.smk``
+calls it. Path rules (also in the README):
+
+- relative ``asset_root`` and ``samples`` in the config resolve against the project
+  root (the folder holding the Snakefile), so ``--directory`` moves only the results;
+- relative ``path`` cells of the sample sheet and the ``weights`` entries resolve
+  against ``asset_root``; absolute paths (and ``~``) are used as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from .errors import AssetMissingError, MotionRefineError
+from .video import parse_resize
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = PROJECT_ROOT / "workflow" / "schemas"
+CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
+SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"
+
+SAMPLE_COLUMNS = ("name", "path", "start", "end", "stride", "resize")
+_INT_COLUMNS = ("start", "end", "stride")
+
+
+class ConfigError(MotionRefineError):
+    """An invalid config value or sample sheet row."""
+
+
+@dataclass(frozen=True)
+class AssetSource:
+    where: str
+    sha256: str | None = None
+
+
+# Where to get the assets the default config names; an unknown key still gets a clear message.
+KNOWN_ASSETS = {
+    "raft_small": AssetSource(
+        "the official RAFT release https://github.com/princeton-vl/RAFT "
+        "(download models.zip, take models/raft-small.pth)",
+        "c7d41b9cc88442bb8aa911dbb33086dac55a226394b142937ff22d5578717332",
+    ),
+    "raft_things": AssetSource(
+        "the official RAFT release https://github.com/princeton-vl/RAFT "
+        "(download models.zip, take models/raft-things.pth)",
+    ),
+}
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: dict, schema: str | os.PathLike = CONFIG_SCHEMA) -> dict:
+    """Validate ``config`` in place with snakemake.utils.validate (fills schema defaults).
+
+    Raises ConfigError naming the key and what was expected, e.g.
+    ``config key 'model.iters': 'twelve' is not of type 'integer'``.
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(Path(schema).resolve()))
+    except WorkflowError as exc:
+        cause = exc.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        # best_match picks the most specific error among anyOf/oneOf branches.
+        err = jsonschema.exceptions.best_match([cause]) or cause
+        raise ConfigError(f"config key '{_key_path(err)}': {err.message}") from None
+    return config
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Read and validate a YAML config file (for tests and tools outside Snakemake)."""
+    with open(path) as fh:
+        config = yaml.safe_load(fh) or {}
+    return validate_config(config)
+
+
+def _resolve(path: str, base: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else (base / p)
+
+
+def asset_root(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
+    return _resolve(config["asset_root"], project_root).resolve()
+
+
+def samples_path(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
+    return _resolve(config["samples"], project_root)
+
+
+def resolve_asset(config: dict, key: str, project_root: Path = PROJECT_ROOT) -> Path:
+    """Absolute path of ``weights.<key>``; AssetMissingError naming the file, where, and where to get it."""
+    weights = config.get("weights", {})
+    if key not in weights:
+        raise ConfigError(f"config key 'weights.{key}' is not set (known: {', '.join(sorted(weights)) or 'none'})")
+    root = asset_root(config, project_root)
+    path = _resolve(weights[key], root)
+    if path.is_file():
+        return path
+    source = KNOWN_ASSETS.get(key)
+    hint = (
+        f"Get it from {source.where}" + (f", sha256 {source.sha256}" if source.sha256 else "")
+        if source else "Put the file there"
+    )
+    raise AssetMissingError(
+        f"asset weights.{key} not found: looked for {path} "
+        f"(weights.{key} = {weights[key]!r} under asset_root {config['asset_root']!r} = {root}). "
+        f"{hint}, and place it at that path or point asset_root / weights.{key} at it."
+    )
+
+
+def model_checkpoint(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
+    return resolve_asset(config, config["model"]["checkpoint"], project_root)
+
+
+def rule_resources(config: dict, rule: str) -> dict:
+    """threads/mem_mb/runtime/gpu of ``rule``: its ``resources.<rule>`` entry over ``resources.default``."""
+    res = config["resources"]
+    return {**res["default"], **res.get(rule, {})}
+
+
+def _load_samples_schema():
+    with open(SAMPLES_SCHEMA) as fh:
+        return jsonschema.Draft202012Validator(yaml.safe_load(fh))
+
+
+def load_samples(config: dict, project_root: Path = PROJECT_ROOT) -> pd.DataFrame:
+    """Read, type and check the sample sheet; index = sample name.
+
+    Columns out: name, path (absolute), kind ('video' | 'folder'), start, end (None =
+    to the last frame, exclusive), stride, resize (normalised string or None).
+    Every problem raises one ConfigError naming the sheet, row and column.
+    """
+    sheet = samples_path(config, project_root)
+    if not sheet.is_file():
+        raise ConfigError(f"sample sheet not found: {sheet} (config key 'samples' = {config['samples']!r})")
+    # Everything as text: our own parsing gives errors that name the cell, and '' means "default".
+    table = pd.read_csv(sheet, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
+    table.columns = [c.strip() for c in table.columns]
+
+    unknown = [c for c in table.columns if c not in SAMPLE_COLUMNS]
+    if unknown:
+        raise ConfigError(f"{sheet}: unknown column(s) {unknown}; allowed: {', '.join(SAMPLE_COLUMNS)}")
+    missing = [c for c in ("name", "path") if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{sheet}: missing required column(s) {missing}")
+    if table.empty:
+        raise ConfigError(f"{sheet}: no samples listed")
+
+    root = asset_root(config, project_root)
+    validator = _load_samples_schema()
+    seen: dict[str, int] = {}
+    records = []
+    for i, row in enumerate(table.to_dict("records"), start=1):
+        where = f"{sheet} row {i} (name {row.get('name', '')!r})"
+        record = {}
+        for col, raw in row.items():
+            text = raw.strip()
+            if text == "":
+                continue
+            if col in _INT_COLUMNS:
+                try:
+                    record[col] = int(text)
+                except ValueError:
+                    raise ConfigError(f"{where}, column '{col}': expected an integer, got {text!r}") from None
+            else:
+                record[col] = text
+        errors = sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = errors[0]
+            col = _key_path(err) if err.absolute_path else (err.message.split("'")[1] if "'" in err.message else "?")
+            raise ConfigError(f"{where}, column '{col}': {err.message}")
+        name = record["name"]
+        if name in seen:
+            raise ConfigError(f"{where}, column 'name': duplicate sample name {name!r} (also row {seen[name]})")
+        seen[name] = i
+
+        start, end, stride = record.get("start", 0), record.get("end"), record.get("stride", 1)
+        if end is not None and end <= start:
+            raise ConfigError(f"{where}, column 'end': end={end} must be greater than start={start} (end is exclusive)")
+        if end is not None and len(range(start, end, stride)) < 2:
+            raise ConfigError(
+                f"{where}, column 'end': start={start} end={end} stride={stride} selects "
+                f"{len(range(start, end, stride))} frame(s); at least 2 are needed"
+            )
+        try:
+            resize = parse_resize(record.get("resize"))
+        except ValueError as exc:
+            raise ConfigError(f"{where}, column 'resize': {exc}") from None
+
+        path = _resolve(record["path"], root)
+        if not path.exists():
+            raise ConfigError(
+                f"{where}, column 'path': {path} does not exist "
+                f"(relative paths are resolved against asset_root {root})"
+            )
+        if not (path.is_file() or path.is_dir()):
+            raise ConfigError(f"{where}, column 'path': {path} is neither a video file nor a frame folder")
+        records.append({
+            "name": name,
+            "path": str(path),
+            "kind": "folder" if path.is_dir() else "video",
+            "start": start,
+            "end": end,
+            "stride": stride,
+            "resize": str(resize) if resize else None,
+        })
+    # object dtype keeps ints as ints and a missing end as None (not NaN floats).
+    return pd.DataFrame(records, dtype=object).set_index("name", drop=False)
+
+
+@contextlib.contextmanager
+def job_log(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
+    """Route a workflow script's logging to its Snakemake log file.
+
+    A MotionRefineError ends the job with its one-line message (it already names the
+    file or key at fault) in the log and on stderr; anything else keeps its traceback.
+    """
+    logger = logging.getLogger("motionrefine")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(path, mode="w"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for h in handlers:
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    except MotionRefineError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(1) from None
+    except BaseException:
+        logger.exception("job failed")
+        raise
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()

@@ -1,0 +1,240 @@
+"""Decode a video file or a folder of images into one Zarr v3 frame store.
+
+The store holds ``frames`` (T, H, W, 3) uint8 RGB, one compressed chunk per frame,
+plus provenance in the group attrs. Frames are streamed: only the selected range is
+converted and resized, and at most one frame is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .errors import VideoError
+from .store import atomic_group, create_array
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+_RESIZE_RE = re.compile(r"^\s*(?:(\d+)\s*[xX]\s*(\d+)|(\d+))\s*$")
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Target size: exact ``width`` × ``height``, or the short side in pixels (aspect kept)."""
+
+    width: int | None = None
+    height: int | None = None
+    short_side: int | None = None
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) to resize a ``width`` × ``height`` frame to."""
+        if self.short_side is None:
+            return self.width, self.height
+        scale = self.short_side / min(width, height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
+    def __str__(self) -> str:
+        return str(self.short_side) if self.short_side is not None else f"{self.width}x{self.height}"
+
+
+def parse_resize(spec) -> Resize | None:
+    """``"WxH"`` → exact size, ``"N"`` / N → short side N px, empty/None → no resize."""
+    if spec is None or (isinstance(spec, float) and math.isnan(spec)) or str(spec).strip() == "":
+        return None
+    m = _RESIZE_RE.match(str(spec))
+    if not m:
+        raise ValueError(f"resize must be 'WxH' or a short side in px, got {spec!r}")
+    if m.group(3) is not None:
+        short = int(m.group(3))
+        if short < 1:
+            raise ValueError(f"resize short side must be >= 1, got {spec!r}")
+        return Resize(short_side=short)
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 1 or h < 1:
+        raise ValueError(f"resize width and height must be >= 1, got {spec!r}")
+    return Resize(width=w, height=h)
+
+
+def natural_key(name: str):
+    """Sort key so that frame_2 comes before frame_10."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_frame_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a frame folder in natural order; anything else is an error (hidden files are ignored)."""
+    folder = Path(folder)
+    files = []
+    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if entry.name.startswith("."):
+            continue  # .DS_Store and editor droppings are not frames
+        if not entry.is_file() or entry.suffix.lower() not in IMAGE_SUFFIXES:
+            raise VideoError(
+                f"{entry}: not an image file in frame folder {folder} "
+                f"(expected only {', '.join(sorted(IMAGE_SUFFIXES))}); move it out of the folder"
+            )
+        files.append(entry)
+    return files
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_fingerprint(path: str | os.PathLike, files: list[Path] | None = None) -> dict:
+    """Size, mtime and a hash identifying the source, so a stored stack can be traced back to it."""
+    path = Path(path)
+    if path.is_dir():
+        # Hashing every image would cost as much as decoding them; names+sizes+mtimes detect any change.
+        h = hashlib.sha256()
+        size, mtime = 0, 0.0
+        for f in files if files is not None else list_frame_files(path):
+            st = f.stat()
+            size += st.st_size
+            mtime = max(mtime, st.st_mtime)
+            h.update(f"{f.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        return {"source_size_bytes": size, "source_mtime": mtime, "source_listing_sha256": h.hexdigest()}
+    st = path.stat()
+    return {"source_size_bytes": st.st_size, "source_mtime": st.st_mtime, "source_sha256": file_sha256(path)}
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    shrinking = size[0] * size[1] < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _video_frames(path: Path, start: int, end: int | None, stride: int, info: dict) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (source index, RGB frame) of the selected range of a video file."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: cannot open video (corrupt, truncated or unsupported container)")
+    try:
+        info["fps"] = float(cap.get(cv2.CAP_PROP_FPS)) or None
+        info["reported_frame_count"] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        index = 0
+        while end is None or index < end:
+            # grab() without retrieve() skips the colour conversion of frames that are not selected;
+            # it is also frame-exact, unlike seeking with CAP_PROP_POS_FRAMES on some codecs.
+            if not cap.grab():
+                break
+            if index >= start and (index - start) % stride == 0:
+                ok, bgr = cap.retrieve()
+                if not ok or bgr is None:
+                    raise VideoError(f"{path}: frame {index} cannot be decoded (corrupt or truncated video)")
+                if bgr.ndim == 2:
+                    bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+        info["decoded_until"] = index
+        if end is not None and index < end:
+            raise VideoError(
+                f"{path}: video ends after {index} frames but end={end} was requested "
+                "(truncated file, or end beyond the video's length)"
+            )
+    finally:
+        cap.release()
+
+
+def _folder_frames(files: list[Path], start: int, end: int | None, stride: int, folder: Path) -> Iterator[tuple[int, np.ndarray]]:
+    if end is not None and end > len(files):
+        raise VideoError(f"{folder}: end={end} is beyond the {len(files)} frames in the folder")
+    for index in range(start, len(files) if end is None else end, stride):
+        f = files[index]
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VideoError(f"{f}: cannot decode image (corrupt or not an image)")
+        yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def extract_frames(
+    source: str | os.PathLike,
+    out_path: str | os.PathLike,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    resize: Resize | str | int | None = None,
+) -> dict:
+    """Decode frames ``start, start+stride, … < end`` of ``source`` into ``out_path`` (Zarr v3).
+
+    ``source`` is a video file or a folder of images (natural sort order). ``end`` is
+    exclusive; None means up to the last frame. Returns the attrs written to the group.
+    Raises VideoError naming the file for corrupt input, inconsistent frame sizes or
+    fewer than two selected frames; nothing is left at ``out_path`` then.
+    """
+    source = Path(source)
+    if not isinstance(resize, Resize):
+        resize = parse_resize(resize)
+    if start < 0 or stride < 1 or (end is not None and end <= start):
+        raise VideoError(f"{source}: bad frame range start={start} end={end} stride={stride}")
+    if not source.exists():
+        raise VideoError(f"{source}: no such video file or frame folder")
+
+    info: dict = {}
+    files = None
+    if source.is_dir():
+        files = list_frame_files(source)
+        info["fps"] = None  # an image folder carries no frame rate
+        frames = _folder_frames(files, start, end, stride, source)
+    else:
+        frames = _video_frames(source, start, end, stride, info)
+
+    indices: list[int] = []
+    with atomic_group(out_path) as group:
+        arr = None
+        original = target = None
+        for index, frame in frames:
+            h, w = frame.shape[:2]
+            if original is None:
+                original = (w, h)
+                target = resize.target(w, h) if resize else original
+                arr = create_array(group, "frames", (0, target[1], target[0], 3), np.uint8,
+                                   chunks=(1, target[1], target[0], 3))
+            elif (w, h) != original:
+                where = files[index] if files is not None else f"{source} frame {index}"
+                raise VideoError(
+                    f"{where}: frame size {w}x{h} differs from the first selected frame's {original[0]}x{original[1]}"
+                )
+            # Grow by one frame at a time: the container's frame count is unreliable (tree.avi reports 444, holds 68).
+            arr.append(_resize(frame, target)[None], axis=0)
+            indices.append(index)
+        if len(indices) < 2:
+            raise VideoError(
+                f"{source}: {len(indices)} frame(s) selected (start={start} end={end} stride={stride}); "
+                "at least 2 are needed for motion"
+            )
+        if info.get("reported_frame_count") and info.get("decoded_until", 0) < info["reported_frame_count"] and end is None:
+            log.warning("%s: container reports %d frames but only %d decode", source,
+                        info["reported_frame_count"], info["decoded_until"])
+        attrs = {
+            "source_path": str(source.resolve()),
+            "source_kind": "folder" if files is not None else "video",
+            **source_fingerprint(source, files),
+            "fps": info["fps"],
+            "original_size": {"width": original[0], "height": original[1]},
+            "stored_size": {"width": target[0], "height": target[1]},
+            "frame_indices": indices,
+            "start": start,
+            "end": end,
+            "stride": stride,
+            "resize": str(resize) if resize else None,
+            "code_version": __version__,
+        }
+        group.attrs.update(attrs)
+        log.info("%s: %d frames %dx%d -> %dx%d written to %s", source, len(indices), *original, *target, out_path)
+    return attrs

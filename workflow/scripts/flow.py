@@ -1,0 +1,22 @@
+"""Snakemake script of rule flow: frames store -> results/flow/{model}/{video}.zarr (forward + backward)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+from motionrefine.config import job_log
+from motionrefine.inference import flow_stage
+
+with job_log(snakemake.log[0]):
+    p = snakemake.params
+    flow_stage(
+        frames_path=snakemake.input.frames,
+        out_path=snakemake.output[0],
+        checkpoint=snakemake.input.checkpoint,
+        variant=p.variant,
+        iters=p.iters,
+        batch_size=p.batch_size,
+        threads=snakemake.threads,
+        expected_sha256=p.sha256,
+        progress=False,  # parallel jobs would interleave bars; the log gets a summary line
+    )
