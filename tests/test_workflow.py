@@ -1,0 +1,86 @@
+"""The Snakemake workflow itself: lint, dry run of the default config, and a tiny end-to-end run.
+
+Every run uses its own --directory (results and .snakemake/ land in tmp_path), so tests
+never touch the checkout's results/ nor lock it against other runs.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = ROOT / "tests/data/tiny/config.yaml"
+
+
+def snakemake(workdir: Path, *args: str, config: Path | None = TINY, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if config is not None:
+        # --replace-workflow-config: the tiny config stands alone, not merged over config.yaml.
+        cmd += ["--configfile", str(config), "--replace-workflow-config"]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd + list(args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_lint_reports_no_problems(tmp_path):
+    proc = snakemake(tmp_path, "--lint", config=None)
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+
+
+def test_default_config_dry_run(tmp_path):
+    # Also checks that config.yaml next to the Snakefile is found from another working directory.
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", config=None)
+    out = proc.stdout + proc.stderr
+    for line in ("frames", "flow"):
+        assert any(row.split()[:2] == [line, "3"] for row in out.splitlines()), out
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    proc = snakemake(tmp_path, "-n", "--config", "model={iters: many}", check=False)
+    assert proc.returncode != 0
+    assert "config key 'model.iters': 'many' is not of type 'integer'" in proc.stderr + proc.stdout
+
+
+def test_missing_checkpoint_names_the_file_and_source(tmp_path):
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"name\tpath\tend\na\t{ROOT.parent / 'shared/data/videos/tree.avi'}\t4\n")
+    empty = tmp_path / "no_assets"
+    proc = snakemake(tmp_path, "-n", "--config", f"asset_root={empty}", f"samples={sheet}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"looked for {empty}/weights/raft-small.pth" in out
+    assert "https://github.com/princeton-vl/RAFT" in out
+    # Frames alone do not need the checkpoint.
+    snakemake(tmp_path, "results/frames/a.zarr", "-n", "--config", f"asset_root={empty}", f"samples={sheet}")
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end(tmp_path):
+    frames = ["results/frames/tree.zarr", "results/frames/dog.zarr"]
+    snakemake(tmp_path, *frames)
+    for target, indices in zip(frames, ([10, 11, 12, 13, 14, 15], [0, 2, 4, 6, 8, 10])):
+        g = zarr.open_group(str(tmp_path / target), mode="r")
+        assert g["frames"].shape == (6, 64, 96, 3) and g["frames"].dtype == np.uint8
+        assert g.attrs["frame_indices"] == indices
+        assert g["frames"][:].std() > 5  # real images, not the fill value
+    assert (tmp_path / "results/logs/frames/tree.log").read_text().strip()
+
+    again = snakemake(tmp_path, *frames)
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The whole default target: flow for both samples with the real RAFT-small checkpoint.
+    snakemake(tmp_path)
+    for video in ("tree", "dog"):
+        g = zarr.open_group(str(tmp_path / f"results/flow/raft-small/{video}.zarr"), mode="r")
+        assert g["flow_fw"].shape == (5, 64, 96, 2) and g["flow_bw"].shape == (5, 64, 96, 2)
+        assert np.isfinite(g["flow_fw"][:]).all()
+        assert (tmp_path / f"results/logs/flow/raft-small/{video}.log").exists()
+    again = snakemake(tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr
