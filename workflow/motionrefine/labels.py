@@ -1,0 +1,263 @@
+"""The label stage: cycle-verified flow pseudo-labels per video, and the training-set index.
+
+``make_flow_labels`` streams pairs from a frames store and a flow store (see
+``inference.flow_stage``), verifies them with :mod:`motionrefine.cycle` and writes, atomically:
+
+    flow   (P, H, W, 2) float32   F_f where kept, else 0
+    keep   (P, H, W)    bool
+    kept_fraction (P,), kept_count (P,), pixels_by_bin / kept_by_bin (P, K) int64,
+    kept_fraction_by_bin (P, K) (NaN = empty bin), rejected (P, 4) int64 (attr ``columns``),
+    speed_bin_edges (K+1,)
+
+A pair the flow stage flagged as non-finite (``pair_finite`` False; its bad values were
+stored as zeros) is rejected whole under ``non_finite``: which pixels were bad is unknown.
+
+``aggregate_labels`` writes a small JSON index of the usable pairs (no arrays are copied);
+``load_training_pairs`` reads it back for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
+from .errors import MotionRefineError
+from .store import atomic_group, create_array, open_group, write_array
+
+log = logging.getLogger("motionrefine")
+
+INDEX_FORMAT = "motionrefine.training_set/1"
+
+
+def _fingerprint(arr, *indices) -> str:
+    """sha256 over the shape and a few leading-index slices: a cheap identity for a big array."""
+    h = hashlib.sha256(repr(tuple(arr.shape)).encode())
+    for i in indices:
+        h.update(np.ascontiguousarray(arr[i]).tobytes())
+    return h.hexdigest()
+
+
+def video_name(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    return name[: -len(".zarr")] if name.endswith(".zarr") else name
+
+
+def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: float = 0.002, beta: float = 0.1,
+                     colour: float = 0.005, max_flow: float = 400.0, checks: str = "fb+colour",
+                     speed_bins: Sequence[float] = DEFAULT_SPEED_EDGES, batch_size: int = 4,
+                     progress: bool = False) -> dict:
+    """Cycle-verify every pair of one video and write its label store. Returns a summary dict."""
+    th = CycleThresholds(alpha, beta, colour, max_flow, checks)
+    edges = check_speed_edges(speed_bins)
+    n_bins = len(edges) - 1
+    frames_g = open_group(frames_path)
+    flow_g = open_group(flow_path)
+    for key, g, p in (("frames", frames_g, frames_path), ("flow_fw", flow_g, flow_path), ("flow_bw", flow_g, flow_path)):
+        if key not in g:
+            raise MotionRefineError(f"{p}: no array '{key}' in the store")
+    frames, fw_arr, bw_arr = frames_g["frames"], flow_g["flow_fw"], flow_g["flow_bw"]
+    t, h, w, _ = frames.shape
+    p_count = fw_arr.shape[0]
+    if fw_arr.shape != (t - 1, h, w, 2) or bw_arr.shape != fw_arr.shape:
+        raise MotionRefineError(
+            f"{flow_path}: flow shapes {fw_arr.shape}/{bw_arr.shape} do not fit frames {frames.shape} of {frames_path}"
+            " (expected (T-1, H, W, 2)); was the flow computed from these frames?")
+    pair_finite = np.asarray(flow_g["pair_finite"][:]) if "pair_finite" in flow_g else np.ones(p_count, bool)
+    flow_attrs = dict(flow_g.attrs)
+    started = time.perf_counter()
+    sums = {"kept": 0, "pixels": 0}
+    with atomic_group(out_path) as g:
+        flow_out = create_array(g, "flow", (p_count, h, w, 2), np.float32)
+        keep_out = create_array(g, "keep", (p_count, h, w), bool)
+        kept_fraction = np.zeros(p_count, np.float64)
+        kept_count = np.zeros(p_count, np.int64)
+        pixels_by_bin = np.zeros((p_count, n_bins), np.int64)
+        kept_by_bin = np.zeros((p_count, n_bins), np.int64)
+        frac_by_bin = np.zeros((p_count, n_bins), np.float64)
+        rejected = np.zeros((p_count, len(REASONS)), np.int64)
+        for s in range(0, p_count, max(1, batch_size)):
+            e = min(s + max(1, batch_size), p_count)
+            imgs = torch.from_numpy(np.asarray(frames[s:e + 1])).permute(0, 3, 1, 2).float()
+            ff = torch.from_numpy(np.asarray(fw_arr[s:e], dtype=np.float32)).permute(0, 3, 1, 2)
+            fb = torch.from_numpy(np.asarray(bw_arr[s:e], dtype=np.float32)).permute(0, 3, 1, 2)
+            bad_pairs = torch.from_numpy(~pair_finite[s:e])
+            if bad_pairs.any():
+                ff = ff.clone()
+                ff[bad_pairs] = float("nan")
+            res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+            st = pair_stats(res, edges)
+            keep = res.keep
+            flow_out[s:e] = torch.where(keep[:, None], torch.nan_to_num(ff), torch.zeros_like(ff)).permute(0, 2, 3, 1).numpy()
+            keep_out[s:e] = keep.numpy()
+            kept_fraction[s:e] = st["kept_fraction"].numpy()
+            kept_count[s:e] = st["kept_count"].numpy()
+            pixels_by_bin[s:e] = st["pixels_by_bin"].numpy()
+            kept_by_bin[s:e] = st["kept_by_bin"].numpy()
+            frac_by_bin[s:e] = st["kept_fraction_by_bin"].numpy()
+            rejected[s:e] = st["rejected"].numpy()
+            if progress:
+                log.info("%s: pairs %d-%d, kept %.3f", video_name(out_path), s, e - 1, kept_fraction[s:e].mean())
+        write_array(g, "kept_fraction", kept_fraction)
+        write_array(g, "kept_count", kept_count)
+        write_array(g, "pixels_by_bin", pixels_by_bin)
+        write_array(g, "kept_by_bin", kept_by_bin)
+        write_array(g, "kept_fraction_by_bin", frac_by_bin)
+        write_array(g, "rejected", rejected, columns=list(REASONS))
+        write_array(g, "speed_bin_edges", np.asarray(edges, np.float64))
+        elapsed = time.perf_counter() - started
+        sums["kept"] = int(kept_count.sum())
+        sums["pixels"] = int(p_count * h * w)
+        g.attrs.update({
+            "kind": "flow_labels",
+            "video": video_name(out_path),
+            "pairs": int(p_count), "input_size": [int(h), int(w)],
+            "checkpoint_sha256": flow_attrs.get("checkpoint_sha256"),
+            "thresholds": {"alpha": th.alpha, "beta": th.beta, "colour": th.colour, "max_flow": th.max_flow},
+            "checks": th.checks,
+            "fb_threshold_uses": "|F_b| sampled at x + F_f(x) (official code: |F_b(x)|)",
+            "speed_bins": edges,
+            "rejected_columns": list(REASONS),
+            "rejection_reasons_overlap": "yes, except non_finite which excludes the others",
+            "kept_fraction_total": sums["kept"] / max(sums["pixels"], 1),
+            "non_finite_pairs": int((~pair_finite).sum()),
+            "code_version": __version__,
+            "seconds": round(elapsed, 3),
+            "frames_store": {"path": str(frames_path), "shape": list(frames.shape),
+                             "source": dict(frames_g.attrs).get("source", {}),
+                             "fingerprint": _fingerprint(frames, 0, t - 1)},
+            "flow_store": {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
+                           **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "code_version")}},
+            "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; (u, v) in pixels",
+        })
+    log.info("%s: %d pairs, kept %.2f%% of pixels in %.1f s", out_path, p_count,
+             100.0 * sums["kept"] / max(sums["pixels"], 1), elapsed)
+    return {"pairs": int(p_count), "kept_fraction": sums["kept"] / max(sums["pixels"], 1), "seconds": elapsed,
+            "checkpoint_sha256": flow_attrs.get("checkpoint_sha256")}
+
+
+# ------------------------------------------------------------------ training-set index
+
+@dataclass(frozen=True)
+class TrainingPair:
+    video: str
+    frames: str  # frames store path
+    labels: str  # label store path
+    pair: int  # frames pair, pair+1
+    kept_fraction: float
+
+
+def aggregate_labels(label_paths: Sequence[str], frames_paths: Sequence[str], out_path: str,
+                     min_kept_fraction: float = 0.0) -> dict:
+    """Index every pair with kept_fraction > ``min_kept_fraction`` into a JSON file.
+
+    Paths are stored relative to the index's folder, so a results tree can move. All label
+    stores must come from one checkpoint (mixing models' pseudo-labels is refused) and each
+    frames store must be the one its labels were made from (shape and fingerprint).
+    """
+    if len(label_paths) != len(frames_paths):
+        raise MotionRefineError(f"{len(label_paths)} label stores but {len(frames_paths)} frames stores")
+    if not label_paths:
+        raise MotionRefineError("aggregate_labels: no label stores given")
+    out = Path(out_path)
+    base = out.parent.resolve()
+    videos, pairs, shas = [], [], set()
+    for lp, fp in zip(label_paths, frames_paths):
+        g = open_group(lp)
+        attrs = dict(g.attrs)
+        fg = open_group(fp)
+        fr = fg["frames"]
+        want = attrs.get("frames_store", {})
+        if list(fr.shape) != list(want.get("shape", fr.shape)) or (
+                want.get("fingerprint") and want["fingerprint"] != _fingerprint(fr, 0, fr.shape[0] - 1)):
+            raise MotionRefineError(f"{fp} is not the frames store {lp} was labelled from ({want.get('path')})")
+        shas.add(attrs.get("checkpoint_sha256"))
+        kf = np.asarray(g["kept_fraction"][:])
+        video = attrs.get("video", video_name(lp))
+        rel_l = os.path.relpath(Path(lp).resolve(), base)
+        rel_f = os.path.relpath(Path(fp).resolve(), base)
+        used = [int(i) for i in np.flatnonzero(kf > min_kept_fraction)]
+        videos.append({"video": video, "labels": rel_l, "frames": rel_f, "pairs": len(kf), "used_pairs": len(used),
+                       "input_size": attrs.get("input_size"), "kept_fraction": float(kf.mean()) if len(kf) else 0.0})
+        pairs.extend({"video": video, "pair": i, "kept_fraction": float(kf[i])} for i in used)
+    if len(shas) > 1:
+        raise MotionRefineError(f"label stores come from different checkpoints: {sorted(map(str, shas))}")
+    if len({v["video"] for v in videos}) != len(videos):
+        raise MotionRefineError("two label stores share a video name")
+    index = {"format": INDEX_FORMAT, "checkpoint_sha256": shas.pop(), "code_version": __version__,
+             "min_kept_fraction": min_kept_fraction, "videos": videos, "pairs": pairs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out)
+    return {"videos": len(videos), "pairs": len(pairs), "checkpoint_sha256": index["checkpoint_sha256"]}
+
+
+def load_training_pairs(index: str | os.PathLike | dict | Iterable[TrainingPair],
+                        videos: Sequence[str] | None = None) -> list[TrainingPair]:
+    """The pairs of a training-set index (path or parsed dict), optionally restricted to ``videos``.
+    A list of :class:`TrainingPair` passes through (filtered the same way)."""
+    if isinstance(index, (str, os.PathLike)):
+        p = Path(index)
+        if not p.is_file():
+            from .errors import AssetMissingError
+
+            raise AssetMissingError(f"training-set index not found: {p}")
+        data, base = json.loads(p.read_text()), p.parent
+    elif isinstance(index, dict):
+        data, base = index, Path(".")
+    else:
+        items = list(index)
+        return [x for x in items if videos is None or x.video in videos]
+    if data.get("format") != INDEX_FORMAT:
+        raise MotionRefineError(f"not a training-set index ({data.get('format')!r}, expected {INDEX_FORMAT!r})")
+    by_video = {v["video"]: v for v in data["videos"]}
+    out = []
+    for row in data["pairs"]:
+        if videos is not None and row["video"] not in videos:
+            continue
+        v = by_video[row["video"]]
+        out.append(TrainingPair(row["video"], str(base / v["frames"]), str(base / v["labels"]), int(row["pair"]),
+                                float(row["kept_fraction"])))
+    return out
+
+
+def training_set_checkpoint(index: str | os.PathLike) -> str | None:
+    """sha256 of the checkpoint the index's labels were made with."""
+    return json.loads(Path(index).read_text()).get("checkpoint_sha256")
+
+
+def label_stats_table(label_paths: Sequence[str]) -> pd.DataFrame:
+    """One row per (video, pair): kept fraction overall and per speed bin, rejection counts."""
+    frames = []
+    for lp in label_paths:
+        g = open_group(lp)
+        attrs = dict(g.attrs)
+        edges = [float(x) for x in np.asarray(g["speed_bin_edges"][:])]
+        kf = np.asarray(g["kept_fraction"][:])
+        df = pd.DataFrame({"video": attrs.get("video", video_name(lp)), "pair": np.arange(len(kf)),
+                           "kept_fraction": kf, "kept_count": np.asarray(g["kept_count"][:])})
+        fb = np.asarray(g["kept_fraction_by_bin"][:])
+        pb = np.asarray(g["pixels_by_bin"][:])
+        for k in range(len(edges) - 1):
+            label = f"{edges[k]:g}-{edges[k + 1]:g}"
+            df[f"kept_fraction_speed_{label}"] = fb[:, k]
+            df[f"pixels_speed_{label}"] = pb[:, k]
+        rej = np.asarray(g["rejected"][:])
+        for j, reason in enumerate(g["rejected"].attrs.get("columns", list(REASONS))):
+            df[f"rejected_{reason}"] = rej[:, j]
+        df["checks"] = attrs.get("checks")
+        df["checkpoint_sha256"] = attrs.get("checkpoint_sha256")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
