@@ -1,0 +1,163 @@
+"""Fine-tuning end to end on real frames (dog_run) with labels from the real RAFT-small checkpoint.
+
+Tiny on purpose (64×96 frames, batch 2, 4 refinement iterations, 2–4 steps): the point is
+the mechanics — checkpoints, resume, determinism, the official checkpoint layout.
+"""
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from motionrefine.errors import MotionRefineError
+from motionrefine.finetune import (TSV_COLUMNS, FinetuneConfig, _prepare_tsv, batch_indices, finetune,
+                                   list_checkpoints, read_loss_curve)
+from motionrefine.inference import flow_stage
+from motionrefine.labels import aggregate_labels, load_training_pairs, make_flow_labels
+from motionrefine.models.checkpoint import load_raft
+from motionrefine.store import atomic_group, write_array
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+WEIGHTS = SHARED / "weights" / "raft-small.pth"
+FRAMES = SHARED / "data" / "frames" / "dog_run"
+
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file() or not FRAMES.is_dir(), reason="shared weights/frames missing")
+
+
+@pytest.fixture(scope="module")
+def training_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    paths = sorted(FRAMES.glob("*.jpg"))[:5]
+    frames = np.stack([cv2.resize(cv2.imread(str(p))[..., ::-1], (96, 64), interpolation=cv2.INTER_AREA)
+                       for p in paths])
+    with atomic_group(root / "frames" / "dog_run.zarr") as g:
+        write_array(g, "frames", np.ascontiguousarray(frames))
+        g.attrs["source"] = {"path": str(FRAMES), "resized_to": [64, 96]}
+    flow_stage(str(root / "frames" / "dog_run.zarr"), str(root / "flow" / "dog_run.zarr"), str(WEIGHTS),
+               iters=12, progress=False, device="cpu")
+    make_flow_labels(str(root / "frames" / "dog_run.zarr"), str(root / "flow" / "dog_run.zarr"),
+                     str(root / "labels" / "flow" / "dog_run.zarr"))
+    index = root / "labels" / "training_set.json"
+    aggregate_labels([str(root / "labels" / "flow" / "dog_run.zarr")], [str(root / "frames" / "dog_run.zarr")],
+                     str(index))
+    return index
+
+
+def tiny(**kw):
+    base = dict(steps=4, batch_size=2, iters=4, augment={"crop": (64, 96)}, checkpoint_every=2,
+                keep_checkpoints=10, device="cpu")
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+def weights(path):
+    return load_raft(path, "small")[0].state_dict()
+
+
+def same_weights(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_set_from_real_labels(training_set):
+    pairs = load_training_pairs(training_set)
+    assert len(pairs) == 4 and all(p.kept_fraction > 0 for p in pairs)
+
+
+def test_tiny_finetune_writes_checkpoints_log_and_official_final(training_set, tmp_path):
+    s = finetune(tiny(steps=3), training_set, WEIGHTS, tmp_path / "run")
+    assert s["completed"] and s["steps_done"] == 3 and s["crop"] == [64, 96]
+    assert [k for k, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2, 3]
+    curve = read_loss_curve(tmp_path / "run" / "loss.tsv")
+    assert tuple(curve.columns) == TSV_COLUMNS and list(curve["step"]) == [1, 2, 3]
+    assert np.isfinite(curve["loss"]).all() and np.isfinite(curve["epe_to_label"]).all()
+    assert curve["lr"][0] == pytest.approx(1e-4 / 25)  # OneCycleLR starts at max_lr / 25
+    assert curve["lr"][1] > curve["lr"][0]
+    # The final weights load with the strict official-layout loader and have moved.
+    model, sha = load_raft(s["final"], "small")
+    assert sha == s["final_sha256"]
+    init = weights(WEIGHTS)
+    assert not same_weights(model.state_dict(), init)
+    raw = torch.load(s["final"], weights_only=True)
+    assert all(k.startswith("module.") for k in raw)
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_deterministic_and_resume_matches_a_straight_run(training_set, tmp_path):
+    a = finetune(tiny(steps=2), training_set, WEIGHTS, tmp_path / "a")
+    b = finetune(tiny(steps=2, prefetch=0), training_set, WEIGHTS, tmp_path / "b")
+    assert same_weights(weights(a["final"]), weights(b["final"]))  # same seed ⇒ identical weights
+
+    straight = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "straight")
+    part = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "resumed", stop_at=2)
+    assert not part["completed"] and "final" not in part
+    assert not (tmp_path / "resumed" / "final.pth").exists()
+    rest = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "resumed")
+    assert rest["resumed_from"] == 2 and rest["steps_done"] == 4
+    assert same_weights(weights(straight["final"]), weights(rest["final"]))
+    c1 = read_loss_curve(tmp_path / "straight" / "loss.tsv")
+    c2 = read_loss_curve(tmp_path / "resumed" / "loss.tsv")
+    assert list(c2["step"]) == [1, 2, 3, 4]
+    assert np.array_equal(c1["loss"].to_numpy(), c2["loss"].to_numpy())
+    # A rerun of a finished run trains nothing and ends at the same step count.
+    again = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "resumed")
+    assert again["resumed_from"] == 4 and again["steps_done"] == 4
+    assert again["final_sha256"] == rest["final_sha256"]
+    # Resuming with a result-changing setting is refused; runtime settings may change.
+    with pytest.raises(MotionRefineError, match="different run"):
+        finetune(tiny(steps=4, lr=2e-4), training_set, WEIGHTS, tmp_path / "resumed")
+    finetune(tiny(steps=4, checkpoint_every=1, prefetch=0), training_set, WEIGHTS, tmp_path / "resumed")
+
+
+def test_worker_processes_give_the_same_weights(training_set, tmp_path):
+    a = finetune(tiny(steps=1, num_workers=0), training_set, WEIGHTS, tmp_path / "w0")
+    b = finetune(tiny(steps=1, num_workers=1), training_set, WEIGHTS, tmp_path / "w1")
+    assert same_weights(weights(a["final"]), weights(b["final"]))
+
+
+@pytest.mark.parametrize("mode", ["photometric", "cycle"])
+def test_baseline_modes_train(training_set, tmp_path, mode):
+    s = finetune(tiny(steps=1, mode=mode, ssim_weight=0.5 if mode == "photometric" else 0.0), training_set,
+                 WEIGHTS, tmp_path / mode)
+    curve = read_loss_curve(s["loss_tsv"])
+    assert len(curve) == 1 and np.isfinite(curve["loss"]).all() and curve["loss"][0] > 0
+    assert not same_weights(weights(s["final"]), weights(WEIGHTS))
+
+
+def test_rebalanced_labels_train(training_set, tmp_path):
+    s = finetune(tiny(steps=1, rebalance=True), training_set, WEIGHTS, tmp_path / "rb")
+    assert np.isfinite(read_loss_curve(s["loss_tsv"])["loss"]).all()
+
+
+def test_config_and_batches():
+    cfg = FinetuneConfig.from_dict({"steps": 10, "augment": {"crop": [128, 256], "no_aug": True}})
+    assert cfg.augment.crop == (128, 256) and cfg.augment.no_aug
+    assert (cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.clip, cfg.batch_size, cfg.seed) == (1e-4, 1e-4, 1e-8, 5.0, 12, 125)
+    assert cfg.train_iters == 12 and FinetuneConfig(variant="large").train_iters == 32
+    assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(MotionRefineError):
+        FinetuneConfig.from_dict({"stepz": 3})
+    with pytest.raises(MotionRefineError):
+        FinetuneConfig(mode="dense")
+    # Index order with drop_last, then the next epoch; shuffled epochs are seeded permutations.
+    assert [batch_indices(5, 2, s, 0, False) for s in range(3)] == [[0, 1], [2, 3], [0, 1]]
+    shuffled = [batch_indices(6, 3, s, 125, True) for s in range(4)]
+    assert sorted(shuffled[0] + shuffled[1]) == list(range(6))
+    assert shuffled == [batch_indices(6, 3, s, 125, True) for s in range(4)]
+    with pytest.raises(MotionRefineError):
+        batch_indices(1, 2, 0, 0, False)
+
+
+def test_loss_log_is_trimmed_to_the_resumed_step(tmp_path):
+    p = tmp_path / "loss.tsv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(TSV_COLUMNS)
+        for s in range(1, 6):
+            w.writerow([s, 1.0, 1e-4, 0.5, 0.1])
+    _prepare_tsv(p, 3)  # steps 4 and 5 were logged after the last checkpoint: redone
+    assert list(read_loss_curve(p)["step"]) == [1, 2, 3]
+    _prepare_tsv(p, 0)
+    assert len(read_loss_curve(p)) == 0
