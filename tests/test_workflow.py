@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import zarr
@@ -84,3 +85,19 @@ def test_tiny_end_to_end(tmp_path):
         assert (tmp_path / f"results/logs/flow/raft-small/{video}.log").exists()
     again = snakemake(tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_failing_job_logs_the_error_and_leaves_no_output(tmp_path):
+    folder = tmp_path / "frames_src"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.full((16, 24, 3), 40 * i, np.uint8))
+    (folder / "notes.txt").write_text("stray")
+    sheet = tmp_path / "samples.tsv"
+    sheet.write_text(f"name\tpath\nbad\t{folder}\n")
+    proc = snakemake(tmp_path, "results/frames/bad.zarr", "--config", f"samples={sheet}", check=False)
+    assert proc.returncode != 0
+    log = (tmp_path / "results/logs/frames/bad.log").read_text()
+    assert "notes.txt: not an image file" in log
+    assert "notes.txt: not an image file" in proc.stderr
+    assert not (tmp_path / "results/frames/bad.zarr").exists()

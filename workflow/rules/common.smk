@@ -1,4 +1,5 @@
 # Config and sample sheet, checked once at parse time; the logic is in motionrefine/config.py.
+import re
 import sys
 from pathlib import Path
 

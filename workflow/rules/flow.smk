@@ -8,7 +8,7 @@ rule flow:
     log:
         "results/logs/flow/{model}/{video}.log",
     wildcard_constraints:
-        model=MODEL,
+        model=re.escape(MODEL),
     params:
         variant=config["model"]["variant"],
         iters=config["model"]["iters"],
