@@ -122,7 +122,8 @@ def test_sheet_defaults_and_absolute_path(base_config, shared, tmp_path):
         ("a\tdata/videos/tree.avi\tzero\t8\t1\t\n", r"row 1 \(name 'a'\), column 'start': expected an integer, got 'zero'"),
         ("a\tdata/videos/tree.avi\t0\t8\t1\t96by64\n", r"row 1 \(name 'a'\), column 'resize'"),
         ("a\tdata/videos/none.avi\t0\t8\t1\t\n", r"row 1 \(name 'a'\), column 'path': .*none\.avi does not exist.*asset_root"),
-        ("\tdata/videos/tree.avi\t0\t8\t1\t\n", r"row 1 \(name ''\), column 'name'"),
+        ("\tdata/videos/tree.avi\t0\t8\t1\t\n", r"row 1 \(name ''\), column 'name': empty, but required"),
+        ("a\t\t0\t8\t1\t\n", r"row 1 \(name 'a'\), column 'path': empty, but required"),
     ],
 )
 def test_bad_sheet_rows_name_row_and_column(base_config, tmp_path, rows, pattern):

@@ -181,11 +181,13 @@ def load_samples(config: dict, project_root: Path = PROJECT_ROOT) -> pd.DataFram
                     raise ConfigError(f"{where}, column '{col}': expected an integer, got {text!r}") from None
             else:
                 record[col] = text
+        for col in ("name", "path"):
+            if col not in record:
+                raise ConfigError(f"{where}, column '{col}': empty, but required")
+        # Unknown columns and empty required cells are handled above, so every error names a column.
         errors = sorted(validator.iter_errors(record), key=lambda e: list(e.absolute_path))
         if errors:
-            err = errors[0]
-            col = _key_path(err) if err.absolute_path else (err.message.split("'")[1] if "'" in err.message else "?")
-            raise ConfigError(f"{where}, column '{col}': {err.message}")
+            raise ConfigError(f"{where}, column '{_key_path(errors[0])}': {errors[0].message}")
         name = record["name"]
         if name in seen:
             raise ConfigError(f"{where}, column 'name': duplicate sample name {name!r} (also row {seen[name]})")

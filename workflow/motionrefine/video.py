@@ -141,12 +141,14 @@ def _video_frames(path: Path, start: int, end: int | None, stride: int, info: di
                     bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
                 yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
-        info["decoded_until"] = index
         if end is not None and index < end:
             raise VideoError(
                 f"{path}: video ends after {index} frames but end={end} was requested "
                 "(truncated file, or end beyond the video's length)"
             )
+        if end is None and index < info["reported_frame_count"]:
+            # AVI headers often overstate the count, so this cannot tell truncation apart.
+            log.warning("%s: container reports %d frames but only %d decode", path, info["reported_frame_count"], index)
     finally:
         cap.release()
 
@@ -218,9 +220,6 @@ def extract_frames(
                 f"{source}: {len(indices)} frame(s) selected (start={start} end={end} stride={stride}); "
                 "at least 2 are needed for motion"
             )
-        if info.get("reported_frame_count") and info.get("decoded_until", 0) < info["reported_frame_count"] and end is None:
-            log.warning("%s: container reports %d frames but only %d decode", source,
-                        info["reported_frame_count"], info["decoded_until"])
         attrs = {
             "source_path": str(source.resolve()),
             "source_kind": "folder" if files is not None else "video",
