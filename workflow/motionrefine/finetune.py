@@ -14,6 +14,8 @@ sample's augmentation draws from ``np.random.default_rng([seed, s, slot])``, so 
 resumes from a checkpoint at step s sees exactly the batches an uninterrupted run would.
 Checkpoints (model, optimiser, scheduler, RNG states, step) go to ``out_dir/checkpoints``
 atomically; the final weights go to ``out_dir/final.pth`` in the official layout.
+Bitwise determinism is tested on the CPU; on CUDA, grid_sample's backward (used by the
+correlation lookup and the baseline losses) accumulates atomically, so runs agree only closely.
 """
 
 from __future__ import annotations
@@ -206,20 +208,24 @@ class _Prefetcher:
         self._t = threading.Thread(target=self._run, args=(iter(iterable),), daemon=True)
         self._t.start()
 
+    def _put(self, msg) -> bool:
+        """Put unless the consumer has gone (closed); never blocks forever."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _run(self, it):
         try:
             for item in it:
-                while not self._stop.is_set():
-                    try:
-                        self._q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(("item", item)):
                     return
-            self._q.put(("end", None))
+            self._put(("end", None))
         except BaseException as exc:  # surfaced in the training thread
-            self._q.put(("error", exc))
+            self._put(("error", exc))
 
     def __iter__(self):
         while True:
