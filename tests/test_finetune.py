@@ -137,6 +137,9 @@ def test_config_and_batches():
     assert (cfg.lr, cfg.weight_decay, cfg.adam_eps, cfg.clip, cfg.batch_size, cfg.seed) == (1e-4, 1e-4, 1e-8, 5.0, 12, 125)
     assert cfg.train_iters == 12 and FinetuneConfig(variant="large").train_iters == 32
     assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
+    assert FinetuneConfig.from_dict({"crop": [64, 96], "iters": None}).augment.crop == (64, 96)  # schema shorthand
+    with pytest.raises(MotionRefineError):
+        FinetuneConfig.from_dict({"crop": [64, 96], "augment": {"crop": [64, 96]}})
     with pytest.raises(MotionRefineError):
         FinetuneConfig.from_dict({"stepz": 3})
     with pytest.raises(MotionRefineError):

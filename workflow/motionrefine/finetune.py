@@ -113,7 +113,15 @@ class FinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FinetuneConfig":
+        """Build from a config mapping. A top-level ``crop`` (as in the workflow's config
+        schema) is accepted as shorthand for ``augment.crop``."""
         d = dict(d or {})
+        if "crop" in d:
+            aug = dict(d.get("augment") or {})
+            if "crop" in aug:
+                raise MotionRefineError("crop given both at the top level and under augment")
+            aug["crop"] = d.pop("crop")
+            d["augment"] = aug
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise MotionRefineError(f"unknown fine-tuning config keys: {sorted(unknown)}")
