@@ -167,10 +167,10 @@ def sincos_embed_3d(xyt: torch.Tensor, dim: int) -> torch.Tensor:
     """(..., 3) → (..., 3·dim + 3): per coordinate interleaved sin/cos, then the raw values.
 
     Published convention: angular frequencies k·1000/dim for k = 0, 2, 4, …, dim−2."""
-    freqs = torch.arange(0, dim, 2, device=xyt.device, dtype=torch.float32) * (1000.0 / dim)
-    ang = xyt.float()[..., None] * freqs                      # (..., 3, dim/2)
+    freqs = torch.arange(0, dim, 2, device=xyt.device, dtype=xyt.dtype) * (1000.0 / dim)
+    ang = xyt[..., None] * freqs                              # (..., 3, dim/2)
     pe = torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-2)  # sin, cos, sin, cos, ...
-    return torch.cat([pe.flatten(-2), xyt.float()], dim=-1)
+    return torch.cat([pe.flatten(-2), xyt], dim=-1)
 
 
 class DeltaBlock(nn.Module):
@@ -227,7 +227,7 @@ class Pips(nn.Module):
         """(B, S, 3, H, W) RGB 0–255 → (B, S, C, H//stride, W//stride). Frames are encoded
         independently (instance norm is per image), so maps can be cached and reused."""
         b, s = rgbs.shape[:2]
-        x = 2.0 * (rgbs.reshape(b * s, *rgbs.shape[2:]).float() / 255.0) - 1.0
+        x = 2.0 * (rgbs.reshape(b * s, *rgbs.shape[2:]).to(self.fnet.conv1.weight.dtype) / 255.0) - 1.0
         f = self.fnet(x)
         return f.reshape(b, s, *f.shape[1:])
 
@@ -297,16 +297,16 @@ class Pips(nn.Module):
             lock_first = not self.training
         stride = float(cfg.stride)
         # Published convention: feature coordinates are pixel coordinates / stride.
-        xy0 = xys.float() / stride
+        xy0 = xys.to(fmaps.dtype) / stride
         if coords_init is None:
             coords = xy0[:, None].expand(b, s, n, 2).clone()
         else:
-            coords = coords_init.float() / stride
+            coords = coords_init.to(fmaps.dtype) / stride
         pyr = self._pyramid(fmaps)
         feat = self.sample_features(fmaps[:, 0], xy0) if feat_init is None else feat_init
         ffeats = feat[:, :, None].expand(b, n, s, c).reshape(b * n, s, c)  # mixer layout (B·N, S, C)
         # Published convention: time channel = linspace(0, S, S), i.e. steps of S/(S−1).
-        times = torch.linspace(0, s, s, device=fmaps.device).reshape(1, s, 1).expand(b * n, s, 1)
+        times = torch.linspace(0, s, s, device=fmaps.device, dtype=fmaps.dtype).reshape(1, s, 1).expand(b * n, s, 1)
         preds, heat = [], []
         for _ in range(iters):
             coords = coords.detach()  # gradients flow through each update, not across iterations
