@@ -126,7 +126,7 @@ def _video_frames(path: Path, start: int, end: int | None, stride: int, info: di
         raise VideoError(f"{path}: cannot open video (corrupt, truncated or unsupported container)")
     try:
         info["fps"] = float(cap.get(cv2.CAP_PROP_FPS)) or None
-        info["reported_frame_count"] = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         index = 0
         while end is None or index < end:
             # grab() without retrieve() skips the colour conversion of frames that are not selected;
@@ -146,9 +146,9 @@ def _video_frames(path: Path, start: int, end: int | None, stride: int, info: di
                 f"{path}: video ends after {index} frames but end={end} was requested "
                 "(truncated file, or end beyond the video's length)"
             )
-        if end is None and index < info["reported_frame_count"]:
+        if end is None and index < reported:
             # AVI headers often overstate the count, so this cannot tell truncation apart.
-            log.warning("%s: container reports %d frames but only %d decode", path, info["reported_frame_count"], index)
+            log.warning("%s: container reports %d frames but only %d decode", path, reported, index)
     finally:
         cap.release()
 
