@@ -24,7 +24,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import queue
 import random
