@@ -68,6 +68,15 @@ def test_training_mode_frees_frame_zero_and_backpropagates(small):
     assert model.fnet.conv1.weight.grad is not None and model.delta_block.to_delta[0].weight.grad is not None
 
 
+def test_coords_init_sets_the_start_and_the_anchor(small):
+    init = torch.tensor([[[12.0, 20.0]]]).repeat(1, 8, 1)[:, :, None] + torch.arange(8.0).reshape(1, 8, 1, 1)
+    with torch.no_grad():
+        out = small(torch.tensor([[[0.0, 0.0]]]), _clip(), iters=1, coords_init=init, return_feat=True)
+        ref = small(init[:, 0], _clip(), iters=1, return_feat=True)
+    torch.testing.assert_close(out.coords[-1][:, 0], init[:, 0])
+    torch.testing.assert_close(out.feat, ref.feat)  # query feature sampled at the initial frame-0 position
+
+
 def test_window_length_is_checked(small):
     with pytest.raises(MotionRefineError):
         small(torch.zeros(1, 1, 2), _clip(s=7), iters=1)

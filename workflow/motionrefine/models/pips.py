@@ -297,11 +297,11 @@ class Pips(nn.Module):
             lock_first = not self.training
         stride = float(cfg.stride)
         # Published convention: feature coordinates are pixel coordinates / stride.
-        xy0 = xys.to(fmaps.dtype) / stride
         if coords_init is None:
-            coords = xy0[:, None].expand(b, s, n, 2).clone()
+            coords = (xys.to(fmaps.dtype) / stride)[:, None].expand(b, s, n, 2).clone()
         else:
             coords = coords_init.to(fmaps.dtype) / stride
+        xy0 = coords[:, 0].clone()  # frame-0 anchor (the reference takes it from the initialisation)
         pyr = self._pyramid(fmaps)
         feat = self.sample_features(fmaps[:, 0], xy0) if feat_init is None else feat_init
         ffeats = feat[:, :, None].expand(b, n, s, c).reshape(b * n, s, c)  # mixer layout (B·N, S, C)
