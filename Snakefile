@@ -13,6 +13,11 @@ configfile: f"{workflow.basedir}/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/flow.smk"
+include: "workflow/rules/labels.smk"
+include: "workflow/rules/benchmarks.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

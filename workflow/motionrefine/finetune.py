@@ -30,7 +30,7 @@ import random
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -259,16 +259,18 @@ def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, 
     return loader
 
 
-def _check_sizes(pairs: Sequence[TrainingPair], cfg: FinetuneConfig) -> tuple[int, int]:
+def _common_crop(pairs: Sequence[TrainingPair], cfg: FinetuneConfig) -> tuple[int, int]:
+    """One crop for every video (batches need one size): the configured crop, shrunk to fit
+    the smallest video (multiples of 8), with a warning when it had to shrink."""
     sizes = {}
     for p in {q.frames for q in pairs}:
         shape = open_group(p)["frames"].shape
         sizes[p] = crop_size(shape[1], shape[2], cfg.augment.crop)
-    if len(set(sizes.values())) > 1:
-        raise MotionRefineError(
-            f"videos give different crop sizes {sorted(set(sizes.values()))} for crop {cfg.augment.crop}: "
-            "set augment.crop no larger than the smallest video (rounded down to a multiple of 8)")
-    return next(iter(sizes.values()))
+    common = (min(h for h, _ in sizes.values()), min(w for _, w in sizes.values()))
+    if common != tuple(cfg.augment.crop):
+        log.warning("crop %s does not fit every video (%s): training on %s crops",
+                    tuple(cfg.augment.crop), sorted(set(sizes.values())), common)
+    return common
 
 
 # ------------------------------------------------------------------ losses per mode
@@ -402,7 +404,9 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
     pairs = load_training_pairs(training_set)
     if not pairs:
         raise MotionRefineError("the training set has no pairs (no pixel passed the cycle check?)")
-    crop = _check_sizes(pairs, cfg)
+    crop = _common_crop(pairs, cfg)
+    if crop != tuple(cfg.augment.crop):
+        cfg = replace(cfg, augment=replace(cfg.augment, crop=crop))
     dev = pick_device(cfg.device, cfg.threads)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)

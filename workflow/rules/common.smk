@@ -7,15 +7,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from motionrefine import config as mrconfig
+from motionrefine import plan
 
 mrconfig.validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 SAMPLES = mrconfig.load_samples(config)
 MODEL = config["model"]["name"]
+plan.check_names(list(SAMPLES.index), config)
+SCENES = {s.video: s for s in plan.flow_scenes(config)}
+RUNS = plan.runs(config, list(SAMPLES.index))
+FINETUNE = plan.finetune_settings(config)
+# The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
+SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
+RUN_PATTERN = "|".join(re.escape(r) for r in RUNS) or "(?!)"
 
 
 wildcard_constraints:
     video="[A-Za-z0-9_-]+",
     model="[A-Za-z0-9_.-]+",
+    run=RUN_PATTERN,
 
 
 def res(rule, key):
@@ -32,7 +41,30 @@ def checkpoint_path(wildcards):
     return str(mrconfig.model_checkpoint(config))
 
 
+def scene(wildcards):
+    return SCENES[f"{wildcards.bench}{plan.SCENE_SEP}{wildcards.scene}"]
+
+
+def scene_source_of(s):
+    """Generated scenes come from results/benchmarks; dataset scenes from their root folder."""
+    if s.kind in plan.GENERATED_KINDS:
+        return f"results/benchmarks/{s.benchmark}/{s.name}.zarr"
+    return str(mrconfig.asset_root(config) / config["benchmarks"][s.benchmark]["path"])
+
+
+def scene_source(wildcards):
+    return scene_source_of(scene(wildcards))
+
+
+def run_videos(wildcards):
+    return RUNS[wildcards.run]["train"]
+
+
 def all_targets():
-    return expand("results/frames/{video}.zarr", video=SAMPLES.index) + expand(
+    targets = expand("results/frames/{video}.zarr", video=SAMPLES.index) + expand(
         "results/flow/{model}/{video}.zarr", model=MODEL, video=SAMPLES.index
     )
+    targets += expand("results/labels/flow/{video}.zarr", video=SAMPLES.index)
+    if RUNS:
+        targets += ["results/report/index.html"]
+    return targets

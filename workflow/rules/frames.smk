@@ -6,6 +6,8 @@ rule frames:
         directory("results/frames/{video}.zarr"),
     log:
         "results/logs/frames/{video}.log",
+    wildcard_constraints:
+        video=SAMPLE_PATTERN,
     params:
         start=lambda wc: sample(wc)["start"],
         end=lambda wc: sample(wc)["end"],

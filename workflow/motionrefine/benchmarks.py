@@ -1,0 +1,99 @@
+"""Benchmark scenes for the evaluate stage: generated real-texture scenes and readers of
+published datasets, behind one interface (:class:`readers.FlowScene`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import __version__, synth
+from .errors import MotionRefineError
+from .metrics import epe_map
+from .plan import READER_KINDS
+from .readers import FlowScene, iter_benchmark
+from .store import atomic_group, open_group, write_array
+
+log = logging.getLogger("motionrefine")
+
+
+def _source_frames(frame_stores: Sequence[str], per_store: int = 4) -> list[np.ndarray]:
+    """A few frames spread over each source video: backgrounds and layer textures."""
+    out = []
+    for path in frame_stores:
+        frames = open_group(path)["frames"]
+        idx = np.linspace(0, frames.shape[0] - 1, min(per_store, frames.shape[0])).round().astype(int)
+        out.extend(np.asarray(frames[i]) for i in sorted(set(idx.tolist())))
+    return out
+
+
+def build_realtex_scene(frame_stores: Sequence[str], out_path: str, preset: str, height: int, width: int,
+                        frames: int, seed: int, overrides: dict | None = None) -> dict:
+    """Render one real-texture scene from the users' own frames and check its ground truth.
+
+    The ground-truth self-check (warping frame t+1 by the forward flow reproduces frame t,
+    forward/backward flows invert each other) must pass, or no scene is written.
+    """
+    sources = _source_frames(frame_stores)
+    cfg = synth.make_config(preset, height=height, width=width, frames=frames, seed=seed, **(overrides or {}))
+    seq = synth.render_sequence(sources, cfg)
+    check = synth.self_check(seq)
+    if not check.get("ok", False):
+        raise MotionRefineError(f"{out_path}: ground-truth self-check failed: {check}")
+    synth.write_sequence(seq, out_path, attrs={"preset": preset, "self_check": check,
+                                               "sources": [str(p) for p in frame_stores],
+                                               "code_version": __version__})
+    log.info("%s: preset %s, self-check %s", out_path, preset, check)
+    return check
+
+
+def load_flow_scene(kind: str, name: str, path: str, benchmark: str = "", options: dict | None = None) -> FlowScene:
+    """One scene: a generated store (``kind`` real-texture, ``path`` = its Zarr) or a dataset scene."""
+    if kind == "real-texture":
+        seq = synth.read_sequence(path)
+        return FlowScene(name=name, frames=seq.frames, flow=seq.flow_fw.astype(np.float32),
+                         valid=np.ones(seq.flow_fw.shape[:3], bool), occluded=seq.occ_fw.astype(bool),
+                         meta={"benchmark": benchmark, "kind": kind})
+    if kind not in READER_KINDS:
+        raise MotionRefineError(f"benchmark {benchmark!r}: unknown flow kind {kind!r}")
+    for scene in iter_benchmark(READER_KINDS[kind], path, scenes=[name], **(options or {})):
+        scene.meta.update({"benchmark": benchmark, "kind": kind})
+        return scene
+    raise MotionRefineError(f"benchmark {benchmark!r}: scene {name!r} not found under {path}")
+
+
+def write_scene_frames(scene: FlowScene, out_path: str, source: str) -> None:
+    """A benchmark scene's frames as a frames store, so it enters the label chain like a video."""
+    with atomic_group(out_path) as g:
+        write_array(g, "frames", np.ascontiguousarray(scene.frames))
+        t, h, w = scene.frames.shape[:3]
+        g.attrs.update({"source": {"path": source, "benchmark": scene.meta.get("benchmark", ""),
+                                   "scene": scene.name, "kind": scene.meta.get("kind", "")},
+                        "stored_size": [w, h], "frame_count": t, "code_version": __version__})
+
+
+def label_quality(label_path: str, scene: FlowScene, speed_edges: Sequence[float] = (0, 1, 2, 4.5)) -> dict:
+    """Accuracy of the kept pseudo-labels against ground truth: the number that says whether
+    verification does its job (a forward-backward check passes some consistently wrong flow)."""
+    g = open_group(label_path)
+    keep = np.asarray(g["keep"][...], bool)
+    labels = np.asarray(g["flow"][...], np.float32)
+    if keep.shape != scene.valid.shape:
+        raise MotionRefineError(f"{label_path}: labels {keep.shape} do not match scene {scene.name} {scene.valid.shape}")
+    valid = scene.valid & np.isfinite(scene.flow).all(-1)
+    kept = keep & valid
+    err = epe_map(labels, np.where(valid[..., None], scene.flow, 0))
+    row = {"scene": scene.name, "benchmark": scene.meta.get("benchmark", ""),
+           "kept_fraction": float(kept.sum() / max(valid.sum(), 1)),
+           "label_epe": float(err[kept].mean()) if kept.any() else float("nan"),
+           "label_acc_1px": float((err[kept] < 1).mean()) if kept.any() else float("nan"),
+           "n_kept": int(kept.sum())}
+    speed = np.linalg.norm(np.where(valid[..., None], scene.flow, 0), axis=-1)
+    edges = list(speed_edges) + [np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = valid & (speed >= lo) & (speed < hi)
+        tag = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f"{lo:g}+"
+        row[f"kept_fraction_{tag}px"] = float((kept & in_bin).sum() / max(in_bin.sum(), 1))
+    return row

@@ -1,0 +1,44 @@
+rule benchmark_scene:
+    """Render one real-texture scene with exact ground truth from the sample videos' frames."""
+    input:
+        sources=lambda wc: expand(
+            "results/frames/{video}.zarr", video=config["benchmarks"][wc.bench]["sources"]
+        ),
+    output:
+        directory("results/benchmarks/{bench}/{scene}.zarr"),
+    log:
+        "results/logs/benchmark/{bench}/{scene}.log",
+    params:
+        spec=lambda wc: config["benchmarks"][wc.bench],
+        index=lambda wc: int(wc.scene[1:]),
+    wildcard_constraints:
+        scene="s[0-9]+",
+    threads: res("benchmark", "threads")
+    resources:
+        mem_mb=res("benchmark", "mem_mb"),
+        runtime=res("benchmark", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/benchmark_scene.py"
+
+
+rule scene_frames:
+    """A benchmark scene's frames as a frames store: the scene enters the label chain like a video."""
+    input:
+        source=scene_source,
+    output:
+        directory("results/frames/{bench}__{scene}.zarr"),
+    log:
+        "results/logs/scene_frames/{bench}__{scene}.log",
+    params:
+        kind=lambda wc: scene(wc).kind,
+        options=lambda wc: config["benchmarks"][wc.bench].get("options", {}),
+    threads: 1
+    resources:
+        mem_mb=res("benchmark", "mem_mb"),
+        runtime=res("benchmark", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/scene_frames.py"

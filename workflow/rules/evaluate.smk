@@ -1,0 +1,57 @@
+def eval_sources(wildcards):
+    return [scene_source_of(s) for s in RUNS[wildcards.run]["eval"]]
+
+
+rule evaluate:
+    """Pretrained and refined model on the run's benchmark scenes: one row per (model, scene)."""
+    input:
+        pretrained=checkpoint_path,
+        refined="results/finetune/{run}/refined.pth",
+        scenes=eval_sources,
+    output:
+        "results/eval/{run}.csv",
+    log:
+        "results/logs/evaluate/{run}.log",
+    params:
+        scenes=lambda wc: [
+            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
+             "options": config["benchmarks"][s.benchmark].get("options", {})}
+            for s in RUNS[wc.run]["eval"]
+        ],
+        variant=config["model"]["variant"],
+        iters=config["model"]["iters"],
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule label_quality:
+    """Kept fraction and accuracy of each benchmark scene's own pseudo-labels against ground truth."""
+    input:
+        labels=expand("results/labels/flow/{video}.zarr", video=list(SCENES)),
+        scenes=[scene_source_of(s) for s in SCENES.values()],
+    output:
+        "results/eval/label_quality.csv",
+    log:
+        "results/logs/label_quality.log",
+    params:
+        scenes=[
+            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
+             "video": s.video, "options": config["benchmarks"][s.benchmark].get("options", {})}
+            for s in SCENES.values()
+        ],
+        speed_bins=config["verify"]["speed_bins"],
+    threads: 1
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/label_quality.py"

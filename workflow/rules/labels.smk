@@ -1,0 +1,40 @@
+rule labels:
+    """Cycle-verify the frozen model's flow of one video: the sparse pseudo-label store."""
+    input:
+        frames="results/frames/{video}.zarr",
+        flow=f"results/flow/{MODEL}/{{video}}.zarr",
+    output:
+        directory("results/labels/flow/{video}.zarr"),
+    log:
+        "results/logs/labels/{video}.log",
+    params:
+        verify=config["verify"],
+        batch_size=config["model"]["batch_size"],
+    threads: res("labels", "threads")
+    resources:
+        mem_mb=res("labels", "mem_mb"),
+        runtime=res("labels", "runtime"),
+        gpu=res("labels", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/labels.py"
+
+
+rule aggregate:
+    """Index the label stores of one refinement run's videos into its training set."""
+    input:
+        labels=lambda wc: expand("results/labels/flow/{video}.zarr", video=run_videos(wc)),
+        frames=lambda wc: expand("results/frames/{video}.zarr", video=run_videos(wc)),
+    output:
+        "results/train/{run}.json",
+    log:
+        "results/logs/aggregate/{run}.log",
+    threads: 1
+    resources:
+        mem_mb=res("aggregate", "mem_mb"),
+        runtime=res("aggregate", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/aggregate.py"

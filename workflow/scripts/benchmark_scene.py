@@ -1,0 +1,22 @@
+"""Snakemake script of rule benchmark_scene: render one real-texture scene with exact ground truth."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+from motionrefine.benchmarks import build_realtex_scene
+from motionrefine.config import job_log
+from motionrefine.plan import realtex_preset
+
+with job_log(snakemake.log[0]):
+    spec, i = snakemake.params.spec, snakemake.params.index
+    height, width = spec["size"]
+    build_realtex_scene(
+        list(snakemake.input.sources),
+        snakemake.output[0],
+        preset=realtex_preset(spec, i),
+        height=height,
+        width=width,
+        frames=spec["frames"],
+        seed=spec["seed"] * 1000 + i,
+    )

@@ -1,0 +1,24 @@
+"""Snakemake script of rule evaluate: pretrained vs refined on a run's scenes -> results/eval/{run}.csv."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+import pandas as pd
+
+from motionrefine.benchmarks import load_flow_scene
+from motionrefine.config import job_log
+from motionrefine.evaluate import evaluate_flow
+
+with job_log(snakemake.log[0]):
+    p = snakemake.params
+    frames = []
+    for s in p.scenes:
+        scene = load_flow_scene(s["kind"], s["name"], s["path"], s["benchmark"], s["options"])
+        df = evaluate_flow({"pretrained": snakemake.input.pretrained, "refined": snakemake.input.refined},
+                           [scene], variant=p.variant, iters=p.iters, threads=snakemake.threads,
+                           benchmark=s["benchmark"])
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "run", snakemake.wildcards.run)
+    out.to_csv(snakemake.output[0], index=False)

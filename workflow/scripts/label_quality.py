@@ -1,0 +1,17 @@
+"""Snakemake script of rule label_quality: each scene's pseudo-labels against its ground truth."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+import pandas as pd
+
+from motionrefine.benchmarks import label_quality, load_flow_scene
+from motionrefine.config import job_log
+
+with job_log(snakemake.log[0]):
+    rows = []
+    for s, labels in zip(snakemake.params.scenes, snakemake.input.labels):
+        scene = load_flow_scene(s["kind"], s["name"], s["path"], s["benchmark"], s["options"])
+        rows.append(label_quality(labels, scene, snakemake.params.speed_bins))
+    pd.DataFrame(rows).to_csv(snakemake.output[0], index=False)

@@ -1,0 +1,13 @@
+"""Snakemake script of rule scene_frames: a benchmark scene's frames -> results/frames/{bench}__{scene}.zarr."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+from motionrefine.benchmarks import load_flow_scene, write_scene_frames
+from motionrefine.config import job_log
+
+with job_log(snakemake.log[0]):
+    w = snakemake.wildcards
+    sc = load_flow_scene(snakemake.params.kind, w.scene, snakemake.input.source, w.bench, snakemake.params.options)
+    write_scene_frames(sc, snakemake.output[0], source=snakemake.input.source)
