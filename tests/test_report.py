@@ -1,0 +1,185 @@
+"""Report: tiny fake workflow outputs (CSV, Zarr stores, loss curves, random-weight RAFT
+checkpoints) -> index.html / summary.md / before_after.csv; and the flow colour coding."""
+
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from motionrefine.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
+from motionrefine.models.checkpoint import save_raft
+from motionrefine.models.raft import RAFT
+from motionrefine.report import build_report, coverage_table, pick_videos, training_run
+from motionrefine.store import atomic_group, write_array
+
+H, W, T = 64, 64, 4
+EDGES = [0.0, 1.0, 2.0, 4.5]
+
+
+def _frames(path, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (H + 8, W + 8, 3), dtype=np.uint8)
+    frames = np.stack([base[t:t + H, t:t + W] for t in range(T)])  # shifts by 1 px a frame
+    with atomic_group(path) as g:
+        write_array(g, "frames", np.ascontiguousarray(frames))
+
+
+def _labels(path, video):
+    """A label store as make_flow_labels writes it: the left half of every pair kept."""
+    p = T - 1
+    keep = np.zeros((p, H, W), bool)
+    keep[:, :, : W // 2] = True
+    flow = np.where(keep[..., None], 1.0, 0.0).astype(np.float32)
+    pixels_by_bin = np.tile(np.array([H * W // 2, H * W // 2, 0], np.int64), (p, 1))
+    kept_by_bin = np.tile(np.array([H * W // 4, H * W // 4, 0], np.int64), (p, 1))
+    with np.errstate(invalid="ignore"):
+        frac_by_bin = np.where(pixels_by_bin > 0, kept_by_bin / np.maximum(pixels_by_bin, 1), np.nan)
+    with atomic_group(path) as g:
+        write_array(g, "flow", flow)
+        write_array(g, "keep", keep)
+        write_array(g, "kept_fraction", keep.mean((1, 2)).astype(np.float64))
+        write_array(g, "kept_count", keep.sum((1, 2)).astype(np.int64))
+        write_array(g, "pixels_by_bin", pixels_by_bin)
+        write_array(g, "kept_by_bin", kept_by_bin)
+        write_array(g, "kept_fraction_by_bin", frac_by_bin)
+        write_array(g, "rejected", np.zeros((p, 4), np.int64),
+                    columns=["inconsistent", "colour", "out_of_frame", "non_finite"])
+        write_array(g, "speed_bin_edges", np.asarray(EDGES, np.float64))
+        g.attrs.update({"kind": "flow_labels", "video": video, "checks": "fb+colour", "checkpoint_sha256": "x"})
+
+
+def _eval_rows(run, scenes, pre_sha, ref_sha):
+    rows = []
+    for scene, (before, after) in scenes.items():
+        for model, epe, sha in (("pretrained", before, pre_sha), ("refined", after, ref_sha)):
+            rows.append({"run": run, "scene": scene, "epe": epe, "acc_1px": 0.5, "acc_3px": 0.8, "acc_5px": 0.9,
+                         "fl_all": 0.1, "n_px": H * W * 3, "benchmark": "bench", "model": model,
+                         "checkpoint_sha256": sha, "pairs": 3, "iters": 2})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    torch.manual_seed(0)
+    pre_sha = save_raft(RAFT("small"), root / "pretrained.pth")
+    runs = ["heldout", "bench__alley"]
+    videos = ["clipA", "bench__alley"]
+    refined, losses, evals = [], [], []
+    scenes = {"heldout": {"alley": (2.0, 1.5), "market": (1.0, 1.2)}, "bench__alley": {"alley": (2.0, 1.0)}}
+    for i, run in enumerate(runs):
+        torch.manual_seed(i + 1)
+        d = root / "finetune" / run
+        ref_sha = save_raft(RAFT("small"), d / "refined.pth")
+        refined.append(str(d / "refined.pth"))
+        pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 2.0, 1.5], "lr": [1e-4] * 3, "epe_to_label": [2.0, 1.5, 1.2],
+                      "seconds": [0.1, 0.2, 0.3]}).to_csv(d / "loss.tsv", sep="\t", index=False)
+        losses.append(str(d / "loss.tsv"))
+        evals.append(str(root / "eval" / f"{run}.csv"))
+        (root / "eval").mkdir(exist_ok=True)
+        _eval_rows(run, scenes[run], pre_sha, ref_sha).to_csv(evals[-1], index=False)
+    lq = root / "eval" / "label_quality.csv"
+    pd.DataFrame([{"scene": "alley", "benchmark": "bench", "kept_fraction": 0.5, "label_epe": 0.4,
+                   "label_acc_1px": 0.9, "n_kept": 6000, "kept_fraction_0-1px": 0.6}]).to_csv(lq, index=False)
+    frames, labels = [], []
+    for j, v in enumerate(videos):
+        frames.append(str(root / "frames" / f"{v}.zarr"))
+        labels.append(str(root / "labels" / f"{v}.zarr"))
+        _frames(frames[-1], j)
+        _labels(labels[-1], v)
+    out = root / "report"
+    config = {"model": {"variant": "small", "iters": 2, "sha256": pre_sha},
+              "verify": {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400, "checks": "fb+colour",
+                         "speed_bins": EDGES},
+              "finetune": {"profile": "demo", "mode": "labels", "lr": 1e-4}, "refine": {"heldout": True}}
+    build_report(evals, str(lq), labels, frames, losses, refined, runs, videos, str(root / "pretrained.pth"),
+                 "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
+                 device="cpu")
+    return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
+
+
+def test_outputs_exist_and_html_is_self_contained(report):
+    out = report["out"]
+    for name in ("index.html", "summary.md", "before_after.csv"):
+        assert (out / name).is_file()
+    text = (out / "index.html").read_text()
+    for scene in ("alley", "market", "clipA", "bench__alley"):
+        assert scene in text
+    imgs = re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(imgs) >= 5  # change, coverage, quality, colour key, flows, losses
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    assert "src=\"http" not in text  # nothing fetched from the network
+    assert report["pre_sha"] in text and report["ref_sha"] in text
+
+
+def test_before_after_csv(report):
+    df = pd.read_csv(report["out"] / "before_after.csv")
+    assert set(df["protocol"]) == {"heldout", "transductive"}
+    row = df[(df["run"] == "heldout") & (df["scene"] == "alley")].iloc[0]
+    assert row["epe_change_pct"] == pytest.approx(100 * (1.5 / 2.0 - 1))
+    assert df.loc[df["run"] == "bench__alley", "protocol"].tolist() == ["transductive"]
+
+
+def test_summary_table_and_reading(report):
+    md = (report["out"] / "summary.md").read_text()
+    # By hand: heldout alley 2.0 -> 1.5 is -25 %, market 1.0 -> 1.2 is +20 %, transductive alley -50 %.
+    alley = [ln for ln in md.splitlines() if ln.startswith("| heldout | bench | alley |")]
+    assert len(alley) == 1 and "| 2.000 | 1.500 | -25.00 |" in alley[0]
+    assert "| bench__alley | bench | alley | 2.000 | 1.000 | -50.00 |" in md
+    assert "mean EPE change -2.50%" in md  # heldout mean of -25 and +20
+    assert re.search(r"Got worse: bench/market \(heldout, \+20\.00%\)", md)
+    assert "### heldout" in md and "### transductive" in md
+    assert "| bench | alley | 50.0 | 0.400 |" in md  # label quality row, pretrained EPE 2.000 beside it
+    assert "2.000" in md.split("## Label quality")[1].split("##")[0]
+
+
+def test_coverage_by_hand(report):
+    cov = coverage_table(report["labels"]).set_index("video")
+    assert cov.loc["clipA", "kept_fraction"] == pytest.approx(0.5)
+    assert cov.loc["clipA", "kept_0-1px"] == pytest.approx(0.5)
+    assert np.isnan(cov.loc["clipA", "kept_2-4.5px"])  # empty bin: no coverage, not zero
+
+
+def test_training_run_and_pick():
+    runs = ["heldout", "b__s0"]
+    assert training_run("clip", runs) == "heldout"
+    assert training_run("b__s0", runs) == "b__s0"
+    assert training_run("b__s1", runs) is None
+    vids = [f"v{i}" for i in range(5)] + [f"b__s{i}" for i in range(5)]
+    picked = pick_videos(vids, 6)
+    assert len(picked) == 6 and sum("__" in v for v in picked) == 3
+
+
+def test_flowviz_directions():
+    wheel = colour_wheel()
+    assert wheel.shape == (55, 3) and np.allclose(wheel[0], [1, 0, 0])
+    flow = np.array([[[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [3.0, 0.0]]])
+    rgb = flow_to_rgb(flow, max_mag=1.0)[0].astype(int)
+    right, zero, left, down, up, fast = rgb
+    assert tuple(right) == (255, 0, 0)  # +x is red
+    assert tuple(zero) == (255, 255, 255)  # no motion is white
+    assert left[2] == 255 and left[0] == 0  # -x: cyan/blue
+    assert down[0] == 255 and down[1] > 200 and down[2] == 0  # +y (down): yellow
+    assert up[2] == 255 and up[1] == 0  # -y (up): violet
+    assert tuple(fast) == (191, 0, 0)  # beyond the normaliser: darkened, same hue
+    half = flow_to_rgb(np.array([[[0.5, 0.0]]]), max_mag=1.0)[0, 0]
+    assert tuple(half) == (255, 128, 128)  # half the magnitude: half way to white
+    # Nearly +x from either side stays red-ish (the wheel is closed, no seam at +x).
+    near = flow_to_rgb(np.array([[[1.0, 1e-6], [1.0, -1e-6]]]), max_mag=1.0 + 1e-9)[0]
+    assert (near[:, 0] == 255).all() and (near[:, 1:] < 5).all()
+
+
+def test_robust_max_is_shared_and_ignores_outliers():
+    a = np.zeros((40, 40, 2))
+    a[..., 0] = 2.0
+    a[0, 0] = 1000.0
+    b = np.zeros((40, 40, 2))
+    b[..., 1] = 4.0
+    assert robust_max(a) == pytest.approx(2.0)
+    assert 2.0 < robust_max(a, b) <= 4.0
+    assert robust_max(np.zeros((3, 3, 2))) == 1.0  # static scene: noise is not blown up
+    legend = wheel_legend(32)
+    assert legend.shape == (32, 32, 3) and tuple(legend[0, 0]) == (255, 255, 255)

@@ -1,0 +1,17 @@
+"""Snakemake script of rule report: evaluations, labels, loss curves -> results/report/."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+from motionrefine.config import job_log
+from motionrefine.report import build_report
+
+with job_log(snakemake.log[0]):
+    i, p, o = snakemake.input, snakemake.params, snakemake.output
+    # label_quality is [] when the config has no benchmark scenes.
+    lq = i.label_quality if isinstance(i.label_quality, str) else (list(i.label_quality) or [None])[0]
+    build_report(evals=list(i.evals), label_quality=lq, label_stores=list(i.labels), frame_stores=list(i.frames),
+                 losses=list(i.losses), refined=list(i.refined), runs=list(p.runs), videos=list(p.videos),
+                 pretrained=i.pretrained, variant=p.variant, iters=p.iters, config=dict(p.config),
+                 out_html=o.html, out_summary=o.summary, out_table=o.table, threads=snakemake.threads)
