@@ -228,9 +228,10 @@ def test_make_flow_labels_store(tmp_path):
 
     index = tmp_path / "labels" / "training_set.json"
     info = aggregate_labels([str(out)], [str(tmp_path / "frames.zarr")], str(index))
-    assert info == {"videos": 1, "pairs": 2, "checkpoint_sha256": "abc123"}  # the empty pair is left out
+    # The empty pair is left out, in both directions; reverse pairs are verified like forward ones.
+    assert info == {"videos": 1, "pairs": 4, "checkpoint_sha256": "abc123"}
     pairs = load_training_pairs(index)
-    assert [p.pair for p in pairs] == [0, 2]
+    assert [(p.direction, p.pair) for p in pairs] == [("fw", 0), ("fw", 2), ("bw", 0), ("bw", 2)]
     assert open_group(pairs[0].frames)["frames"].shape == frames.shape
     assert json.loads(index.read_text())["videos"][0]["labels"] == "flow/synth.zarr"  # relative to the index
 

@@ -63,7 +63,9 @@ def same_weights(a, b):
 
 def test_training_set_from_real_labels(training_set):
     pairs = load_training_pairs(training_set)
-    assert len(pairs) == 4 and all(p.kept_fraction > 0 for p in pairs)
+    # 4 forward pairs and their 4 reverse pairs, each with some verified pixels.
+    assert len(pairs) == 8 and all(p.kept_fraction > 0 for p in pairs)
+    assert sorted((p.direction, p.pair) for p in pairs) == [(d, i) for d in ("bw", "fw") for i in range(4)]
 
 
 def test_tiny_finetune_writes_checkpoints_log_and_official_final(training_set, tmp_path):
@@ -149,8 +151,11 @@ def test_config_and_batches():
     shuffled = [batch_indices(6, 3, s, 125, True) for s in range(4)]
     assert sorted(shuffled[0] + shuffled[1]) == list(range(6))
     assert shuffled == [batch_indices(6, 3, s, 125, True) for s in range(4)]
+    # Fewer pairs than a batch (a single stereo pair): batches repeat them.
+    assert [batch_indices(1, 3, s, 0, False) for s in range(2)] == [[0, 0, 0], [0, 0, 0]]
+    assert [batch_indices(2, 3, s, 0, False) for s in range(2)] == [[0, 1, 0], [1, 0, 1]]
     with pytest.raises(MotionRefineError):
-        batch_indices(1, 2, 0, 0, False)
+        batch_indices(0, 2, 0, 0, False)
 
 
 def test_loss_log_is_trimmed_to_the_resumed_step(tmp_path):

@@ -137,10 +137,14 @@ class FinetuneConfig:
 
 def batch_indices(n_items: int, batch_size: int, step: int, seed: int, shuffle: bool) -> list[int]:
     """Pair indices of batch ``step`` (0-based): epochs of ⌊n/B⌋ full batches (drop_last),
-    each epoch in index order or in a permutation seeded by (seed, epoch)."""
+    each epoch in index order or in a permutation seeded by (seed, epoch). With fewer pairs
+    than a batch (one stereo pair, say), each batch repeats them: the augmentation differs
+    per slot, so repeats are not duplicates."""
+    if n_items < 1:
+        raise MotionRefineError("no training pairs")
+    if n_items < batch_size:
+        return [(step * batch_size + k) % n_items for k in range(batch_size)]
     per_epoch = n_items // batch_size
-    if per_epoch == 0:
-        raise MotionRefineError(f"{n_items} training pairs cannot fill one batch of {batch_size}")
     epoch, k = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(n_items) if shuffle else np.arange(n_items)
     return [int(i) for i in order[k * batch_size:(k + 1) * batch_size]]
@@ -189,8 +193,13 @@ class PairDataset(Dataset):
         frames = self._group(p.frames)["frames"]
         lab = self._group(p.labels)
         img = np.asarray(frames[p.pair:p.pair + 2])
-        flow = np.asarray(lab["flow"][p.pair], dtype=np.float32)
-        valid = np.asarray(lab["keep"][p.pair], dtype=bool)
+        if p.direction == "bw":
+            img = img[::-1]
+            flow = np.asarray(lab["flow_bw"][p.pair], dtype=np.float32)
+            valid = np.asarray(lab["keep_bw"][p.pair], dtype=bool)
+        else:
+            flow = np.asarray(lab["flow"][p.pair], dtype=np.float32)
+            valid = np.asarray(lab["keep"][p.pair], dtype=bool)
         rng = np.random.default_rng([self.cfg.seed, step, slot])
         out = augment(img[0], img[1], flow, valid, rng=rng, config=self.cfg.augment, keep_raw=self.keep_raw)
         out.pop("crop_origin")

@@ -87,6 +87,11 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
         kept_by_bin = np.zeros((p_count, n_bins), np.int64)
         frac_by_bin = np.zeros((p_count, n_bins), np.float64)
         rejected = np.zeros((p_count, len(REASONS)), np.int64)
+        # The reverse pairs (t+1 -> t) are verified the same way with the roles swapped:
+        # twice the training pairs from the same inference.
+        flow_bw_out = create_array(g, "flow_bw", (p_count, h, w, 2), np.float32)
+        keep_bw_out = create_array(g, "keep_bw", (p_count, h, w), bool)
+        kept_fraction_bw = np.zeros(p_count, np.float64)
         for s in range(0, p_count, max(1, batch_size)):
             e = min(s + max(1, batch_size), p_count)
             imgs = torch.from_numpy(np.asarray(frames[s:e + 1])).permute(0, 3, 1, 2).float()
@@ -97,6 +102,14 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
                 ff = ff.clone()
                 ff[bad_pairs] = float("nan")
             res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+            if bad_pairs.any():
+                fb = fb.clone()
+                fb[bad_pairs] = float("nan")
+            res_bw = verify_flow(fb, ff, imgs[1:], imgs[:-1], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+            flow_bw_out[s:e] = torch.where(res_bw.keep[:, None], torch.nan_to_num(fb),
+                                           torch.zeros_like(fb)).permute(0, 2, 3, 1).numpy()
+            keep_bw_out[s:e] = res_bw.keep.numpy()
+            kept_fraction_bw[s:e] = res_bw.keep.flatten(1).float().mean(1).numpy()
             st = pair_stats(res, edges)
             keep = res.keep
             flow_out[s:e] = torch.where(keep[:, None], torch.nan_to_num(ff), torch.zeros_like(ff)).permute(0, 2, 3, 1).numpy()
@@ -110,6 +123,7 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
             if progress:
                 log.info("%s: pairs %d-%d, kept %.3f", video_name(out_path), s, e - 1, kept_fraction[s:e].mean())
         write_array(g, "kept_fraction", kept_fraction)
+        write_array(g, "kept_fraction_bw", kept_fraction_bw)
         write_array(g, "kept_count", kept_count)
         write_array(g, "pixels_by_bin", pixels_by_bin)
         write_array(g, "kept_by_bin", kept_by_bin)
@@ -139,7 +153,8 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
                              "fingerprint": _fingerprint(frames, 0, t - 1)},
             "flow_store": {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
                            **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "code_version")}},
-            "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; (u, v) in pixels",
+            "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; flow_bw[p]: frame p+1 -> p "
+                          "where keep_bw[p]; (u, v) in pixels",
         })
     log.info("%s: %d pairs, kept %.2f%% of pixels in %.1f s", out_path, p_count,
              100.0 * sums["kept"] / max(sums["pixels"], 1), elapsed)
@@ -156,6 +171,7 @@ class TrainingPair:
     labels: str  # label store path
     pair: int  # frames pair, pair+1
     kept_fraction: float
+    direction: str = "fw"  # fw: frame pair -> pair+1; bw: pair+1 -> pair
 
 
 def aggregate_labels(label_paths: Sequence[str], frames_paths: Sequence[str], out_path: str,
@@ -191,6 +207,12 @@ def aggregate_labels(label_paths: Sequence[str], frames_paths: Sequence[str], ou
         videos.append({"video": video, "labels": rel_l, "frames": rel_f, "pairs": len(kf), "used_pairs": len(used),
                        "input_size": attrs.get("input_size"), "kept_fraction": float(kf.mean()) if len(kf) else 0.0})
         pairs.extend({"video": video, "pair": i, "kept_fraction": float(kf[i])} for i in used)
+        if "kept_fraction_bw" in g:  # reverse pairs, labelled by the same check
+            kb = np.asarray(g["kept_fraction_bw"][:])
+            used_bw = [int(i) for i in np.flatnonzero(kb > min_kept_fraction)]
+            videos[-1]["used_pairs_bw"] = len(used_bw)
+            pairs.extend({"video": video, "pair": i, "kept_fraction": float(kb[i]), "direction": "bw"}
+                         for i in used_bw)
     if len(shas) > 1:
         raise MotionRefineError(f"label stores come from different checkpoints: {sorted(map(str, shas))}")
     if len({v["video"] for v in videos}) != len(videos):
@@ -229,7 +251,7 @@ def load_training_pairs(index: str | os.PathLike | dict | Iterable[TrainingPair]
             continue
         v = by_video[row["video"]]
         out.append(TrainingPair(row["video"], str(base / v["frames"]), str(base / v["labels"]), int(row["pair"]),
-                                float(row["kept_fraction"])))
+                                float(row["kept_fraction"]), row.get("direction", "fw")))
     return out
 
 
