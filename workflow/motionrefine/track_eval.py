@@ -1,0 +1,205 @@
+"""Evaluate point trackers side by side on scenes with ground-truth tracks.
+
+A tracker is any callable ``(frames (T, H, W, 3) uint8, queries (N, 3) [t, x, y]) ->
+(tracks (N, T, 2) float pixels, occluded (N, T) bool)``. Factories here wrap PIPs
+(chained windows, ``track_long``), chained RAFT flow (``chain_flow_tracks``) and the
+zero-motion baseline.
+
+Scores per (tracker, scene): TAP-Vid δ_avg, AJ and OA on coordinates scaled to 256×256
+(as ``metrics.tapvid_metrics`` expects), and PIPs-style survival and MTE on the same scaled
+coordinates (so the 16 px survival threshold is the same fraction of the frame at every
+resolution) over gt-visible frames; ``mte_px`` is the MTE in the scene's own pixels.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import MotionRefineError
+from .metrics import pips_metrics, tapvid_metrics
+from .readers import TrackScene
+
+log = logging.getLogger("motionrefine")
+
+Tracker = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+METRIC_COLUMNS = ("delta_avg", "aj", "oa", "survival", "mte", "mte_px")
+
+
+# --------------------------------------------------------------------------- scenes
+
+def as_track_scene(scene, name: str | None = None, query_mode: str | None = None) -> TrackScene:
+    """A :class:`TrackScene` from a TrackScene or a ``synth.SynthSequence``.
+
+    Synthetic scenes have exact positions before the query frame too, so they are scored
+    in "strided" mode (every frame but the query frame) unless ``query_mode`` says otherwise.
+    """
+    if isinstance(scene, TrackScene):
+        if query_mode and query_mode != scene.query_mode:
+            return TrackScene(name or scene.name, scene.frames, scene.tracks, scene.occluded, scene.query_frame,
+                              query_mode, scene.meta)
+        return scene if name is None else TrackScene(name, scene.frames, scene.tracks, scene.occluded,
+                                                     scene.query_frame, scene.query_mode, scene.meta)
+    if all(hasattr(scene, k) for k in ("frames", "tracks", "occluded", "query_frame")):
+        cfg = getattr(scene, "config", None)
+        default = f"synth-{getattr(cfg, 'seed', 0)}"
+        return TrackScene(name or default, np.asarray(scene.frames), np.asarray(scene.tracks, np.float32),
+                          np.asarray(scene.occluded, bool), np.asarray(scene.query_frame).astype(np.int64),
+                          query_mode or "strided")
+    raise MotionRefineError(f"cannot evaluate on {type(scene).__name__}: expected a TrackScene or SynthSequence")
+
+
+def heldout_real_scenes(frames_dir: str | os.PathLike, n: int = 4, frames: int = 24, height: int = 128,
+                        width: int = 160, seed: int = 100, preset_mix: str | Sequence[str] = "easy,nonrigid_mild",
+                        n_tracks: int = 128, camera_motion: float = 3.0, layer_speed: float = 4.0,
+                        query_every: int = 8) -> list[TrackScene]:
+    """``n`` real-texture scenes (synth renderer, textures from the real frames in ``frames_dir``),
+    exact tracks; presets cycle through ``preset_mix``. Non-rigid amplitude/sigma are scaled to
+    the frame size (the presets are meant for 256×448). Queries at frames 0, query_every, …"""
+    from . import synth
+
+    files = sorted(glob.glob(str(Path(frames_dir) / "*.jpg")) + glob.glob(str(Path(frames_dir) / "*.png")))
+    if not files:
+        raise MotionRefineError(f"no .jpg/.png frames in {frames_dir}")
+    picks = np.linspace(0, len(files) - 1, min(len(files), 6)).round().astype(int)
+    sources = []
+    for i in picks:
+        bgr = cv2.imread(files[i], cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise MotionRefineError(f"cannot read {files[i]}")
+        scale = 1.5 * max(height / bgr.shape[0], width / bgr.shape[1])
+        if scale < 1:  # the renderer rescales anyway; doing it once here keeps it fast
+            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        sources.append(np.ascontiguousarray(bgr[..., ::-1]))
+    presets = [p.strip() for p in preset_mix.split(",")] if isinstance(preset_mix, str) else list(preset_mix)
+    ratio = float(np.hypot(height, width) / np.hypot(256, 448))
+    out = []
+    for i in range(n):
+        preset = presets[i % len(presets)]
+        kw = dict(height=height, width=width, frames=frames, n_tracks=n_tracks, camera_motion=camera_motion,
+                  layer_speed=layer_speed, query_frames=tuple(range(0, frames, query_every)), seed=seed + i)
+        base = synth.PRESETS[preset]
+        if base.get("nonrigid_amplitude", 0) > 0:
+            kw.update(nonrigid_amplitude=base["nonrigid_amplitude"] * ratio, nonrigid_sigma=base["nonrigid_sigma"] * ratio)
+        seq = synth.render_sequence(sources, synth.make_config(preset, **kw))
+        out.append(as_track_scene(seq, name=f"{Path(frames_dir).name}-{preset}-{seed + i}"))
+    return out
+
+
+# --------------------------------------------------------------------------- trackers
+
+def zero_motion_tracker() -> Tracker:
+    """Every point stays where it was queried, always visible."""
+
+    def track(frames: np.ndarray, queries: np.ndarray):
+        q = np.asarray(queries, np.float32)
+        tracks = np.repeat(q[:, None, 1:], len(frames), axis=1)
+        return tracks, np.zeros(tracks.shape[:2], bool)
+
+    return track
+
+
+def pips_tracker(model, iters: int = 6, vis_threshold: float = 0.5, device=None) -> Tracker:
+    """PIPs chained over S-frame windows (``track_long``); occluded = visibility < threshold."""
+    from .models.pips import track_long
+
+    def track(frames: np.ndarray, queries: np.ndarray):
+        tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=device)
+        occ = vis < vis_threshold
+        q = np.asarray(queries)[:, 0].round().astype(np.int64)
+        occ[np.arange(len(q)), q] = False  # the query frame is visible by definition
+        return tracks, occ
+
+    return track
+
+
+def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", iters: int = 6,
+                                 stride: int | None = None, device=None) -> Tracker:
+    from .models.pips import load_pips
+
+    model, _ = load_pips(path, size, stride=stride)
+    if device is not None:
+        model.to(device)
+    return pips_tracker(model, iters, device=device)
+
+
+def raft_chain_tracker(estimator, iters: int = 12, window: int = 8, alpha: float = 0.002,
+                       beta: float = 0.1) -> Tracker:
+    """Chained optical flow: ``estimator`` is an ``inference.FlowEstimator`` or a RAFT-small
+    checkpoint path. Flow is computed in windows of ``window`` pairs (both directions)."""
+    from .inference import FlowEstimator
+    from .tracking import chain_flow_tracks
+
+    if not isinstance(estimator, FlowEstimator):
+        from .models.checkpoint import load_raft
+
+        model, _ = load_raft(estimator, "small")
+        estimator = FlowEstimator(model, iters=iters)
+
+    def track(frames: np.ndarray, queries: np.ndarray):
+        fws, bws = [], []
+        t = len(frames)
+        for s in range(0, t - 1, window):
+            fw, bw = estimator.pairs(frames[s:min(s + window, t - 1) + 1])
+            fws.append(fw)
+            bws.append(bw)
+        return chain_flow_tracks(np.concatenate(fws), np.concatenate(bws), queries, alpha=alpha, beta=beta)
+
+    return track
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_mode: str | None = None) -> pd.DataFrame:
+    """One row per (tracker, scene): delta_avg, aj, oa (TAP-Vid), survival, mte (256×256
+    units), mte_px (scene pixels), plus n_tracks, frames, height, width, seconds.
+
+    ``scenes``: TrackScene or SynthSequence objects; ``trackers``: name → tracker callable.
+    """
+    scenes = [as_track_scene(s, query_mode=query_mode) for s in scenes]
+    if not scenes or not trackers:
+        raise MotionRefineError("evaluate_trackers needs at least one scene and one tracker")
+    names = [s.name for s in scenes]
+    if len(set(names)) != len(names):
+        raise MotionRefineError(f"scene names must be unique: {names}")
+    rows = []
+    for tname, fn in trackers.items():
+        for sc in scenes:
+            T, H, W = sc.frames.shape[:3]
+            queries = np.concatenate([sc.query_frame[:, None].astype(np.float64),
+                                      sc.tracks[np.arange(len(sc.tracks)), sc.query_frame].astype(np.float64)], axis=1)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                pred, occ = fn(sc.frames, queries)
+            seconds = time.perf_counter() - t0
+            pred = np.asarray(pred, np.float64)
+            occ = np.asarray(occ, bool)
+            if pred.shape != sc.tracks.shape or occ.shape != sc.occluded.shape:
+                raise MotionRefineError(f"tracker {tname!r} returned {pred.shape}/{occ.shape} on {sc.name}, "
+                                        f"expected {sc.tracks.shape}/{sc.occluded.shape}")
+            scale = np.array([256.0 / W, 256.0 / H])
+            gt256, pred256 = sc.tracks * scale, pred * scale
+            tv = tapvid_metrics(gt256, sc.occluded, pred256, occ, sc.query_frame, sc.query_mode)
+            pm = pips_metrics(gt256, pred256, valid=~sc.occluded, query_frame=sc.query_frame)
+            pm_px = pips_metrics(sc.tracks, pred, valid=~sc.occluded, query_frame=sc.query_frame)
+            rows.append({"tracker": tname, "scene": sc.name, "delta_avg": tv["delta_avg"], "aj": tv["aj"],
+                         "oa": tv["oa"], "survival": pm["survival"], "mte": pm["mte"], "mte_px": pm_px["mte"],
+                         "n_tracks": len(sc.tracks), "frames": T, "height": H, "width": W, "seconds": seconds})
+            log.info("%s on %s: delta_avg %.3f AJ %.3f OA %.3f survival %.3f MTE %.2f (%.1f s)", tname, sc.name,
+                     tv["delta_avg"], tv["aj"], tv["oa"], pm["survival"], pm["mte"], seconds)
+    return pd.DataFrame(rows)
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean over scenes per tracker (rows in the order trackers were given)."""
+    order = list(dict.fromkeys(df["tracker"]))
+    return df.groupby("tracker")[list(METRIC_COLUMNS)].mean().loc[order]
