@@ -1,0 +1,144 @@
+"""Tracker fine-tuning on pseudo-labels: clip augmentation moves the tracks with the pixels,
+samples are chunked per window, and a tiny run writes checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from motionrefine import pretrain as pt
+from motionrefine import track_finetune as tf
+from motionrefine.augment import AugmentConfig
+from motionrefine.errors import MotionRefineError
+from motionrefine.models.pips import Pips, save_pips
+from motionrefine.store import atomic_group, write_array
+from motionrefine.track_labels import write_track_labels
+
+torch.set_num_threads(1)
+
+S, T, H, W = 8, 10, 64, 80
+U = np.array([1.5, 0.5])
+
+
+def _moving_clip(n_tracks=12, seed=0):
+    """A textured image translated by t·U in frame t (exact sub-pixel warp), and tracks on it."""
+    rng = np.random.default_rng(seed)
+    tex = pt.procedural_texture(rng, H + 40, W + 40, "shapes")
+    frames = np.stack([cv2.warpAffine(tex, np.float32([[1, 0, t * U[0] - 20], [0, 1, t * U[1] - 20]]), (W, H),
+                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+                       for t in range(T)])
+    start = rng.uniform([4, 4], [W - 20, H - 10], (n_tracks, 2))
+    tracks = start[None] + np.arange(T)[:, None, None] * U  # (T, N, 2)
+    return frames, tracks.astype(np.float32)
+
+
+def _bilinear(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    mx = xy[:, 0].astype(np.float32)[None]
+    my = xy[:, 1].astype(np.float32)[None]
+    return cv2.remap(img.astype(np.float32), mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+
+
+def test_augmentation_moves_tracks_with_the_pixels():
+    frames, tracks = _moving_clip()
+    frames, tracks = frames[:S], tracks[:S]
+    geo = AugmentConfig(crop=(48, 64), brightness=0, contrast=0, saturation=0, hue=0, hflip_prob=1.0, vflip_prob=1.0)
+    out = tf.augment_clip(frames, tracks, np.random.default_rng(3), geo)
+    assert out["hflip"] and out["vflip"]
+    assert out["frames"].shape == (S, 48, 64, 3) and out["frames"].dtype == np.float32
+    keep = out["keep"]
+    assert keep.any() and out["tracks"].shape == (S, keep.sum(), 2)
+    y0, x0 = out["crop_origin"]
+    # every kept track starts inside the crop
+    st = out["tracks"][0]
+    assert (st >= 0).all() and (st[:, 0] <= 63).all() and (st[:, 1] <= 47).all()
+    for t in range(S):
+        inside = ((out["tracks"][t] >= 1).all(1) & (out["tracks"][t, :, 0] <= 62) & (out["tracks"][t, :, 1] <= 46))
+        a = _bilinear(out["frames"][t], out["tracks"][t][inside])
+        b = _bilinear(frames[t], tracks[t][keep][inside])
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    # the same transform written out: flip then crop
+    x = (W - 1) - tracks[..., 0] - x0
+    y = (H - 1) - tracks[..., 1] - y0
+    np.testing.assert_allclose(out["tracks"], np.stack([x, y], -1)[:, keep], atol=1e-5)
+
+
+def test_clip_jitter_is_one_draw_for_all_frames_unless_asymmetric():
+    frames, tracks = _moving_clip()
+    clip = np.repeat(frames[:1], S, axis=0)  # identical frames stay identical under one jitter draw
+    cfg = AugmentConfig(crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=0.0)
+    out = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), cfg)
+    assert np.abs(out["frames"] - clip.astype(np.float32)).max() > 1  # jitter did something
+    for t in range(1, S):
+        np.testing.assert_allclose(out["frames"][t], out["frames"][0], atol=1e-4)
+    np.testing.assert_allclose(out["tracks"], tracks[:S], atol=1e-6)  # colour only, no geometry
+    asym = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), AugmentConfig(
+        crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=1.0))
+    assert np.abs(asym["frames"][1] - asym["frames"][0]).max() > 1
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trackft")
+    frames, tracks = _moving_clip(n_tracks=20, seed=1)
+    fpath = root / "frames" / "clip.zarr"
+    with atomic_group(fpath) as g:
+        write_array(g, "frames", frames)
+    # labels for windows starting at 0 and 2: the exact tracks
+    tr = np.concatenate([tracks[0:S].transpose(1, 0, 2), tracks[2:2 + S].transpose(1, 0, 2)])
+    n = len(tr)
+    labels = {"tracks": tr, "window_start": np.repeat(np.int32([0, 2]), n // 2),
+              "speed": np.full(n, 1.6, np.float32), "speed_bin": np.ones(n, np.int8),
+              "fb_dist": np.zeros(n, np.float32), "origin": np.zeros(n, np.int8),
+              "hist_before": np.array([0, n, 0, 0]), "hist_after": np.array([0, n, 0, 0]),
+              "window_starts": np.int32([0, 2])}
+    lpath = root / "labels" / "clip.zarr"
+    write_track_labels(labels, lpath, {"video": "clip"})
+    torch.manual_seed(0)
+    ckpt = root / "init.pth"
+    save_pips(Pips("small"), ckpt)
+    return fpath, lpath, ckpt
+
+
+def test_samples_are_chunked_per_window(stores):
+    fpath, lpath, _ = stores
+    s = tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=3)
+    # 20 tracks per window -> chunks of 8, 8, 4 in each of the 2 windows
+    assert sorted((x.window_start, len(x.rows)) for x in s) == [(0, 4), (0, 8), (0, 8), (2, 4), (2, 8), (2, 8)]
+    assert len({r for x in s if x.window_start == 0 for r in x.rows}) == 20
+    assert len(tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=5)) == 4
+    by_name = tf.load_track_samples([lpath], {"clip": fpath}, tracks_per_sample=8, min_tracks=3)
+    assert len(by_name) == 6
+    with pytest.raises(MotionRefineError):
+        tf.load_track_samples([lpath], {"other": fpath})
+    frames, tracks = tf.load_sample(s[0], {})
+    assert frames.shape == (S, H, W, 3) and tracks.shape == (S, len(s[0].rows), 2)
+
+
+TINY = dict(steps=2, grad_acc=2, tracks_per_sample=8, min_tracks=4, iters=2, checkpoint_every=1, keep_checkpoints=5,
+            lr=1e-4, augment={"crop": [64, 72]})
+
+
+def test_tiny_track_finetune_writes_checkpoints_and_resumes(stores, tmp_path):
+    fpath, lpath, ckpt = stores
+    straight = tf.finetune_tracker(TINY, [lpath], [fpath], ckpt, tmp_path / "a")
+    assert straight["completed"] and straight["samples"] == 6
+    ck = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
+    assert ck == ["step_000001.pt", "step_000002.pt"]
+    rows = (tmp_path / "a" / "loss.tsv").read_text().strip().splitlines()
+    assert rows[0].split("\t") == list(tf.TSV_COLUMNS) and len(rows) == 3
+    assert all(float(r.split("\t")[3]) > 0 for r in rows[1:])  # the score-map loss is on
+    init = torch.load(ckpt, weights_only=True)["model_state_dict"]
+    final = torch.load(tmp_path / "a" / "final.pth", weights_only=True)["model_state_dict"]
+    assert any(not torch.equal(init[k], final[k]) for k in init)
+
+    part = tf.finetune_tracker(TINY, [lpath], [fpath], ckpt, tmp_path / "b", stop_at=1)
+    assert not part["completed"] and not (tmp_path / "b" / "final.pth").exists()
+    rest = tf.finetune_tracker(TINY, [lpath], [fpath], ckpt, tmp_path / "b")
+    assert rest["resumed_from"] == 1 and rest["completed"]
+    resumed = torch.load(tmp_path / "b" / "final.pth", weights_only=True)["model_state_dict"]
+    for k in final:
+        assert torch.equal(final[k], resumed[k]), k
+    with pytest.raises(MotionRefineError, match="different run"):
+        tf.finetune_tracker({**TINY, "lr": 2e-4}, [lpath], [fpath], ckpt, tmp_path / "b")

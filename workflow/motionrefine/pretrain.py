@@ -1,0 +1,428 @@
+"""Supervised pre-training of the PIPs tracker on procedural synthetic sequences (CPU-sized).
+
+Why procedural: the project refines on real videos, so the pre-training data must not
+contain the real textures the tracker is later evaluated or refined on. Textures here are
+made from numpy/cv2 alone (multi-scale value noise, stripes, rotated checkers, blurred random
+shapes, colour gradients, blends of these, plus fine grain), which leaves a genuine
+synthetic-to-real gap for the refinement to close.
+
+Sequences are rendered by ``synth.render_sequence`` with these textures as its "sources":
+moving, occluding layers over a homography-moving background, with exact tracks and
+occlusion. Every training sequence is a pure function of (seed, step, slot), so a run that
+resumes from a checkpoint sees exactly the data an uninterrupted run would.
+
+Loss (PIPs): sequence loss over the update iterations (γ = 0.8, mean |Δx|, |Δy| over points
+inside the frame, occluded ones included, as PIPs supervises trajectories through
+occlusions) plus balanced BCE on the visibility logits (optionally the score-map loss).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from . import __version__, synth
+from .device import pick_device
+from .errors import MotionRefineError
+from .finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints
+from .models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
+
+log = logging.getLogger("motionrefine")
+
+PRETRAIN_COLUMNS = ("step", "loss", "coord_loss", "vis_loss", "epe_vis", "lr", "seconds")
+TEXTURE_KINDS = ("noise", "stripes", "checker", "shapes", "gradient")
+# May differ between a run and its resumption without changing the result.
+RUNTIME_FIELDS = {"checkpoint_every", "keep_checkpoints", "device", "threads", "log_every", "prefetch"}
+
+
+# --------------------------------------------------------------------------- procedural textures
+
+def _palette(rng: np.random.Generator, k: int) -> np.ndarray:
+    """k random RGB colours (0–255), spread in hue and brightness so edges have contrast."""
+    hsv = np.stack([rng.uniform(0, 180, k), rng.uniform(40, 255, k), rng.uniform(30, 255, k)], axis=1)
+    rgb = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
+    return rgb.astype(np.float32)
+
+
+def _colourise(rng: np.random.Generator, v: np.ndarray) -> np.ndarray:
+    """Map a scalar field (h, w) to RGB through a random piecewise-linear colour ramp."""
+    v = (v - v.min()) / max(float(np.ptp(v)), 1e-6)
+    k = int(rng.integers(2, 5))
+    stops = np.sort(np.concatenate([[0.0, 1.0], rng.uniform(0, 1, k - 2)]))
+    cols = _palette(rng, k)
+    return np.stack([np.interp(v, stops, cols[:, c]) for c in range(3)], axis=-1).astype(np.float32)
+
+
+def _value_noise(rng: np.random.Generator, h: int, w: int, octaves: int, base: float, persistence: float) -> np.ndarray:
+    """Sum of bicubically upsampled random grids at doubling frequencies (fractal value noise)."""
+    out = np.zeros((h, w), np.float32)
+    amp, cell = 1.0, base
+    for _ in range(octaves):
+        gh, gw = max(2, int(math.ceil(h / cell)) + 1), max(2, int(math.ceil(w / cell)) + 1)
+        grid = rng.standard_normal((gh, gw)).astype(np.float32)
+        out += amp * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+        amp *= persistence
+        cell = max(1.0, cell / 2)
+    return out
+
+
+def _tex_noise(rng, h, w):
+    return _colourise(rng, _value_noise(rng, h, w, int(rng.integers(3, 6)), rng.uniform(8, 64), rng.uniform(0.4, 0.8)))
+
+
+def _tex_stripes(rng, h, w):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    th = rng.uniform(0, np.pi)
+    period = rng.uniform(4, 24)
+    # A smooth warp bends the stripes, so they are not a pure 1-D (aperture-ambiguous) pattern.
+    warp = _value_noise(rng, h, w, 2, rng.uniform(24, 64), 0.5) * rng.uniform(0, period)
+    v = np.sin(2 * np.pi * ((x * math.cos(th) + y * math.sin(th)) + warp) / period)
+    if rng.random() < 0.5:
+        v = np.tanh(rng.uniform(2, 8) * v)  # sharper, square-ish stripes
+    return _colourise(rng, v)
+
+
+def _tex_checker(rng, h, w):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    th = rng.uniform(0, np.pi / 2)
+    s = rng.uniform(4, 20)
+    u, v = x * math.cos(th) + y * math.sin(th), -x * math.sin(th) + y * math.cos(th)
+    cells = (np.floor(u / s) + np.floor(v / s)).astype(np.int64) % 2
+    cols = _palette(rng, 2)
+    img = cols[cells]
+    return cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2))
+
+
+def _tex_shapes(rng, h, w):
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = _palette(rng, 1)[0]
+    n = int(rng.integers(20, 80))
+    cols = _palette(rng, n)
+    scale = max(h, w)
+    for i in range(n):
+        c = tuple(float(v) for v in cols[i])
+        kind = rng.integers(4)
+        p = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        r = int(rng.uniform(0.01, 0.12) * scale) + 1
+        if kind == 0:
+            cv2.circle(img, p, r, c, -1, cv2.LINE_AA)
+        elif kind == 1:
+            q = (p[0] + int(rng.integers(-2 * r, 2 * r + 1)), p[1] + int(rng.integers(-2 * r, 2 * r + 1)))
+            cv2.rectangle(img, p, q, c, -1, cv2.LINE_AA)
+        elif kind == 2:
+            cv2.ellipse(img, p, (r, max(1, r // 2)), float(rng.uniform(0, 180)), 0, 360, c, -1, cv2.LINE_AA)
+        else:
+            q = (p[0] + int(rng.integers(-3 * r, 3 * r + 1)), p[1] + int(rng.integers(-3 * r, 3 * r + 1)))
+            cv2.line(img, p, q, c, int(rng.integers(1, 4)), cv2.LINE_AA)
+    return cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 2.0))
+
+
+def _tex_gradient(rng, h, w):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    if rng.random() < 0.5:
+        th = rng.uniform(0, 2 * np.pi)
+        v = x * math.cos(th) + y * math.sin(th)
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        v = np.hypot(x - cx, y - cy)
+    # Gradients alone are nearly textureless; mild noise keeps some (weak) trackable detail.
+    v = v / max(float(np.ptp(v)), 1e-6) + 0.15 * _value_noise(rng, h, w, 4, rng.uniform(4, 16), 0.6)
+    return _colourise(rng, v)
+
+
+_MAKERS = {"noise": _tex_noise, "stripes": _tex_stripes, "checker": _tex_checker, "shapes": _tex_shapes,
+           "gradient": _tex_gradient}
+
+
+def procedural_texture(rng: np.random.Generator, height: int, width: int, kind: str | None = None,
+                       blend_prob: float = 0.5, grain: tuple[float, float] = (1.0, 6.0)) -> np.ndarray:
+    """(height, width, 3) uint8 RGB texture of ``kind`` (random if None); with ``blend_prob`` a
+    second random kind is mixed in (alpha or multiplicative); then Gaussian grain of std in
+    ``grain`` (8-bit levels)."""
+    if kind is None:
+        kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
+    if kind not in _MAKERS:
+        raise MotionRefineError(f"unknown texture kind {kind!r}; choose from {TEXTURE_KINDS}")
+    img = _MAKERS[kind](rng, height, width)
+    if rng.random() < blend_prob:
+        other = _MAKERS[TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]](rng, height, width)
+        if rng.random() < 0.5:
+            a = rng.uniform(0.2, 0.6)
+            img = (1 - a) * img + a * other
+        else:
+            img = img * (0.4 + 0.6 * other / 255.0)
+    img = img + rng.standard_normal(img.shape).astype(np.float32) * rng.uniform(*grain)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- config
+
+@dataclass
+class PretrainConfig:
+    size: str = "small"            # PipsConfig.size
+    S: int = 8
+    height: int = 128
+    width: int = 160
+    n_tracks: int = 64
+    iters: int = 4                 # update iterations in training (inference default: 6)
+    steps: int = 1000
+    batch_size: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    pct_start: float = 0.05        # OneCycle warm-up fraction
+    clip: float = 5.0
+    gamma: float = 0.8
+    vis_weight: float = 1.0
+    score_weight: float = 0.0      # score-map (heatmap) BCE; off by default (costly on the CPU)
+    seed: int = 0
+    # scene distribution (frame px, per frame), see synth.SynthConfig
+    layers: tuple = (1, 4)
+    camera_motion: float = 4.0     # upper end; each sequence draws uniformly below it
+    layer_speed: float = 6.0
+    nonrigid_prob: float = 0.3
+    nonrigid_amplitude: float = 2.0
+    photometric_prob: float = 0.3
+    # runtime
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    prefetch: int = 2              # batches rendered ahead in a background thread (0: inline)
+    device: str = "auto"
+    threads: int | None = 1
+
+    def __post_init__(self):
+        self.layers = tuple(self.layers) if isinstance(self.layers, (list, tuple)) else self.layers
+        for name in ("steps", "batch_size", "n_tracks", "iters", "checkpoint_every", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise MotionRefineError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.height < 32 or self.width < 32:
+            raise MotionRefineError(f"frames must be at least 32x32, got {self.height}x{self.width}")
+        if self.S < 3:
+            raise MotionRefineError(f"S must be >= 3, got {self.S}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "PretrainConfig":
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MotionRefineError(f"unknown pre-training config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+
+# --------------------------------------------------------------------------- data
+
+def synth_training_sequence(cfg: PretrainConfig, seed) -> synth.SynthSequence:
+    """One training sequence, deterministic in ``seed`` (an int or a sequence of ints)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (cfg.layers, cfg.layers) if isinstance(cfg.layers, int) else cfg.layers
+    n_src = int(hi) + 1
+    # Sources a bit larger than the frame: render_sequence crops (and rescales) textures from them.
+    th, tw = int(cfg.height * 1.5), int(cfg.width * 1.5)
+    sources = [procedural_texture(rng, th, tw) for _ in range(n_src)]
+    photo = None
+    if rng.random() < cfg.photometric_prob:
+        photo = dict(brightness=float(rng.uniform(0, 0.15)), contrast=float(rng.uniform(0, 0.1)),
+                     noise=float(rng.uniform(0, 3)), blur=float(rng.uniform(0, 0.8)))
+    nonrigid = cfg.nonrigid_amplitude * rng.uniform(0.3, 1.0) if rng.random() < cfg.nonrigid_prob else 0.0
+    scfg = synth.make_config(
+        "easy", height=cfg.height, width=cfg.width, frames=cfg.S, layers=cfg.layers,
+        camera_motion=float(rng.uniform(0, cfg.camera_motion)), camera_rotation=float(rng.uniform(0, 0.5)),
+        layer_speed=float(rng.uniform(0.3, 1.0) * cfg.layer_speed), layer_rotation=float(rng.uniform(0, 3)),
+        nonrigid_amplitude=float(nonrigid), nonrigid_sigma=float(min(cfg.height, cfg.width) / 6),
+        n_tracks=cfg.n_tracks, query_frames=(0,), seed=int(rng.integers(2**31 - 1)), photometric=photo)
+    return synth.render_sequence(sources, scfg)
+
+
+def _fixed_count(seq: synth.SynthSequence, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of exactly n tracks (repeats only if the renderer found fewer clean points)."""
+    have = len(seq.tracks)
+    if have == 0:
+        raise MotionRefineError("a training sequence has no query points")
+    return rng.permutation(have)[:n] if have >= n else rng.choice(have, size=n, replace=True)
+
+
+def make_batch(cfg: PretrainConfig, step: int) -> dict:
+    """Batch of ``step``: rgbs (B,S,3,H,W) 0–255, xys (B,N,2) at frame 0, trajs (B,S,N,2),
+    vis (B,S,N) and valid (B,S,N) (inside the frame), all torch float32."""
+    out = {k: [] for k in ("rgbs", "trajs", "vis", "valid")}
+    for slot in range(cfg.batch_size):
+        seed = [cfg.seed, step, slot]
+        seq = synth_training_sequence(cfg, seed)
+        idx = _fixed_count(seq, cfg.n_tracks, np.random.default_rng(seed + [1]))
+        tr = seq.tracks[idx].transpose(1, 0, 2)  # (S, N, 2)
+        inside = (tr[..., 0] >= 0) & (tr[..., 0] <= cfg.width - 1) & (tr[..., 1] >= 0) & (tr[..., 1] <= cfg.height - 1)
+        out["rgbs"].append(seq.frames.transpose(0, 3, 1, 2))
+        out["trajs"].append(tr)
+        out["vis"].append(~seq.occluded[idx].T)
+        out["valid"].append(inside)
+    return {k: torch.from_numpy(np.stack(v).astype(np.float32)) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- loss
+
+def pretrain_loss(model: Pips, batch: dict, cfg: PretrainConfig) -> tuple[torch.Tensor, dict]:
+    out = model(batch["trajs"][:, 0], batch["rgbs"], iters=cfg.iters,
+                return_heatmaps=cfg.score_weight > 0)
+    coord = sequence_loss(out.coords, batch["trajs"], batch["valid"], cfg.gamma)
+    vis = balanced_bce(out.vis, batch["vis"], batch["valid"])
+    loss = coord + cfg.vis_weight * vis
+    if cfg.score_weight > 0:
+        loss = loss + cfg.score_weight * score_map_loss(out.heatmaps, batch["trajs"] / model.stride,
+                                                        batch["vis"], batch["valid"])
+    with torch.no_grad():
+        m = batch["valid"] * batch["vis"]
+        err = torch.linalg.vector_norm(out.coords[-1] - batch["trajs"], dim=-1)
+        epe = float((err * m).sum() / m.sum().clamp(min=1))
+    return loss, {"coord_loss": coord.item(), "vis_loss": vis.item(), "epe_vis": epe}
+
+
+# --------------------------------------------------------------------------- logs
+
+def prepare_tsv(path: Path, columns: Sequence[str], resume_step: int) -> None:
+    """Header plus the rows up to ``resume_step`` (rows a killed run logged past its last
+    checkpoint are redone, so they are dropped)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if path.exists() and resume_step > 0:
+        with open(path, newline="") as f:
+            r = csv.reader(f, delimiter="\t")
+            if next(r, None) == list(columns):
+                rows = [row for row in r if row and int(row[0]) <= resume_step]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _result_config(cfg) -> dict:
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def resume_state(ckpt_dir: Path, meta: dict, model, optimizer, scheduler, dev, keys: Sequence[str]) -> int:
+    """Load the latest checkpoint of ``ckpt_dir`` if any (checking that ``keys`` of ``meta``
+    match what it was written with); returns the step to continue from."""
+    found = list_checkpoints(ckpt_dir)
+    if not found:
+        return 0
+    step0, path = found[-1]
+    state = torch.load(path, map_location=dev, weights_only=False)
+    for key in keys:
+        if state.get(key) != meta[key]:
+            raise MotionRefineError(
+                f"{path} was written by a different run ({key} differs); remove {ckpt_dir} to start over")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_states(state["rng"])
+    log.info("resuming from step %d (%s)", int(state["step"]), path.name)
+    return int(state["step"])
+
+
+# --------------------------------------------------------------------------- main entry
+
+def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at: int | None = None,
+             init_checkpoint: str | os.PathLike | None = None) -> dict:
+    """Train PIPs ``config.size`` from scratch (or from ``init_checkpoint``) on procedural
+    synthetic sequences; resumes from the latest checkpoint in ``out_dir/checkpoints``.
+
+    Writes ``out_dir/loss.tsv`` (one row per step), checkpoints every ``checkpoint_every``
+    steps, and, once all steps ran, ``out_dir/final.pth`` ({'model_state_dict': ...}, loadable
+    with ``load_pips(path, size)``) and ``out_dir/summary.json``. ``stop_at``: end this call
+    after that many total steps (checkpoint written), e.g. to fit a job time limit.
+    """
+    cfg = config if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(config)
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    tsv = out / "loss.tsv"
+    dev = pick_device(cfg.device, cfg.threads)
+    if cfg.threads:
+        cv2.setNumThreads(int(cfg.threads))  # the renderer's resizes/blurs share the CPU budget too
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    random.seed(cfg.seed)
+
+    model = Pips(cfg.size, S=cfg.S)
+    init_sha = None
+    if init_checkpoint is not None:
+        from .models.pips import read_pips_state
+        from .models.checkpoint import load_state_strict
+
+        state, init_sha = read_pips_state(init_checkpoint)
+        load_state_strict(model, state, str(init_checkpoint))
+    model.to(dev).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps + 1,
+                                                    pct_start=cfg.pct_start, cycle_momentum=False,
+                                                    anneal_strategy="cos")
+    meta = {"config": _result_config(cfg), "init_sha256": init_sha, "code_version": __version__}
+    start = resume_state(ckpt_dir, meta, model, optimizer, scheduler, dev, ("config", "init_sha256"))
+    prepare_tsv(tsv, PRETRAIN_COLUMNS, start)
+
+    stop = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
+    started = time.perf_counter()
+    batches = (make_batch(cfg, s) for s in range(start, stop))
+    if cfg.prefetch > 0 and stop > start:
+        # Rendering (numpy/cv2) overlaps the training step; order, hence results, unchanged.
+        batches = _Prefetcher(batches, cfg.prefetch)
+    try:
+        with open(tsv, "a", newline="") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            t0 = time.perf_counter()
+            for step, batch in zip(range(start, stop), batches):
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                lr = optimizer.param_groups[0]["lr"]
+                loss, metrics = pretrain_loss(model, batch, cfg)
+                if not torch.isfinite(loss):
+                    raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                optimizer.step()
+                scheduler.step()
+                done = step + 1
+                now = time.perf_counter()
+                writer.writerow([done, f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}",
+                                 f"{metrics['vis_loss']:.6g}", f"{metrics['epe_vis']:.6g}", f"{lr:.6g}",
+                                 f"{now - t0:.4f}"])
+                f.flush()
+                t0 = now
+                if done % cfg.log_every == 0 or done == stop:
+                    log.info("pretrain step %d/%d loss %.4f epe_vis %.3f lr %.2e (%.1f s elapsed)", done,
+                             cfg.steps, loss.item(), metrics["epe_vis"], lr, now - started)
+                if done % cfg.checkpoint_every == 0 or done == stop:
+                    _save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, meta, cfg.keep_checkpoints)
+    finally:
+        if isinstance(batches, _Prefetcher):
+            batches.close()
+    elapsed = time.perf_counter() - started
+    summary = {"steps_done": stop, "steps": cfg.steps, "resumed_from": start, "seconds": elapsed,
+               "loss_tsv": str(tsv), "completed": stop >= cfg.steps,
+               "parameters": sum(p.numel() for p in model.parameters())}
+    if stop >= cfg.steps:
+        final = out / "final.pth"
+        summary["final"] = str(final)
+        summary["final_sha256"] = save_pips(model, final)
+        info = {**summary, "config": cfg.to_dict(), "code_version": __version__, "torch": torch.__version__}
+        tmp = out / f".summary.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(info, indent=1, default=str))
+        os.replace(tmp, out / "summary.json")
+    log.info("pre-training %s: steps %d→%d of %d in %.1f s", out, start, stop, cfg.steps, elapsed)
+    return summary
+

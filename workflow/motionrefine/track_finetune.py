@@ -1,0 +1,328 @@
+"""Fine-tune the PIPs tracker on its own verified pseudo-labels (method notes §3.5).
+
+Recipe: from the pre-trained tracker, reproduce the verified forward tracks of each
+S-frame window: PIPs sequence loss over the update iterations (γ = 0.8) plus the
+correlation score-map loss (balanced BCE, positives at the rounded label / stride); no
+visibility loss (every label point counts as visible). AdamW (lr 1e-5, weight decay 1e-4,
+eps 1e-8), CosineAnnealingLR with T_max = steps + 200 optimiser steps, gradient clipping
+at 5, gradient accumulation (official: 8 samples of 128 tracks per optimiser step).
+
+A sample is up to ``tracks_per_sample`` tracks of one window of one video. Input
+augmentation (the paper mentions it; the released tracking code has none — ``augment.no_aug``
+switches it off) uses ``augment.AugmentConfig``: colour jitter (one draw for the whole clip,
+or per frame with ``asymmetric_prob``), horizontal/vertical flips and a crop, with the tracks
+transformed to match; crops are placed so that at least one track starts inside, and only
+tracks whose first-frame point lies in the crop are trained on.
+
+Determinism and resume as in ``finetune``: forward pass k = step·grad_acc + j uses sample
+``order(epoch)[k mod n]`` and augmentation rng ``(seed, step, j)``; checkpoints in
+``out_dir/checkpoints`` hold model, optimiser, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import __version__
+from .augment import AugmentConfig, _jitter_params, apply_jitter, crop_size
+from .device import pick_device
+from .errors import MotionRefineError
+from .finetune import _save_checkpoint
+from .models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
+from .models.checkpoint import load_state_strict
+from .pretrain import prepare_tsv, resume_state
+from .store import open_group
+
+log = logging.getLogger("motionrefine")
+
+TSV_COLUMNS = ("step", "loss", "seq_loss", "score_loss", "epe_to_label", "lr", "seconds")
+RUNTIME_FIELDS = {"checkpoint_every", "keep_checkpoints", "device", "threads"}
+
+
+def _default_augment() -> AugmentConfig:
+    # No vertical flips by default: unlike flow pairs, tracked videos are rarely upside down.
+    return AugmentConfig(vflip_prob=0.0)
+
+
+@dataclass
+class TrackFinetuneConfig:
+    size: str = "small"
+    stride: int | None = None
+    steps: int = 100                # optimiser steps (official Horse10: 6000 passes / 8 = 750)
+    grad_acc: int = 8
+    tracks_per_sample: int = 128
+    min_tracks: int = 8             # a window's leftover chunk smaller than this is dropped
+    iters: int = 6
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    adam_eps: float = 1e-8
+    t_max_extra: int = 200          # CosineAnnealingLR T_max = steps + this
+    clip: float = 5.0
+    gamma: float = 0.8
+    score_weight: float = 1.0
+    seed: int = 0
+    shuffle: bool = True
+    augment: AugmentConfig = field(default_factory=_default_augment)
+    checkpoint_every: int = 25
+    keep_checkpoints: int = 2
+    device: str = "auto"
+    threads: int | None = 1
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            aug = {"vflip_prob": 0.0, **self.augment}
+            self.augment = AugmentConfig.from_dict(aug)
+        elif isinstance(self.augment, bool):
+            self.augment = AugmentConfig(vflip_prob=0.0, no_aug=not self.augment)
+        for name in ("steps", "grad_acc", "tracks_per_sample", "min_tracks", "iters", "checkpoint_every",
+                     "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise MotionRefineError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrackFinetuneConfig":
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise MotionRefineError(f"unknown track fine-tuning config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["augment"] = self.augment.to_dict()
+        return d
+
+
+# --------------------------------------------------------------------------- samples
+
+@dataclass(frozen=True)
+class TrackSample:
+    labels: str
+    frames: str
+    window_start: int
+    rows: tuple[int, ...]
+
+
+def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, tracks_per_sample: int = 128,
+                       min_tracks: int = 8, seed: int = 0) -> list[TrackSample]:
+    """Chunk every labels store's tracks, per window, into samples of ``tracks_per_sample``
+    (rows shuffled within the window by ``seed`` so a chunk mixes seeds and dense tracks; a
+    last chunk smaller than ``min_tracks`` is dropped). ``frames_paths``: a list parallel to
+    ``label_paths`` or a mapping from the labels' ``video`` attr to the frames store."""
+    label_paths = [str(p) for p in label_paths]
+    if not isinstance(frames_paths, Mapping) and len(frames_paths) != len(label_paths):
+        raise MotionRefineError(f"{len(label_paths)} label stores but {len(frames_paths)} frames stores")
+    out = []
+    for i, lp in enumerate(label_paths):
+        g = open_group(lp)
+        if "tracks" not in g or "window_start" not in g:
+            raise MotionRefineError(f"{lp} is not a track-labels store (no tracks/window_start)")
+        if isinstance(frames_paths, Mapping):
+            video = g.attrs.get("video")
+            if video not in frames_paths:
+                raise MotionRefineError(f"{lp}: no frames store given for video {video!r}")
+            fp = str(frames_paths[video])
+        else:
+            fp = str(frames_paths[i])
+        T = open_group(fp)["frames"].shape[0]
+        ws = np.asarray(g["window_start"][...], np.int64)
+        S = g["tracks"].shape[1]
+        if len(ws) and ws.max() + S > T:
+            raise MotionRefineError(f"{lp}: windows reach frame {ws.max() + S - 1} but {fp} has {T} frames")
+        for w0 in np.unique(ws):
+            rows = np.flatnonzero(ws == w0)
+            rows = rows[np.random.default_rng([seed, i, int(w0)]).permutation(len(rows))]
+            for c in range(0, len(rows), tracks_per_sample):
+                chunk = rows[c:c + tracks_per_sample]
+                if len(chunk) >= min_tracks:
+                    out.append(TrackSample(lp, fp, int(w0), tuple(int(r) for r in chunk)))
+    return out
+
+
+def sample_index(k: int, n: int, seed: int, shuffle: bool) -> int:
+    """Sample used by forward pass k: epochs over all n samples, each permuted by (seed, epoch)."""
+    epoch, pos = divmod(k, n)
+    return int(np.random.default_rng([seed, epoch]).permutation(n)[pos]) if shuffle else pos
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def augment_clip(frames: np.ndarray, tracks: np.ndarray, rng: np.random.Generator,
+                 cfg: AugmentConfig | None = None) -> dict:
+    """Augment an S-frame clip (S, H, W, 3) uint8 and its tracks (S, N, 2) px.
+
+    Returns frames (S, h, w, 3) float32 0–255, tracks (S, M, 2) in the output frame's pixels,
+    ``keep`` (N,) bool (tracks whose first point lies inside the crop, the M returned),
+    ``crop_origin`` (y0, x0) and the flips applied."""
+    cfg = cfg or _default_augment()
+    S, H, W = frames.shape[:3]
+    tr = np.asarray(tracks, np.float64).copy()
+    img = frames.astype(np.float32) / 255.0
+    if not cfg.no_aug:
+        if rng.random() < cfg.asymmetric_prob:
+            img = np.stack([apply_jitter(f, _jitter_params(cfg, rng)) for f in img])
+        else:
+            # One draw for the whole clip, as one image (one contrast mean): appearance stays
+            # consistent along the tracks.
+            img = apply_jitter(img.reshape(S * H, W, 3), _jitter_params(cfg, rng)).reshape(S, H, W, 3)
+    img = img * 255.0
+    hf = vf = False
+    if not cfg.no_aug:
+        if rng.random() < cfg.hflip_prob:
+            hf = True
+            img = img[:, :, ::-1]
+            tr[..., 0] = (W - 1) - tr[..., 0]
+        if rng.random() < cfg.vflip_prob:
+            vf = True
+            img = img[:, ::-1]
+            tr[..., 1] = (H - 1) - tr[..., 1]
+    ch, cw = crop_size(H, W, cfg.crop)
+    start = tr[0] if tr.shape[1] else np.zeros((0, 2))
+    if cfg.random_crop:
+        if len(start):
+            # Place the crop so that a random track starts inside it.
+            x, y = start[int(rng.integers(len(start)))]
+            xlo, xhi = max(0, int(np.ceil(x - cw + 1))), min(int(np.floor(x)), W - cw)
+            ylo, yhi = max(0, int(np.ceil(y - ch + 1))), min(int(np.floor(y)), H - ch)
+            x0 = int(rng.integers(xlo, xhi + 1)) if xhi >= xlo else int(rng.integers(0, W - cw + 1))
+            y0 = int(rng.integers(ylo, yhi + 1)) if yhi >= ylo else int(rng.integers(0, H - ch + 1))
+        else:
+            x0, y0 = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
+    else:
+        y0, x0 = (H - ch) // 2, (W - cw) // 2
+    img = np.ascontiguousarray(img[:, y0:y0 + ch, x0:x0 + cw], dtype=np.float32)
+    tr -= np.array([x0, y0], np.float64)
+    keep = (start[:, 0] - x0 >= 0) & (start[:, 0] - x0 <= cw - 1) & (start[:, 1] - y0 >= 0) & (start[:, 1] - y0 <= ch - 1)
+    return {"frames": img, "tracks": tr[:, keep].astype(np.float32), "keep": keep, "crop_origin": (y0, x0),
+            "hflip": hf, "vflip": vf}
+
+
+def load_sample(sample: TrackSample, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(frames (S, H, W, 3) uint8, tracks (S, n, 2) float32) of a sample."""
+    for p in (sample.labels, sample.frames):
+        if p not in cache:
+            cache[p] = open_group(p)
+    lab = cache[sample.labels]
+    rows = np.asarray(sample.rows)
+    order = np.argsort(rows)  # zarr orthogonal indexing wants increasing indices
+    tr = np.empty((len(rows),) + lab["tracks"].shape[1:], np.float32)
+    tr[order] = lab["tracks"].get_orthogonal_selection((rows[order], slice(None), slice(None)))
+    S = tr.shape[1]
+    frames = np.asarray(cache[sample.frames]["frames"][sample.window_start:sample.window_start + S])
+    return frames, tr.transpose(1, 0, 2)
+
+
+# --------------------------------------------------------------------------- loss
+
+def track_loss(model: Pips, rgbs: torch.Tensor, trajs: torch.Tensor, cfg: TrackFinetuneConfig) -> tuple[torch.Tensor, dict]:
+    """rgbs (B, S, 3, H, W) 0–255, trajs (B, S, N, 2) px labels (all visible)."""
+    want_heat = cfg.score_weight > 0
+    out = model(trajs[:, 0], rgbs, iters=cfg.iters, return_heatmaps=want_heat)
+    seq = sequence_loss(out.coords, trajs, None, cfg.gamma)
+    score = score_map_loss(out.heatmaps, trajs / model.stride) if want_heat else seq.new_zeros(())
+    loss = seq + cfg.score_weight * score
+    with torch.no_grad():
+        epe = torch.linalg.vector_norm(out.coords[-1] - trajs, dim=-1).mean().item()
+    return loss, {"seq_loss": seq.item(), "score_loss": score.item(), "epe": epe}
+
+
+# --------------------------------------------------------------------------- main entry
+
+def _samples_digest(samples: Sequence[TrackSample]) -> str:
+    key = [(Path(s.labels).name, s.window_start, len(s.rows)) for s in samples]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+
+def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, frames_paths: Sequence | Mapping,
+                     init_checkpoint: str | os.PathLike, out_dir: str | os.PathLike, stop_at: int | None = None,
+                     expected_sha256: str | None = None) -> dict:
+    """Fine-tune PIPs from ``init_checkpoint`` on track-labels stores (``track_labels.make_track_labels``)
+    with their frames stores; resumes from the latest checkpoint in ``out_dir/checkpoints``.
+
+    Writes ``out_dir/loss.tsv`` (per optimiser step), checkpoints every ``checkpoint_every``
+    steps, and when done ``out_dir/final.pth`` (loadable with ``load_pips(path, size)``) and
+    ``out_dir/summary.json``. ``stop_at``: stop after that many optimiser steps (resumable).
+    """
+    c = cfg if isinstance(cfg, TrackFinetuneConfig) else TrackFinetuneConfig.from_dict(cfg)
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    tsv = out / "loss.tsv"
+    samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed)
+    if not samples:
+        raise MotionRefineError("no training samples: the label stores hold no window with "
+                                f">= {c.min_tracks} verified tracks")
+    dev = pick_device(c.device, c.threads)
+    torch.manual_seed(c.seed)
+    np.random.seed(c.seed % 2**32)
+    random.seed(c.seed)
+
+    state, init_sha = read_pips_state(init_checkpoint, expected_sha256)
+    model = Pips(c.size, **({"stride": c.stride} if c.stride else {}))
+    load_state_strict(model, state, str(init_checkpoint))
+    model.to(dev).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps + c.t_max_extra)
+    meta = {"config": {k: v for k, v in c.to_dict().items() if k not in RUNTIME_FIELDS},
+            "init_sha256": init_sha, "samples_digest": _samples_digest(samples), "code_version": __version__}
+    start = resume_state(ckpt_dir, meta, model, optimizer, scheduler, dev, ("config", "init_sha256", "samples_digest"))
+    prepare_tsv(tsv, TSV_COLUMNS, start)
+    stop = c.steps if stop_at is None else max(start, min(c.steps, int(stop_at)))
+    cache: dict = {}
+    started = time.perf_counter()
+    with open(tsv, "a", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        for step in range(start, stop):
+            t0 = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            sums = {"loss": 0.0, "seq_loss": 0.0, "score_loss": 0.0, "epe": 0.0}
+            for j in range(c.grad_acc):
+                smp = samples[sample_index(step * c.grad_acc + j, len(samples), c.seed, c.shuffle)]
+                frames, tracks = load_sample(smp, cache)
+                aug = augment_clip(frames, tracks, np.random.default_rng([c.seed, step, j]), c.augment)
+                if aug["tracks"].shape[1] == 0:  # only if no label starts inside the frame
+                    continue
+                rgbs = torch.from_numpy(aug["frames"]).permute(0, 3, 1, 2)[None].to(dev)
+                trajs = torch.from_numpy(aug["tracks"])[None].to(dev)
+                loss, m = track_loss(model, rgbs, trajs, c)
+                if not torch.isfinite(loss):
+                    raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
+                (loss / c.grad_acc).backward()
+                sums["loss"] += loss.item() / c.grad_acc
+                for k in ("seq_loss", "score_loss", "epe"):
+                    sums[k] += m[k] / c.grad_acc
+            torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            writer.writerow([done, f"{sums['loss']:.6g}", f"{sums['seq_loss']:.6g}", f"{sums['score_loss']:.6g}",
+                             f"{sums['epe']:.6g}", f"{lr:.6g}", f"{time.perf_counter() - t0:.4f}"])
+            f.flush()
+            if done % c.checkpoint_every == 0 or done == stop:
+                _save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, meta, c.keep_checkpoints)
+    elapsed = time.perf_counter() - started
+    summary = {"steps_done": stop, "steps": c.steps, "resumed_from": start, "seconds": elapsed,
+               "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
+               "init_sha256": init_sha, "loss_tsv": str(tsv), "completed": stop >= c.steps}
+    if stop >= c.steps:
+        final = out / "final.pth"
+        summary["final"] = str(final)
+        summary["final_sha256"] = save_pips(model, final)
+        info = {**summary, "config": c.to_dict(), "code_version": __version__}
+        tmp = out / f".summary.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(info, indent=1, default=str))
+        os.replace(tmp, out / "summary.json")
+    log.info("track fine-tuning %s: steps %d→%d of %d in %.1f s", out, start, stop, c.steps, elapsed)
+    return summary
