@@ -89,7 +89,7 @@ def runs(config: dict, samples: list[str]) -> dict[str, dict]:
     refine = config.get("refine") or {}
     scenes = flow_scenes(config)
     out: dict[str, dict] = {}
-    if refine.get("heldout", True) and samples:
+    if refine.get("heldout", True) and samples and scenes:
         out[HELDOUT] = {"train": list(samples), "eval": scenes}
     if refine.get("transductive", True):
         for s in scenes:
