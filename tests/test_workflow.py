@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 
@@ -76,13 +77,28 @@ def test_tiny_end_to_end(tmp_path):
     again = snakemake(tmp_path, *frames)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # The whole default target: flow for both samples with the real RAFT-small checkpoint.
+    # The whole default target: flow with the real RAFT-small checkpoint, labels, a generated
+    # scene, fine-tuning, before/after evaluation and the report.
     snakemake(tmp_path)
     for video in ("tree", "dog"):
         g = zarr.open_group(str(tmp_path / f"results/flow/raft-small/{video}.zarr"), mode="r")
         assert g["flow_fw"].shape == (5, 64, 96, 2) and g["flow_bw"].shape == (5, 64, 96, 2)
         assert np.isfinite(g["flow_fw"][:]).all()
         assert (tmp_path / f"results/logs/flow/raft-small/{video}.log").exists()
+        lab = zarr.open_group(str(tmp_path / f"results/labels/flow/{video}.zarr"), mode="r")
+        keep = lab["keep"][:]
+        assert keep.shape == (5, 64, 96) and keep.dtype == bool
+        assert np.array_equal(lab["flow"][:][keep], g["flow_fw"][:][keep])  # labels are the verified flow
+        assert not lab["flow"][:][~keep].any()
+    scene = zarr.open_group(str(tmp_path / "results/benchmarks/tinytex/s0.zarr"), mode="r")
+    assert scene["flow_fw"].shape == (3, 64, 96, 2) and scene.attrs["self_check"]["ok"]
+    loss = pd.read_csv(tmp_path / "results/finetune/heldout/loss.tsv", sep="\t")
+    assert list(loss["step"]) == [1, 2] and np.isfinite(loss["loss"]).all()
+    ev = pd.read_csv(tmp_path / "results/eval/heldout.csv")
+    assert sorted(ev["model"]) == ["pretrained", "refined"] and set(ev["scene"]) == {"s0"}
+    assert ev["epe"].notna().all() and ev["checkpoint_sha256"].nunique() == 2
+    html = (tmp_path / "results/report/index.html").read_text()
+    assert "s0" in html and "<img" in html
     again = snakemake(tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
 

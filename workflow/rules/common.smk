@@ -29,7 +29,12 @@ wildcard_constraints:
 
 def res(rule, key):
     """Scheduling value ``key`` of ``rule`` from config resources (rule entry over default)."""
-    return mrconfig.rule_resources(config, rule)[key]
+    value = mrconfig.rule_resources(config, rule)[key]
+    # gpu 0 -> None, which Snakemake drops: CPU jobs carry no gpu resource at all, so the
+    # SLURM executor adds no --gpus and a profile's set-resources can still add one.
+    if key == "gpu" and not value:
+        return None
+    return value
 
 
 def sample(wildcards):
@@ -54,6 +59,10 @@ def scene_source_of(s):
 
 def scene_source(wildcards):
     return scene_source_of(scene(wildcards))
+
+
+def eval_sources(wildcards):
+    return [scene_source_of(s) for s in RUNS[wildcards.run]["eval"]]
 
 
 def run_videos(wildcards):

@@ -1,7 +1,3 @@
-def eval_sources(wildcards):
-    return [scene_source_of(s) for s in RUNS[wildcards.run]["eval"]]
-
-
 rule evaluate:
     """Pretrained and refined model on the run's benchmark scenes: one row per (model, scene)."""
     input:
