@@ -19,3 +19,7 @@ class CheckpointError(MotionRefineError):
 
 class VideoError(MotionRefineError):
     """A video or frame folder that cannot be decoded into a consistent frame stack."""
+
+
+class StoreWriteError(MotionRefineError, OSError):
+    """Writing an output store failed (full disk, quota, file-size limit): names the store."""

@@ -17,6 +17,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from .errors import MotionRefineError, StoreWriteError
+
 # Zstd through Blosc with byte shuffle: good ratio on images and smooth float fields.
 DEFAULT_COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
 
@@ -37,8 +39,11 @@ def atomic_group(path: str | os.PathLike, overwrite: bool = True) -> Iterator[za
                 raise FileExistsError(f"{final} already exists")
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, MotionRefineError) and exc.errno and not exc.filename:
+            # Chunk writes deep inside zarr (full disk, quota, file-size limit) name no file.
+            raise StoreWriteError(exc.errno, f"{exc.strerror} while writing Zarr store", str(final)) from exc
         raise
 
 
