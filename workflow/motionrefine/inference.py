@@ -19,6 +19,7 @@ from .device import pick_device
 from .models.checkpoint import load_raft
 from .models.raft import RAFT, InputPadder
 from .store import atomic_group, create_array, open_group
+from .video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -121,7 +122,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
             "dtype": str(store_dtype),
             "dtype_error_bound_px": _dtype_bound(store_dtype),
             "nonfinite_values": nonfinite, "device": str(dev), "seconds": round(elapsed, 3),
-            "frames_source": frames_attrs.get("source", {}), "code_version": __version__,
+            "frames_source": frames_source(frames_attrs), "code_version": __version__,
             "convention": "flow_fw[t]: frame t -> t+1; flow_bw[t]: frame t+1 -> t; (u, v) in pixels",
         })
     log.info("%s: %d pairs in %.1f s (%.2f s/pair), %d non-finite values", out_path, n_pairs, elapsed,

@@ -35,6 +35,7 @@ from . import __version__
 from .cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
 from .errors import MotionRefineError
 from .store import atomic_group, create_array, open_group, write_array
+from .video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -149,7 +150,7 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
             "code_version": __version__,
             "seconds": round(elapsed, 3),
             "frames_store": {"path": str(frames_path), "shape": list(frames.shape),
-                             "source": dict(frames_g.attrs).get("source", {}),
+                             "source": frames_source(dict(frames_g.attrs)),
                              "fingerprint": _fingerprint(frames, 0, t - 1)},
             "flow_store": {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
                            **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "code_version")}},

@@ -112,6 +112,19 @@ def source_fingerprint(path: str | os.PathLike, files: list[Path] | None = None)
     return {"source_size_bytes": st.st_size, "source_mtime": st.st_mtime, "source_sha256": file_sha256(path)}
 
 
+# Frames-store attrs that identify what the frames are (source file and the selection from it).
+_IDENTITY_KEYS = ("source_path", "source_kind", "source_size_bytes", "source_mtime", "source_sha256",
+                  "source_listing_sha256", "frame_indices", "resize", "code_version")
+
+
+def frames_source(attrs: dict) -> dict:
+    """Identity of a frames store's input, for the provenance of stores made from it: the
+    ``source`` dict of a benchmark-scene store, else the source file's fingerprint and selection."""
+    if isinstance(attrs.get("source"), dict):
+        return dict(attrs["source"])
+    return {k: attrs[k] for k in _IDENTITY_KEYS if k in attrs}
+
+
 def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or (frame.shape[1], frame.shape[0]) == size:
         return frame
