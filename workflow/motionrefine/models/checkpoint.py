@@ -29,10 +29,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
     """Read a state_dict, strip a ``module.`` prefix, check the pinned sha256 if given."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise CheckpointError(f"checkpoint {p} is not a file")
     if not p.is_file():
         raise AssetMissingError(
             f"checkpoint not found: {p} (looked for {p.resolve()}); get the official RAFT weights from {RAFT_RELEASE}")
-    digest = sha256_file(p)
+    try:
+        digest = sha256_file(p)
+    except OSError as exc:  # permissions, I/O error: say which file, in one line
+        raise CheckpointError(f"checkpoint {p} cannot be read: {exc.strerror or exc}") from exc
     if expected_sha256 and digest.lower() != expected_sha256.lower():
         raise CheckpointError(f"checkpoint {p} has sha256 {digest}, but the config pins {expected_sha256}")
     try:
