@@ -15,6 +15,7 @@ from .metrics import epe_map
 from .plan import READER_KINDS
 from .readers import FlowScene, iter_benchmark
 from .store import atomic_group, open_group, write_array
+from .video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -44,6 +45,8 @@ def build_realtex_scene(frame_stores: Sequence[str], out_path: str, preset: str,
         raise MotionRefineError(f"{out_path}: ground-truth self-check failed: {check}")
     synth.write_sequence(seq, out_path, attrs={"preset": preset, "self_check": check,
                                                "sources": [str(p) for p in frame_stores],
+                                               "source_identities": [frames_source(dict(open_group(p).attrs))
+                                                                     for p in frame_stores],
                                                "code_version": __version__})
     log.info("%s: preset %s, self-check %s", out_path, preset, check)
     return check

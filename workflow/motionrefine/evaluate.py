@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from . import __version__
 from .device import pick_device
 from .inference import FlowEstimator
 from .metrics import flow_scene_metrics
@@ -27,6 +29,16 @@ def predict_scene(est: FlowEstimator, scene: FlowScene, window: int = 8) -> np.n
     return np.concatenate(out, axis=0)
 
 
+def scene_sha256(scene: FlowScene) -> str:
+    """Identity of what a scene row was measured on: its frames and ground truth."""
+    h = hashlib.sha256()
+    for a in (scene.frames, scene.flow, scene.valid):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], variant: str = "small",
                   iters: int = 12, padding: str = "even", threads: int = 1, benchmark: str = "",
                   device: str = "auto") -> pd.DataFrame:
@@ -37,15 +49,17 @@ def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], varian
     """
     dev = pick_device(device, threads)
     scenes = list(scenes)
+    digests = [scene_sha256(s) for s in scenes]
     rows = []
     for label, path in models.items():
         model, digest = load_raft(path, variant)
         est = FlowEstimator(model.to(dev), iters=iters, padding=padding, device=dev)
-        for scene in scenes:
+        for scene, scene_digest in zip(scenes, digests):
             pred = predict_scene(est, scene)
             row = flow_scene_metrics(scene, pred)
             row.update({"benchmark": benchmark or scene.meta.get("benchmark", ""), "model": label,
-                        "checkpoint_sha256": digest, "pairs": scene.num_pairs, "iters": iters})
+                        "checkpoint_sha256": digest, "pairs": scene.num_pairs, "iters": iters,
+                        "variant": variant, "scene_sha256": scene_digest, "code_version": __version__})
             rows.append(row)
             log.info("%s %s/%s: EPE %.3f", label, row["benchmark"], scene.name, row["epe"])
     return pd.DataFrame(rows)
