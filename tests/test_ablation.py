@@ -1,0 +1,229 @@
+"""The ablation: plan (variants, label presets, runs), the table builder on hand-made
+evaluation tables, a dry run of `snakemake ablation` on the tiny config, and the
+self-supervised losses on a real-texture scene with exact ground truth."""
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from motionrefine import ablation
+from motionrefine.errors import MotionRefineError
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+TINY = ROOT / "tests/data/tiny/config.yaml"
+
+
+# ------------------------------------------------------------------ plan
+
+def test_variants_default_to_the_recipe_and_change_only_their_switches(base_config):
+    specs = ablation.variants(base_config)
+    assert list(specs) == ["recipe", "no-verify", "fb-only", "no-augment", "rebalance", "photometric", "cycle"]
+    assert specs["recipe"] == ablation.RECIPE
+    assert specs["no-verify"] == {**ablation.RECIPE, "checks": "none"}
+    assert specs["cycle"] == {**ablation.RECIPE, "mode": "cycle"}
+    recipe = ablation.variant_settings(base_config, specs["recipe"])
+    for name, spec in specs.items():
+        s = ablation.variant_settings(base_config, spec)
+        # Same steps, batch, crop, schedule and seed as the recipe; only the switches differ.
+        assert {k: v for k, v in s.items() if k not in ("mode", "rebalance", "augment")} == \
+            {k: v for k, v in recipe.items() if k not in ("mode", "rebalance", "augment")}
+        assert s["augment"]["crop"] == recipe["augment"]["crop"]
+        assert (s["mode"], s["rebalance"], s["augment"]["no_aug"]) == (spec["mode"], spec["rebalance"], not spec["augment"])
+    assert ablation.label_presets(base_config) == ["fb", "fb+colour", "none"]
+
+
+def test_the_main_chain_labels_serve_their_own_preset(base_config):
+    assert ablation.label_store(base_config, "fb+colour", "tree") == "results/labels/flow/tree.zarr"
+    assert ablation.label_store(base_config, "none", "tree") == "results/ablation/labels/none/tree.zarr"
+    base_config["verify"]["checks"] = "fb"
+    assert ablation.label_store(base_config, "fb", "tree") == "results/labels/flow/tree.zarr"
+    assert ablation.label_store(base_config, "fb+colour", "tree") == "results/ablation/labels/fb+colour/tree.zarr"
+
+
+def test_runs_and_errors(base_config):
+    samples = ["tree", "dog_run", "carphone"]
+    runs = ablation.runs(base_config, samples)
+    assert list(runs) == ["heldout"] and runs["heldout"]["train"] == samples
+    assert [s.video for s in runs["heldout"]["eval"]] == ["realtex__s0", "realtex__s1", "realtex__s2",
+                                                         "middlebury__motorcycle"]
+    base_config["ablation"]["transductive"] = True
+    runs = ablation.runs(base_config, samples)
+    assert runs["realtex__s1"]["train"] == ["realtex__s1"] and runs["realtex__s1"]["protocol"] == "transductive"
+    base_config["ablation"]["variants"] = {"recipe": {}, "odd": {"lr": 1.0}}
+    with pytest.raises(MotionRefineError, match="unknown switches"):
+        ablation.variants(base_config)
+    no_scenes = {**base_config, "benchmarks": {}}
+    assert ablation.runs(no_scenes, samples) == {}  # parsing a config without scenes must not fail
+    with pytest.raises(MotionRefineError, match="benchmark scenes"):
+        ablation.check_runs(no_scenes, samples)
+
+
+# ------------------------------------------------------------------ table
+
+def _eval_csv(path: Path, run: str, rows: list[tuple]) -> str:
+    """rows: (scene, model, epe, acc_1px, acc_3px, fl_all) as the evaluate script writes them."""
+    df = pd.DataFrame([{"run": run, "scene": s, "epe": e, "acc_1px": a1, "acc_3px": a3, "acc_5px": a3,
+                        "fl_all": fl, "benchmark": "bench", "model": m, "checkpoint_sha256": "x", "pairs": 3,
+                        "iters": 12} for s, m, e, a1, a3, fl in rows])
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_table_from_hand_made_evaluations(tmp_path):
+    recipe = _eval_csv(tmp_path / "recipe.csv", "heldout", [
+        ("a", "pretrained", 2.0, 0.50, 0.90, 0.10), ("a", "refined", 1.5, 0.60, 0.95, 0.06),
+        ("b", "pretrained", 4.0, 0.30, 0.70, 0.30), ("b", "refined", 5.0, 0.20, 0.65, 0.34)])
+    photo = _eval_csv(tmp_path / "photo.csv", "heldout", [
+        ("a", "pretrained", 2.0, 0.50, 0.90, 0.10), ("a", "refined", 3.0, 0.40, 0.80, 0.20),
+        ("b", "pretrained", 4.0, 0.30, 0.70, 0.30), ("b", "refined", 4.0, 0.30, 0.70, 0.30)])
+    specs = {"recipe": dict(ablation.RECIPE), "photometric": {**ablation.RECIPE, "mode": "photometric"}}
+    out = tmp_path / "out"
+    table = ablation.build_ablation([("recipe", recipe), ("photometric", photo)], specs, str(out / "table.csv"),
+                                    str(out / "table.md"), str(out / "figure.png"))
+    t = pd.read_csv(out / "table.csv").set_index("variant")
+    assert list(t.index) == ["recipe", "photometric"] and len(table) == 2
+    # recipe: a 2.0 -> 1.5 is -25 %, b 4.0 -> 5.0 is +25 %: mean change 0 %, while the mean EPE
+    # rises 3.0 -> 3.25 (+8.3 %): the table reports the mean of the per-scene changes.
+    assert t.loc["recipe", "epe_before"] == pytest.approx(3.0)
+    assert t.loc["recipe", "epe_after"] == pytest.approx(3.25)
+    assert t.loc["recipe", "epe_change_pct"] == pytest.approx(0.0)
+    assert t.loc["recipe", "epe_change_pct_bench/a"] == pytest.approx(-25.0)
+    assert t.loc["recipe", "epe_change_pct_bench/b"] == pytest.approx(25.0)
+    assert t.loc["recipe", "scenes_improved"] == 1
+    assert t.loc["recipe", "acc_1px_before"] == pytest.approx(0.40)
+    assert t.loc["recipe", "acc_1px_after"] == pytest.approx(0.40)
+    assert t.loc["recipe", "acc_3px_after"] == pytest.approx(0.80)
+    assert t.loc["recipe", "fl_all_after"] == pytest.approx(0.20)
+    # photometric: +50 % and 0 % -> +25 %.
+    assert t.loc["photometric", "epe_change_pct"] == pytest.approx(25.0)
+    assert t.loc["photometric", "epe_change_pct_bench/a"] == pytest.approx(50.0)
+    assert t.loc["photometric", "scenes_improved"] == 0
+    assert t.loc["photometric", "mode"] == "photometric" and t.loc["recipe", "checks"] == "fb+colour"
+    md = (out / "table.md").read_text()
+    assert "| recipe | labels | fb+colour | yes | no | 3.000 | 3.250 | +0.00 | 1/2 | -25.0 | +25.0 |" in md
+    assert "| photometric | photometric |" in md and "+25.00" in md
+    assert "largest difference between variants on one scene: 0 px" in md
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table_keeps_protocols_apart_and_measures_the_before_spread(tmp_path):
+    held = _eval_csv(tmp_path / "h.csv", "heldout", [("a", "pretrained", 2.0, .5, .9, .1),
+                                                     ("a", "refined", 1.0, .5, .9, .1)])
+    trans = _eval_csv(tmp_path / "t.csv", "bench__a", [("a", "pretrained", 2.5, .5, .9, .1),
+                                                       ("a", "refined", 2.0, .5, .9, .1)])
+    evals = ablation.load_evals([("recipe", held), ("recipe", trans)])
+    table = ablation.ablation_table(evals)
+    assert list(table["protocol"]) == ["heldout", "transductive"]
+    assert list(table["epe_change_pct"]) == pytest.approx([-50.0, -20.0])
+    assert ablation.before_spread(evals) == 0.0  # different protocols are not compared
+    other = _eval_csv(tmp_path / "o.csv", "heldout", [("a", "pretrained", 2.1, .5, .9, .1),
+                                                      ("a", "refined", 1.0, .5, .9, .1)])
+    assert ablation.before_spread(ablation.load_evals([("recipe", held), ("x", other)])) == pytest.approx(0.1)
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"run": ["heldout"], "scene": ["a"]}).to_csv(bad, index=False)
+    with pytest.raises(MotionRefineError, match="not an evaluation table"):
+        ablation.load_evals([("recipe", str(bad))])
+
+
+# ------------------------------------------------------------------ workflow dry run
+
+def _tiny_config(tmp_path: Path, **extra) -> Path:
+    """The tiny config with one generated scene and the given sections (stands alone)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["benchmarks"] = {"tinytex": {"kind": "real-texture", "sources": ["tree", "dog"], "scenes": 1,
+                                     "presets": ["easy"], "size": [64, 96], "frames": 4, "seed": 0}}
+    cfg.update(copy.deepcopy(extra))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _dry_run_jobs(tmp_path: Path, config: Path) -> dict[str, list[str]]:
+    """rule -> output lines of the jobs `snakemake ablation -n` would run."""
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path / "run"), "--cores", "2",
+           "--configfile", str(config), "--replace-workflow-config", "-n", "ablation"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs: dict[str, list[str]] = {}
+    for block in re.split(r"\n(?=rule |localrule )", proc.stdout):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        out = re.search(r"^\s+output: (.*)$", block, re.M)
+        if m and out:
+            jobs.setdefault(m.group(1), []).append(out.group(1))
+    return jobs
+
+
+def test_dry_run_builds_one_finetune_per_variant_and_the_right_label_presets(tmp_path):
+    jobs = _dry_run_jobs(tmp_path, _tiny_config(tmp_path))
+    names = list(ablation.DEFAULT_VARIANTS)
+    finetunes = sorted(o.split(",")[0] for o in jobs["ablation_finetune"])
+    assert finetunes == sorted(f"results/ablation/finetune/{v}/refined.pth" for v in names)
+    assert sorted(jobs["ablation_evaluate"]) == sorted(f"results/ablation/eval/heldout/{v}.csv" for v in names)
+    # fb+colour (the config's own preset) comes from the main label chain; none and fb are extra.
+    assert sorted(jobs["ablation_labels"]) == sorted(f"results/ablation/labels/{c}/{v}.zarr"
+                                                     for c in ("none", "fb") for v in ("tree", "dog"))
+    assert sorted(jobs["labels"]) == ["results/labels/flow/dog.zarr", "results/labels/flow/tree.zarr"]
+    assert sorted(jobs["ablation_aggregate"]) == sorted(f"results/ablation/train/{c}/heldout.json"
+                                                        for c in ("fb", "fb+colour", "none"))
+    assert "ablation_finetune_transductive" not in jobs and "finetune" not in jobs
+    assert len(jobs["ablation"]) == 1 and "results/ablation/table.csv" in jobs["ablation"][0]
+
+
+def test_dry_run_with_chosen_variants_and_transductive(tmp_path):
+    cfg = _tiny_config(tmp_path, verify={"checks": "fb"},
+                       ablation={"heldout": True, "transductive": True,
+                                 "variants": {"recipe": {}, "fb-only": {"checks": "fb"}, "cycle": {"mode": "cycle"}}})
+    jobs = _dry_run_jobs(tmp_path, cfg)
+    assert len(jobs["ablation_finetune"]) == 3
+    # One scene: one transductive fine-tune per variant, on the scene's own frames.
+    assert sorted(o.split(",")[0] for o in jobs["ablation_finetune_transductive"]) == sorted(
+        f"results/ablation/finetune/{v}/tinytex__s0/refined.pth" for v in ("recipe", "fb-only", "cycle"))
+    # verify.checks is fb here, so the main chain serves fb and only fb+colour is extra.
+    assert sorted(jobs["ablation_labels"]) == sorted(f"results/ablation/labels/fb+colour/{v}.zarr"
+                                                     for v in ("tree", "dog", "tinytex__s0"))
+    assert len(jobs["ablation_evaluate"]) == 6
+
+
+# ------------------------------------------------------------------ losses on a real-texture scene
+
+def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero(shared):
+    """Rigid layered scene textured with real frames: on pixels the ground truth marks as
+    clean (not occluded, not on a blended layer edge), warping frame t+1 by the exact flow
+    reproduces frame t, so the photometric loss is ~0, and far below that of a wrong flow."""
+    import cv2
+
+    from motionrefine import synth
+    from motionrefine.losses import cycle_loss, photometric_loss
+
+    files = sorted((shared / "data/frames/dog_run").glob("*.jpg"))
+    sources = []
+    for f in (files[0], files[len(files) // 2]):
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        sources.append(np.ascontiguousarray(cv2.resize(img, (160, 90), interpolation=cv2.INTER_AREA)[..., ::-1]))
+    seq = synth.render_sequence(sources, synth.make_config("easy", height=64, width=96, frames=3, layers=(2, 2),
+                                                           camera_motion=1.5, layer_speed=2.5, n_tracks=8, seed=3))
+    frames = seq.frames_clean if seq.frames_clean is not None else seq.frames
+    i1 = torch.from_numpy(frames[:-1].astype(np.float32)).permute(0, 3, 1, 2)
+    i2 = torch.from_numpy(frames[1:].astype(np.float32)).permute(0, 3, 1, 2)
+    flow = torch.from_numpy(seq.flow_fw).permute(0, 3, 1, 2)
+    clean = torch.from_numpy(np.stack([synth.clean_pairs(seq, t, "fw") for t in range(len(seq.flow_fw))]))
+    assert clean.float().mean() > 0.3
+    exact = photometric_loss(i1, i2, flow, clean).item()
+    wrong = photometric_loss(i1, i2, flow + 1.0, clean).item()
+    still = photometric_loss(i1, i2, torch.zeros_like(flow), clean).item()
+    # Measured: exact 0.0047, +1 px 0.031, zero flow 0.033.
+    assert exact < 0.01 and exact < wrong / 5 and exact < still / 5, (exact, wrong, still)
+    # The exact backward flow inverts the forward flow on the same pixels.
+    bw = torch.from_numpy(seq.flow_bw).permute(0, 3, 1, 2)
+    assert cycle_loss(flow, bw, clean).item() < 0.05
+    assert cycle_loss(flow, bw + 1.0, clean).item() > 1.0

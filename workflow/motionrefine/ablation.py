@@ -1,0 +1,322 @@
+"""The paper's comparison: the two-stage recipe against its ablations and against naive
+self-supervised fine-tuning, on the same start weights, videos, steps and schedule.
+
+A variant is the recipe (fine-tune on pseudo-labels made with the forward-backward and
+colour checks, with augmentation, no speed re-balancing) with some of four switches
+changed: ``mode`` (labels | photometric | cycle), ``checks`` (none | fb | fb+colour),
+``augment`` and ``rebalance``. Everything else (steps, batch, crop, lr, seed, schedule)
+is the ``finetune`` section's, so only the switch differs between two rows.
+
+Protocols: ``heldout`` (train on the sample videos, evaluate on every benchmark scene;
+one fine-tune per variant) and optionally ``transductive`` (one fine-tune per variant and
+scene on that scene's own frames, evaluated on it).
+
+The table (:func:`ablation_table`): one row per (protocol, variant) with the mean over
+scenes of EPE before and after, the MEAN OF THE PER-SCENE % EPE CHANGES (not the change of
+the mean EPE, which one large-EPE scene would dominate), each scene's % change, and the
+mean 1 px / 3 px accuracy and Fl-all before and after.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import MotionRefineError
+from .evaluate import before_after
+from .plan import HELDOUT, finetune_settings, flow_scenes
+
+log = logging.getLogger("motionrefine")
+
+TRANSDUCTIVE = "transductive"
+SWITCHES = ("mode", "checks", "augment", "rebalance")
+# The recipe every variant departs from (the paper's two-stage recipe as this project runs it).
+RECIPE = {"mode": "labels", "checks": "fb+colour", "augment": True, "rebalance": False}
+DEFAULT_VARIANTS = {
+    "recipe": {},
+    "no-verify": {"checks": "none"},
+    "fb-only": {"checks": "fb"},
+    "no-augment": {"augment": False},
+    "rebalance": {"rebalance": True},
+    "photometric": {"mode": "photometric"},
+    "cycle": {"mode": "cycle"},
+}
+# Mean-over-scenes columns of the table: eval column -> table stem.
+MEAN_METRICS = {"epe": "epe", "acc_1px": "acc_1px", "acc_3px": "acc_3px", "fl_all": "fl_all"}
+CHANGE_PREFIX = "epe_change_pct_"
+
+
+# ------------------------------------------------------------------ plan
+
+def section(config: dict) -> dict:
+    return dict(config.get("ablation") or {})
+
+
+def variants(config: dict) -> dict[str, dict]:
+    """variant name -> its four switches (recipe values where the variant names none)."""
+    specs = section(config).get("variants")
+    if specs is None:
+        specs = DEFAULT_VARIANTS
+    out = {}
+    for name, spec in specs.items():
+        spec = dict(spec or {})
+        unknown = set(spec) - set(SWITCHES)
+        if unknown:
+            raise MotionRefineError(f"config key 'ablation.variants.{name}': unknown switches {sorted(unknown)}; "
+                                    f"expected some of {list(SWITCHES)}")
+        out[name] = {**RECIPE, **spec}
+    if not out:
+        raise MotionRefineError("config key 'ablation.variants': name at least one variant")
+    return out
+
+
+def variant_settings(config: dict, spec: dict) -> dict:
+    """The fine-tuning settings of one variant: the `finetune` section's (steps, schedule,
+    seed...) with the variant's mode, augmentation and re-balancing switches."""
+    s = finetune_settings(config)
+    s["mode"] = spec["mode"]
+    s["rebalance"] = bool(spec["rebalance"])
+    s["augment"] = {**s["augment"], "no_aug": not spec["augment"]}
+    return s
+
+
+def label_presets(config: dict) -> list[str]:
+    """The checks presets whose labels the variants train on (sorted, unique)."""
+    return sorted({v["checks"] for v in variants(config).values()})
+
+
+def label_store(config: dict, checks: str, video: str) -> str:
+    """The main chain's labels serve the preset it was made with; other presets get their own."""
+    if checks == (config.get("verify") or {}).get("checks", "fb+colour"):
+        return f"results/labels/flow/{video}.zarr"
+    return f"results/ablation/labels/{checks}/{video}.zarr"
+
+
+def protocols(config: dict) -> list[str]:
+    sec = section(config)
+    out = [HELDOUT] if sec.get("heldout", True) else []
+    if sec.get("transductive", False):
+        out.append(TRANSDUCTIVE)
+    return out
+
+
+def runs(config: dict, samples: Sequence[str]) -> dict[str, dict]:
+    """Ablation run -> {'protocol', 'train': [videos], 'eval': [Scene]}: 'heldout' trains on the
+    samples and evaluates on every flow scene; each scene's own run (transductive) on itself.
+    Empty when there is nothing to evaluate (see :func:`check_runs`)."""
+    scenes = flow_scenes(config)
+    out: dict[str, dict] = {}
+    if not scenes:
+        return out
+    protos = protocols(config)
+    if HELDOUT in protos and samples:
+        out[HELDOUT] = {"protocol": HELDOUT, "train": list(samples), "eval": scenes}
+    if TRANSDUCTIVE in protos:
+        for s in scenes:
+            out[s.video] = {"protocol": TRANSDUCTIVE, "train": [s.video], "eval": [s]}
+    return out
+
+
+def check_runs(config: dict, samples: Sequence[str]) -> dict[str, dict]:
+    """:func:`runs`, raising a config error when the ablation would have no run. Called when the
+    ablation is requested, so configs that never ask for it need not describe one."""
+    out = runs(config, samples)
+    if out:
+        return out
+    if not flow_scenes(config):
+        raise MotionRefineError("the ablation needs benchmark scenes to evaluate on (config key 'benchmarks')")
+    if not protocols(config):
+        raise MotionRefineError("config key 'ablation': switch on heldout or transductive")
+    raise MotionRefineError("config key 'ablation.heldout' needs sample videos to train on")
+
+
+def refined_path(variant: str, run: str) -> str:
+    """Heldout weights at finetune/{variant}/; a transductive run's one folder below."""
+    if run == HELDOUT:
+        return f"results/ablation/finetune/{variant}/refined.pth"
+    return f"results/ablation/finetune/{variant}/{run}/refined.pth"
+
+
+def eval_path(variant: str, run: str) -> str:
+    return f"results/ablation/eval/{run}/{variant}.csv"
+
+
+def train_index(spec: dict, run: str) -> str:
+    """A run's training-set index under the variant's checks preset (shared by the variants
+    that use the same preset)."""
+    return f"results/ablation/train/{spec['checks']}/{run}.json"
+
+
+def evaluations(config: dict, samples: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(variant, run, evaluation CSV) of every variant and run, runs outer; raises when the
+    config plans no run (:func:`check_runs`)."""
+    return [(v, r, eval_path(v, r)) for r in check_runs(config, samples) for v in variants(config)]
+
+
+# ------------------------------------------------------------------ table
+
+def load_evals(items: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """(variant, evaluation CSV of the evaluate script) pairs -> one long table with
+    ``variant`` and ``protocol`` columns."""
+    frames = []
+    for variant, path in items:
+        df = pd.read_csv(path)
+        need = {"run", "benchmark", "scene", "model", *MEAN_METRICS}
+        missing = sorted(need - set(df.columns))
+        if missing:
+            raise MotionRefineError(f"{path}: not an evaluation table (missing columns {missing})")
+        df["variant"] = variant
+        frames.append(df)
+    if not frames:
+        raise MotionRefineError("ablation: no evaluation tables given")
+    out = pd.concat(frames, ignore_index=True)
+    for c in ("run", "scene", "benchmark"):
+        out[c] = out[c].fillna("").astype(str)
+    out["protocol"] = np.where(out["run"] == HELDOUT, HELDOUT, TRANSDUCTIVE)
+    return out
+
+
+def before_spread(evals: pd.DataFrame) -> float:
+    """Largest difference between variants' 'before' EPE on the same (protocol, scene):
+    every variant evaluates the same pretrained weights, so this should be 0."""
+    pre = evals[evals["model"] == "pretrained"]
+    if pre.empty:
+        return 0.0
+    g = pre.groupby(["protocol", "benchmark", "scene"])["epe"]
+    return float((g.max() - g.min()).max())
+
+
+def ablation_table(evals: pd.DataFrame, specs: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per (protocol, variant), in the order they first appear (see module doc)."""
+    rows = []
+    for (proto, variant), df in evals.groupby(["protocol", "variant"], sort=False):
+        wide = before_after(df, metrics=tuple(MEAN_METRICS))
+        if wide.empty:
+            raise MotionRefineError(f"ablation {proto}/{variant}: no scene has both a pretrained and a refined row")
+        ch = wide["epe_change_pct"].astype(float)
+        row = {"protocol": proto, "variant": variant, **{k: (specs or {}).get(variant, {}).get(k) for k in SWITCHES},
+               "scenes": len(wide), "scenes_improved": int((ch < 0).sum())}
+        for col, stem in MEAN_METRICS.items():
+            row[f"{stem}_before"] = float(wide[f"{col}_pretrained"].mean())
+            row[f"{stem}_after"] = float(wide[f"{col}_refined"].mean())
+            if col == "epe":
+                row["epe_change_pct"] = float(ch.mean())
+        for b, s, c in zip(wide["benchmark"], wide["scene"], ch):
+            row[f"{CHANGE_PREFIX}{b}/{s}"] = float(c)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if specs is None:
+        table = table.drop(columns=list(SWITCHES))
+    return table
+
+
+# ------------------------------------------------------------------ outputs
+
+def _f(x, fmt: str) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return "–" if not math.isfinite(x) else format(x, fmt)
+
+
+def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: dict | None = None) -> str:
+    """The table in GitHub markdown: EPE in px, changes in % (negative = better), accuracies
+    and Fl-all in % of pixels, before → after."""
+    from .report import markdown_table
+
+    scene_cols = [c for c in table.columns if c.startswith(CHANGE_PREFIX)]
+    lines = []
+    for proto, df in table.groupby("protocol", sort=False):
+        shown = pd.DataFrame({"variant": df["variant"]})
+        for k in SWITCHES:
+            if k in df:
+                shown[k] = df[k].map(lambda v: {True: "yes", False: "no"}.get(v, v))
+        shown["EPE before"] = df["epe_before"].map(lambda x: _f(x, ".3f"))
+        shown["EPE after"] = df["epe_after"].map(lambda x: _f(x, ".3f"))
+        shown["EPE change % (mean of scenes)"] = df["epe_change_pct"].map(lambda x: _f(x, "+.2f"))
+        shown["improved"] = [f"{a}/{n}" for a, n in zip(df["scenes_improved"], df["scenes"])]
+        for c in scene_cols:
+            shown[c[len(CHANGE_PREFIX):] + " %"] = df[c].map(lambda x: _f(x, "+.1f"))
+        for stem, name in (("acc_1px", "1px"), ("acc_3px", "3px"), ("fl_all", "Fl-all")):
+            shown[f"{name} % before→after"] = [f"{_f(100 * a, '.1f')} → {_f(100 * b, '.1f')}"
+                                               for a, b in zip(df[f"{stem}_before"], df[f"{stem}_after"])]
+        # Scenes this protocol never evaluated are all '–' (a transductive run has one scene each).
+        shown = shown.loc[:, [c for c in shown.columns if not (c.endswith(" %") and (shown[c] == "–").all())]]
+        lines += [f"### {proto}", "", markdown_table(shown)]
+    notes = ["EPE before/after: mean over scenes (px). EPE change %: mean of the per-scene % changes "
+             "(negative = better), so every scene counts equally; per-scene columns follow. "
+             "Accuracies and Fl-all: mean over scenes, in % of pixels."]
+    if settings:
+        notes.append(f"Every variant: {settings.get('steps')} steps, batch {settings.get('batch_size')}, "
+                     f"crop {settings.get('augment', {}).get('crop')}, lr {settings.get('lr')}, "
+                     f"seed {settings.get('seed', 125)}; one run each, no seed variance measured.")
+    if spread is not None:
+        notes.append(f"'Before' is each variant's own evaluation of the pretrained weights; largest difference "
+                     f"between variants on one scene: {spread:.2g} px.")
+    return "\n".join(lines + [" ".join(notes), ""])
+
+
+def figure(table: pd.DataFrame, out_png: str) -> None:
+    """Bars: mean % EPE change per variant (one colour per protocol); dots: each scene."""
+    from matplotlib.figure import Figure
+
+    scene_cols = [c for c in table.columns if c.startswith(CHANGE_PREFIX)]
+    protos = list(dict.fromkeys(table["protocol"]))
+    names = list(dict.fromkeys(table["variant"]))
+    width = 0.8 / len(protos)
+    fig = Figure(figsize=(max(5.0, 0.9 * len(names) + 2.0), 3.8))
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)  # fixed jitter: the figure is reproducible
+    for j, proto in enumerate(protos):
+        df = table[table["protocol"] == proto].set_index("variant").reindex(names)
+        xs = np.arange(len(names)) + (j - (len(protos) - 1) / 2) * width
+        ax.bar(xs, np.nan_to_num(df["epe_change_pct"].to_numpy(float)), width * 0.9, color=f"C{j}",
+               alpha=0.75, label=f"{proto}: mean of scenes")
+        for x, (_, r) in zip(xs, df.iterrows()):
+            vals = r[scene_cols].to_numpy(float)
+            vals = vals[np.isfinite(vals)]
+            ax.scatter(x + rng.uniform(-0.2, 0.2, vals.size) * width, vals, s=12, color="black", zorder=3,
+                       label="one scene" if (j == 0 and x == xs[0]) else None)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("EPE change, % (negative = better)")
+    ax.set_title("Ablation: EPE change after fine-tuning, per variant")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out_png)
+
+
+def _write(path: str, text: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def build_ablation(items: Sequence[tuple[str, str]], specs: dict[str, dict], out_csv: str, out_md: str,
+                   out_png: str, settings: dict | None = None) -> pd.DataFrame:
+    """Evaluation CSVs of every (variant, run) -> table.csv, table.md, figure.png."""
+    evals = load_evals(items)
+    table = ablation_table(evals, specs)
+    spread = before_spread(evals)
+    if spread > 1e-6:
+        log.warning("the pretrained EPE differs between variants by up to %.3g px", spread)
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp-{os.getpid()}")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out_csv)
+    _write(out_md, table_markdown(table, spread, settings))
+    figure(table, out_png)
+    log.info("ablation: %d rows -> %s", len(table), out_csv)
+    return table

@@ -1,0 +1,172 @@
+# The paper's comparison (`snakemake ablation`, not in `all`): the recipe, its ablations and the
+# naive self-supervised baselines, each fine-tuned from the same weights on the same videos
+# with the same steps and schedule. Plan and table: motionrefine/ablation.py. The label,
+# aggregate, finetune and evaluate scripts are the main chain's, with other params and paths.
+from motionrefine import ablation as mrablation
+
+ABL_VARIANTS = mrablation.variants(config)
+ABL_RUNS = mrablation.runs(config, list(SAMPLES.index))
+ABL_VARIANT_PATTERN = "|".join(re.escape(v) for v in ABL_VARIANTS)
+ABL_CHECKS_PATTERN = "|".join(re.escape(c) for c in mrablation.label_presets(config))
+ABL_SCENE_RUN_PATTERN = "|".join(re.escape(r) for r in ABL_RUNS if r != plan.HELDOUT) or "(?!)"
+
+
+rule ablation:
+    """Every variant's before/after evaluation -> one table (csv + markdown) and one figure."""
+    input:
+        # Planned here, not at parse time: configs that never ask for the ablation need not plan one.
+        evals=lambda wc: [e[2] for e in mrablation.evaluations(config, list(SAMPLES.index))],
+    output:
+        table="results/ablation/table.csv",
+        markdown="results/ablation/table.md",
+        figure="results/ablation/figure.png",
+    log:
+        "results/logs/ablation/table.log",
+    params:
+        # (variant, run) of each evaluation, in the order of input.evals.
+        evaluated=lambda wc: [e[:2] for e in mrablation.evaluations(config, list(SAMPLES.index))],
+        specs=ABL_VARIANTS,
+        settings=FINETUNE,
+    threads: 1
+    resources:
+        mem_mb=res("ablation", "mem_mb"),
+        runtime=res("ablation", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/ablation_table.py"
+
+
+rule ablation_labels:
+    """Labels of one video under another checks preset (the main chain's are reused for its own)."""
+    input:
+        frames="results/frames/{video}.zarr",
+        flow=f"results/flow/{MODEL}/{{video}}.zarr",
+    output:
+        directory("results/ablation/labels/{checks}/{video}.zarr"),
+    log:
+        "results/logs/ablation/labels/{checks}/{video}.log",
+    wildcard_constraints:
+        checks=ABL_CHECKS_PATTERN,
+    params:
+        verify=lambda wc: {**config["verify"], "checks": wc.checks},
+        batch_size=config["model"]["batch_size"],
+    threads: res("labels", "threads")
+    resources:
+        mem_mb=res("labels", "mem_mb"),
+        runtime=res("labels", "runtime"),
+        gpu=res("labels", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/labels.py"
+
+
+rule ablation_aggregate:
+    """Training-set index of one ablation run's videos under one checks preset."""
+    input:
+        labels=lambda wc: [mrablation.label_store(config, wc.checks, v) for v in ABL_RUNS[wc.arun]["train"]],
+        frames=lambda wc: expand("results/frames/{video}.zarr", video=ABL_RUNS[wc.arun]["train"]),
+    output:
+        "results/ablation/train/{checks}/{arun}.json",
+    log:
+        "results/logs/ablation/aggregate/{checks}/{arun}.log",
+    wildcard_constraints:
+        checks=ABL_CHECKS_PATTERN,
+        arun="|".join(re.escape(r) for r in ABL_RUNS) or "(?!)",
+    threads: 1
+    resources:
+        mem_mb=res("aggregate", "mem_mb"),
+        runtime=res("aggregate", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule ablation_finetune:
+    """Heldout fine-tune of one variant (the main finetune script: resumable, fingerprinted)."""
+    input:
+        train=lambda wc: mrablation.train_index(ABL_VARIANTS[wc.variant], plan.HELDOUT),
+        checkpoint=checkpoint_path,
+    output:
+        weights="results/ablation/finetune/{variant}/refined.pth",
+        loss="results/ablation/finetune/{variant}/loss.tsv",
+    log:
+        "results/logs/ablation/finetune/{variant}.log",
+    wildcard_constraints:
+        variant=ABL_VARIANT_PATTERN,
+    params:
+        settings=lambda wc: mrablation.variant_settings(config, ABL_VARIANTS[wc.variant]),
+        sha256=config["model"]["sha256"],
+        workdir=lambda wc: f"results/ablation/finetune/{wc.variant}",
+    threads: res("finetune", "threads")
+    resources:
+        mem_mb=res("finetune", "mem_mb"),
+        runtime=res("finetune", "runtime"),
+        gpu=res("finetune", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/finetune.py"
+
+
+rule ablation_finetune_transductive:
+    """Transductive fine-tune of one variant on one benchmark scene's own frames."""
+    input:
+        train=lambda wc: mrablation.train_index(ABL_VARIANTS[wc.variant], wc.arun),
+        checkpoint=checkpoint_path,
+    output:
+        weights="results/ablation/finetune/{variant}/{arun}/refined.pth",
+        loss="results/ablation/finetune/{variant}/{arun}/loss.tsv",
+    log:
+        "results/logs/ablation/finetune/{variant}/{arun}.log",
+    wildcard_constraints:
+        variant=ABL_VARIANT_PATTERN,
+        arun=ABL_SCENE_RUN_PATTERN,
+    params:
+        settings=lambda wc: mrablation.variant_settings(config, ABL_VARIANTS[wc.variant]),
+        sha256=config["model"]["sha256"],
+        workdir=lambda wc: f"results/ablation/finetune/{wc.variant}/{wc.arun}",
+    threads: res("finetune", "threads")
+    resources:
+        mem_mb=res("finetune", "mem_mb"),
+        runtime=res("finetune", "runtime"),
+        gpu=res("finetune", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/finetune.py"
+
+
+rule ablation_evaluate:
+    """Pretrained ("before") and one variant's weights on its run's scenes (the main evaluate script)."""
+    input:
+        pretrained=checkpoint_path,
+        refined=lambda wc: mrablation.refined_path(wc.variant, wc.run),
+        scenes=lambda wc: [scene_source_of(s) for s in ABL_RUNS[wc.run]["eval"]],
+    output:
+        "results/ablation/eval/{run}/{variant}.csv",
+    log:
+        "results/logs/ablation/evaluate/{run}/{variant}.log",
+    # `run` is named so for the evaluate script (its CSV's run column); ablation runs, not RUNS.
+    wildcard_constraints:
+        run="|".join(re.escape(r) for r in ABL_RUNS) or "(?!)",
+        variant=ABL_VARIANT_PATTERN,
+    params:
+        scenes=lambda wc: [
+            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
+             "options": config["benchmarks"][s.benchmark].get("options", {})}
+            for s in ABL_RUNS[wc.run]["eval"]
+        ],
+        variant=config["model"]["variant"],
+        iters=config["model"]["iters"],
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        runtime=res("evaluate", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/evaluate.py"
