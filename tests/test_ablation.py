@@ -227,3 +227,17 @@ def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero
     bw = torch.from_numpy(seq.flow_bw).permute(0, 3, 1, 2)
     assert cycle_loss(flow, bw, clean).item() < 0.05
     assert cycle_loss(flow, bw + 1.0, clean).item() > 1.0
+
+
+def test_report_shows_the_ablation_table_only_when_it_exists(tmp_path):
+    from motionrefine.report import ablation_section
+
+    assert ablation_section(tmp_path / "ablation") == ("", "")
+    held = _eval_csv(tmp_path / "h.csv", "heldout", [("a", "pretrained", 2.0, .5, .9, .1),
+                                                     ("a", "refined", 1.0, .5, .9, .1)])
+    d = tmp_path / "ablation"
+    ablation.build_ablation([("recipe", held)], {"recipe": dict(ablation.RECIPE)}, str(d / "table.csv"),
+                            str(d / "table.md"), str(d / "figure.png"))
+    md, html = ablation_section(d)
+    assert md.startswith("\n## Ablation") and (d / "table.md").read_text() in md
+    assert "<h2>7. Ablation</h2>" in html and "data:image/png;base64," in html and "| recipe |" in html

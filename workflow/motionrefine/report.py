@@ -547,10 +547,22 @@ def _html(table, lq, cov, prov, text, figs) -> str:
     return "\n".join(parts)
 
 
+def ablation_section(folder: str | os.PathLike) -> tuple[str, str]:
+    """(markdown, html) of results/ablation/table.md (+ figure.png) when present, else empty."""
+    md_path, png = Path(folder) / "table.md", Path(folder) / "figure.png"
+    if not md_path.is_file():
+        return "", ""
+    body = md_path.read_text(encoding="utf-8")
+    fig = base64.b64encode(png.read_bytes()).decode("ascii") if png.is_file() else None
+    return (f"\n## Ablation (`snakemake ablation`)\n\n{body}",
+            f"<h2>7. Ablation</h2>{_img(fig, 'ablation: EPE change per variant')}<pre>{html.escape(body)}</pre>")
+
+
 def build_report(evals: list[str], label_quality: str | None, label_stores: list[str], frame_stores: list[str],
                  losses: list[str], refined: list[str], runs: list[str], videos: list[str], pretrained: str,
                  variant: str, iters: int, config: dict, out_html: str, out_summary: str, out_table: str,
-                 max_videos: int = 6, device: str = "auto", threads: int = 1) -> None:
+                 max_videos: int = 6, device: str = "auto", threads: int = 1,
+                 ablation_dir: str | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
@@ -576,6 +588,8 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     tmp = Path(out_table).with_name(f".{Path(out_table).name}.tmp-{os.getpid()}")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out_table)
-    _write_atomic(out_summary, _summary_md(table, lq, cov, prov, text))
-    _write_atomic(out_html, _html(table, lq, cov, prov, text, figs))
+    # The ablation (`snakemake ablation`) is optional: shown when its table exists beside the report's folder.
+    abl_md, abl_html = ablation_section(ablation_dir or Path(out_summary).parent.parent / "ablation")
+    _write_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + abl_md)
+    _write_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace("</body></html>", abl_html + "</body></html>"))
     log.info("report: %d runs, %d scene rows, %d sample flows -> %s", len(runs), len(table), len(samples), out_html)
