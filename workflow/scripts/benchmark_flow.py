@@ -3,6 +3,8 @@
 
     python workflow/scripts/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4]
     python workflow/scripts/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
+    python workflow/scripts/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256]
+    python workflow/scripts/benchmark_flow.py finetune [--profiles demo paper] [--steps 3]
     python workflow/scripts/benchmark_flow.py all
 
 Every figure is printed with the machine, torch threads and settings. Memory is the peak
@@ -109,18 +111,95 @@ def memory(args) -> None:
                                       "error": f"exit {res.returncode}: {res.stderr.strip()[-200:]}"}))
 
 
+def labels(args) -> None:
+    """Label-chain overhead and scaling: decode + fw/bw inference + verification + stores,
+    divided by bare inference of the same pairs (frames in memory, nothing written)."""
+    import tempfile
+
+    from motionrefine.inference import FlowEstimator, flow_stage
+    from motionrefine.labels import make_flow_labels
+    from motionrefine.models.checkpoint import load_raft
+    from motionrefine.store import open_group
+    from motionrefine.video import extract_frames
+
+    torch.set_num_threads(args.threads)
+    model, _ = load_raft(args.checkpoint, args.variant)
+    est = FlowEstimator(model, iters=args.iters)
+    print(f"# labels: {machine()}; RAFT-{args.variant}, {args.iters} iterations, {args.video} resized {args.resize}")
+    for n in args.frames:
+        with tempfile.TemporaryDirectory() as tmp:
+            fr, fl, lb = (f"{tmp}/{x}.zarr" for x in ("frames", "flow", "labels"))
+            t0 = time.perf_counter()
+            extract_frames(args.video, fr, start=0, end=n, stride=1, resize=args.resize)
+            t1 = time.perf_counter()
+            flow_stage(fr, fl, args.checkpoint, args.variant, args.iters, batch_size=args.batch,
+                       threads=args.threads, progress=False)
+            t2 = time.perf_counter()
+            make_flow_labels(fr, fl, lb, batch_size=args.batch)
+            t3 = time.perf_counter()
+            frames = np.asarray(open_group(fr)["frames"][...])
+            est.pairs(frames[:2])  # warm-up, as flow_stage's first batch was
+            t4 = time.perf_counter()
+            for s in range(0, n - 1, args.batch):
+                est.pairs(frames[s:min(s + args.batch, n - 1) + 1])
+            bare = time.perf_counter() - t4
+        chain = t3 - t0
+        print(json.dumps({"frames": n, "pairs": n - 1, "size": list(frames.shape[1:3]),
+                          "decode_s": round(t1 - t0, 2), "flow_stage_s": round(t2 - t1, 2),
+                          "labels_s": round(t3 - t2, 2), "chain_s": round(chain, 2),
+                          "bare_inference_s": round(bare, 2), "overhead_ratio": round(chain / bare, 3),
+                          "chain_s_per_pair": round(chain / (n - 1), 3)}))
+
+
+def finetune_speed(args) -> None:
+    """Fine-tuning steps/s at the named profiles, on labels made from a real video."""
+    import tempfile
+
+    from motionrefine.finetune import finetune
+    from motionrefine.inference import flow_stage
+    from motionrefine.labels import aggregate_labels, make_flow_labels
+    from motionrefine.plan import FINETUNE_PROFILES
+    from motionrefine.video import extract_frames
+
+    print(f"# finetune: {machine()}; RAFT-{args.variant}, {args.video} resized {args.resize}, {args.steps} timed steps")
+    with tempfile.TemporaryDirectory() as tmp:
+        fr, fl, lb, ix = (f"{tmp}/{x}" for x in ("frames.zarr", "flow.zarr", "labels.zarr", "index.json"))
+        extract_frames(args.video, fr, start=0, end=14, stride=1, resize=args.resize)
+        flow_stage(fr, fl, args.checkpoint, args.variant, args.iters, batch_size=4, threads=args.threads, progress=False)
+        make_flow_labels(fr, fl, lb)
+        aggregate_labels([lb], [fr], ix)
+        for name in args.profiles:
+            prof = dict(FINETUNE_PROFILES[name])
+            crop = prof.pop("crop")
+            cfg = dict(prof, steps=args.steps + 1, checkpoint_every=10**6, threads=args.threads,
+                       variant=args.variant, augment={"crop": crop})
+            s = finetune(cfg, ix, args.checkpoint, f"{tmp}/ft-{name}")
+            import pandas as pd
+
+            curve = pd.read_csv(f"{tmp}/ft-{name}/loss.tsv", sep="\t")
+            per_step = curve["seconds"].iloc[1:].mean()  # the first step pays start-up costs
+            print(json.dumps({"profile": name, "batch": prof["batch_size"], "crop": s["crop"],
+                              "s_per_step": round(float(per_step), 2), "steps_per_s": round(1 / float(per_step), 3)}))
+
+
 def main(argv=None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_memchild":
         h, w, alt, ckpt, variant, iters = sys.argv[2:8]
         return _memory_child(int(h), int(w), bool(int(alt)), ckpt, variant, int(iters))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["speed", "memory", "all"])
+    p.add_argument("what", choices=["speed", "memory", "labels", "finetune", "all"])
     p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
     p.add_argument("--variant", default="small")
     p.add_argument("--iters", type=int, default=12)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--sizes", nargs="+", default=None)
+    p.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "frames" / "dog_run"))
+    p.add_argument("--resize", default="448x256")
+    p.add_argument("--frames", nargs="+", type=int, default=[16, 32])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--profiles", nargs="+", default=["demo", "paper"])
+    p.add_argument("--steps", type=int, default=3)
     args = p.parse_args(argv)
     if args.what in ("speed", "all"):
         args.sizes = args.sizes or ["256x448", "436x1024"]
@@ -128,6 +207,10 @@ def main(argv=None) -> None:
     if args.what in ("memory", "all"):
         args.sizes = args.sizes if args.what == "memory" and args.sizes else ["540x960", "1080x1920"]
         memory(args)
+    if args.what in ("labels", "all"):
+        labels(args)
+    if args.what in ("finetune", "all"):
+        finetune_speed(args)
 
 
 if __name__ == "__main__":
