@@ -25,3 +25,10 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+onsuccess:
+    # Point the user at the before/after table when the run produced one.
+    summary = Path("results/report/summary.md")
+    if summary.exists():
+        print(f"\nBefore/after table and report: {summary.resolve()} and {summary.with_name('index.html').resolve()}")
