@@ -39,6 +39,9 @@ def atomic_group(path: str | os.PathLike, overwrite: bool = True) -> Iterator[za
                 raise FileExistsError(f"{final} already exists")
             shutil.rmtree(final)
         os.replace(tmp, final)
+        # Leftovers of earlier writers of this store that were killed (SIGKILL skips their cleanup).
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, MotionRefineError) and exc.errno and not exc.filename:
