@@ -586,7 +586,14 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
             "flows": figure_flows(samples), "legend": _png_array(wheel_legend(96)), "losses": figure_losses(curves)}
     Path(out_table).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(out_table).with_name(f".{Path(out_table).name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
+    # The CSV travels alone: each row names the checkpoints, scene data and code behind it.
+    shas = {r["run"]: r["refined_sha256"] for r in prov["runs"]}
+    extra = {"pretrained_sha256": prov["pretrained_sha256"], "refined_sha256": table["run"].map(shas),
+             "iters": iters, "code_version": __version__}
+    if "scene_sha256" in ev:
+        scene_ids = ev.drop_duplicates(["benchmark", "scene"]).set_index(["benchmark", "scene"])["scene_sha256"]
+        extra["scene_sha256"] = [scene_ids.get((b, sc)) for b, sc in zip(table["benchmark"], table["scene"])]
+    table.assign(**extra).to_csv(tmp, index=False)
     os.replace(tmp, out_table)
     # The ablation (`snakemake ablation`) is optional: shown when its table exists beside the report's folder.
     abl_md, abl_html = ablation_section(ablation_dir or Path(out_summary).parent.parent / "ablation")
