@@ -41,7 +41,7 @@ def scene_sha256(scene: FlowScene) -> str:
 
 def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], variant: str = "small",
                   iters: int = 12, padding: str = "even", threads: int = 1, benchmark: str = "",
-                  device: str = "auto") -> pd.DataFrame:
+                  device: str = "auto", alternate_corr_pixels: int | None = None) -> pd.DataFrame:
     """One row per (model, scene): EPE, 1/3/5 px accuracy, Fl-all (and _noc/_occ where masks exist).
 
     ``models`` maps a label (e.g. 'pretrained', 'refined') to a checkpoint path. Every model sees
@@ -52,7 +52,7 @@ def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], varian
     digests = [scene_sha256(s) for s in scenes]
     rows = []
     for label, path in models.items():
-        model, digest = load_raft(path, variant)
+        model, digest = load_raft(path, variant, alternate_corr_pixels=alternate_corr_pixels)
         est = FlowEstimator(model.to(dev), iters=iters, padding=padding, device=dev)
         for scene, scene_digest in zip(scenes, digests):
             pred = predict_scene(est, scene)

@@ -16,6 +16,7 @@ rule evaluate:
         ],
         variant=config["model"]["variant"],
         iters=config["model"]["iters"],
+        alternate_corr_pixels=config["model"]["alternate_corr_pixels"],
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -14,6 +14,7 @@ rule flow:
         iters=config["model"]["iters"],
         batch_size=config["model"]["batch_size"],
         sha256=config["model"]["sha256"],
+        alternate_corr_pixels=config["model"]["alternate_corr_pixels"],
     threads: res("flow", "threads")
     resources:
         mem_mb=res("flow", "mem_mb"),

@@ -17,7 +17,8 @@ with job_log(snakemake.log[0]):
         scene = load_flow_scene(s["kind"], s["name"], s["path"], s["benchmark"], s["options"])
         df = evaluate_flow({"pretrained": snakemake.input.pretrained, "refined": snakemake.input.refined},
                            [scene], variant=p.variant, iters=p.iters, threads=snakemake.threads,
-                           benchmark=s["benchmark"])
+                           benchmark=s["benchmark"],
+                           alternate_corr_pixels=getattr(p, "alternate_corr_pixels", None))
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "run", snakemake.wildcards.run)

@@ -18,5 +18,6 @@ with job_log(snakemake.log[0]):
         batch_size=p.batch_size,
         threads=snakemake.threads,
         expected_sha256=p.sha256,
+        alternate_corr_pixels=p.alternate_corr_pixels,
         progress=False,  # parallel jobs would interleave bars; the log gets a summary line
     )
