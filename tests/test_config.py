@@ -41,7 +41,8 @@ def test_schema_fills_defaults(base_config):
     del base_config["model"]["iters"]
     config = validate_config(base_config)
     assert config["model"]["iters"] == 12
-    assert config["verify"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400}
+    assert config["verify"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400,
+                                "checks": "fb+colour", "speed_bins": [0, 1, 2, 4.5]}
     assert config["finetune"]["lr"] == 1e-4
 
 
@@ -69,7 +70,8 @@ def test_wrong_value_names_key_and_expectation(base_config, mutate, key, expecta
 def test_rule_resources_fall_back_to_default(base_config):
     config = validate_config(base_config)
     assert rule_resources(config, "flow")["threads"] == 2
-    assert rule_resources(config, "flow")["gpu"] == 0  # from default
+    assert rule_resources(config, "flow")["gpu"] == 1  # model-heavy rule asks for a GPU
+    assert rule_resources(config, "labels")["gpu"] == 0  # from default
     assert rule_resources(config, "no_such_rule") == config["resources"]["default"]
 
 
