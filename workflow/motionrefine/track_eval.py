@@ -64,22 +64,41 @@ def heldout_real_scenes(frames_dir: str | os.PathLike, n: int = 4, frames: int =
                         query_every: int = 8) -> list[TrackScene]:
     """``n`` real-texture scenes (synth renderer, textures from the real frames in ``frames_dir``),
     exact tracks; presets cycle through ``preset_mix``. Non-rigid amplitude/sigma are scaled to
-    the frame size (the presets are meant for 256×448). Queries at frames 0, query_every, …"""
+    the frame size (the presets are meant for 256×448). Queries at frames 0, query_every, …
+
+    ``frames_dir="procedural"`` renders the same scenes with procedural textures instead
+    (``pretrain.procedural_texture``, a seed range the pre-training never draws), which
+    isolates the synthetic-to-real texture gap."""
+    if str(frames_dir) == "procedural":
+        from .pretrain import procedural_texture
+
+        rng = np.random.default_rng([seed, 777])
+        sources = [procedural_texture(rng, int(1.5 * height), int(1.5 * width)) for _ in range(6)]
+        label = "procedural"
+    else:
+        files = sorted(glob.glob(str(Path(frames_dir) / "*.jpg")) + glob.glob(str(Path(frames_dir) / "*.png")))
+        if not files:
+            raise MotionRefineError(f"no .jpg/.png frames in {frames_dir}")
+        picks = np.linspace(0, len(files) - 1, min(len(files), 6)).round().astype(int)
+        sources = []
+        for i in picks:
+            bgr = cv2.imread(files[i], cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise MotionRefineError(f"cannot read {files[i]}")
+            scale = 1.5 * max(height / bgr.shape[0], width / bgr.shape[1])
+            if scale < 1:  # the renderer rescales anyway; doing it once here keeps it fast
+                bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            sources.append(np.ascontiguousarray(bgr[..., ::-1]))
+        label = Path(frames_dir).name
+    return render_scenes(sources, label, n, frames, height, width, seed, preset_mix, n_tracks, camera_motion,
+                         layer_speed, query_every)
+
+
+def render_scenes(sources: Sequence[np.ndarray], label: str, n: int, frames: int, height: int, width: int,
+                  seed: int, preset_mix: str | Sequence[str], n_tracks: int, camera_motion: float,
+                  layer_speed: float, query_every: int) -> list[TrackScene]:
     from . import synth
 
-    files = sorted(glob.glob(str(Path(frames_dir) / "*.jpg")) + glob.glob(str(Path(frames_dir) / "*.png")))
-    if not files:
-        raise MotionRefineError(f"no .jpg/.png frames in {frames_dir}")
-    picks = np.linspace(0, len(files) - 1, min(len(files), 6)).round().astype(int)
-    sources = []
-    for i in picks:
-        bgr = cv2.imread(files[i], cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise MotionRefineError(f"cannot read {files[i]}")
-        scale = 1.5 * max(height / bgr.shape[0], width / bgr.shape[1])
-        if scale < 1:  # the renderer rescales anyway; doing it once here keeps it fast
-            bgr = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        sources.append(np.ascontiguousarray(bgr[..., ::-1]))
     presets = [p.strip() for p in preset_mix.split(",")] if isinstance(preset_mix, str) else list(preset_mix)
     ratio = float(np.hypot(height, width) / np.hypot(256, 448))
     out = []
@@ -91,7 +110,7 @@ def heldout_real_scenes(frames_dir: str | os.PathLike, n: int = 4, frames: int =
         if base.get("nonrigid_amplitude", 0) > 0:
             kw.update(nonrigid_amplitude=base["nonrigid_amplitude"] * ratio, nonrigid_sigma=base["nonrigid_sigma"] * ratio)
         seq = synth.render_sequence(sources, synth.make_config(preset, **kw))
-        out.append(as_track_scene(seq, name=f"{Path(frames_dir).name}-{preset}-{seed + i}"))
+        out.append(as_track_scene(seq, name=f"{label}-{preset}-{seed + i}"))
     return out
 
 

@@ -91,7 +91,8 @@ def main(argv=None) -> None:
     e.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]PATH")
     e.add_argument("--size", default="small")
     e.add_argument("--iters", type=int, default=6)
-    e.add_argument("--frames", required=True, help="folder of real frames used as scene textures")
+    e.add_argument("--frames", required=True,
+                   help="folder of real frames used as scene textures, or 'procedural' for procedural textures")
     e.add_argument("--raft", help="RAFT-small checkpoint: adds a chained-RAFT baseline")
     e.add_argument("--raft-iters", type=int, default=12)
     e.add_argument("--scenes", type=int, default=4)
