@@ -302,3 +302,37 @@ def read_disparity(path) -> np.ndarray:
     if d.ndim != 2:
         raise MotionRefineError(f"{p}: disparity must be 2-D, got shape {d.shape}")
     return d.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- flow store export
+
+
+def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
+    """Write every pair of a flow store as files: ``fw_000000.flo`` (frame t -> t+1) and
+    ``bw_000000.flo`` (t+1 -> t). The folder appears only when complete. Returns the file count."""
+    import shutil
+
+    from .store import open_group
+
+    writers = {"flo": write_flo, "npy": write_npy}
+    if fmt not in writers:
+        raise MotionRefineError(f"unknown export format {fmt!r} (expected one of {sorted(writers)})")
+    g = open_group(store_path)
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n = 0
+    try:
+        for key, tag in (("flow_fw", "fw"), ("flow_bw", "bw")):
+            arr = g[key]
+            for t in range(arr.shape[0]):
+                writers[fmt](tmp / f"{tag}_{t:06d}.{fmt}", np.asarray(arr[t], np.float32))
+                n += 1
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n

@@ -19,6 +19,8 @@ FINETUNE = plan.finetune_settings(config)
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
 RUN_PATTERN = "|".join(re.escape(r) for r in RUNS) or "(?!)"
+# results/flow/{model}/...: the pretrained model's name, or refined-{run} for a refined one.
+FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL)] + [f"refined-{re.escape(r)}" for r in RUNS])
 
 
 wildcard_constraints:
@@ -44,6 +46,12 @@ def sample(wildcards):
 def checkpoint_path(wildcards):
     # Resolved lazily: a missing checkpoint only stops runs that need flow.
     return str(mrconfig.model_checkpoint(config))
+
+
+def flow_checkpoint(wildcards):
+    if wildcards.model == MODEL:
+        return checkpoint_path(wildcards)
+    return f"results/finetune/{wildcards.model.removeprefix('refined-')}/refined.pth"
 
 
 def scene(wildcards):

@@ -1,19 +1,20 @@
 rule flow:
-    """Forward and backward flow of every consecutive frame pair with the frozen model."""
+    """Forward and backward flow of every consecutive frame pair with the frozen model
+    (model = the configured name) or a refined one (model = refined-{run})."""
     input:
         frames="results/frames/{video}.zarr",
-        checkpoint=checkpoint_path,
+        checkpoint=flow_checkpoint,
     output:
         directory("results/flow/{model}/{video}.zarr"),
     log:
         "results/logs/flow/{model}/{video}.log",
     wildcard_constraints:
-        model=re.escape(MODEL),
+        model=FLOW_MODEL_PATTERN,
     params:
         variant=config["model"]["variant"],
         iters=config["model"]["iters"],
         batch_size=config["model"]["batch_size"],
-        sha256=config["model"]["sha256"],
+        sha256=lambda wc: config["model"]["sha256"] if wc.model == MODEL else None,
         alternate_corr_pixels=config["model"]["alternate_corr_pixels"],
     threads: res("flow", "threads")
     resources:
@@ -24,3 +25,24 @@ rule flow:
         "../../envs/motionrefine.yaml"
     script:
         "../scripts/flow.py"
+
+
+rule export_flow:
+    """Flow of one video as files other tools read: Middlebury .flo or .npy, one per pair and direction."""
+    input:
+        "results/flow/{model}/{video}.zarr",
+    output:
+        directory("results/export/{model}/{video}.{fmt}"),
+    log:
+        "results/logs/export/{model}/{video}.{fmt}.log",
+    wildcard_constraints:
+        model=FLOW_MODEL_PATTERN,
+        fmt="flo|npy",
+    threads: 1
+    resources:
+        mem_mb=res("export_flow", "mem_mb"),
+        runtime=res("export_flow", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/export_flow.py"
