@@ -19,5 +19,6 @@ with job_log(snakemake.log[0]):
         threads=snakemake.threads,
         expected_sha256=p.sha256,
         alternate_corr_pixels=p.alternate_corr_pixels,
-        progress=False,  # parallel jobs would interleave bars; the log gets a summary line
+        # A bar on an interactive terminal; logs and cluster jobs get the summary line only.
+        progress=sys.stderr.isatty(),
     )
