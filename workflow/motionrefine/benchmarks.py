@@ -31,11 +31,14 @@ def _source_frames(frame_stores: Sequence[str], per_store: int = 4) -> list[np.n
 
 
 def build_realtex_scene(frame_stores: Sequence[str], out_path: str, preset: str, height: int, width: int,
-                        frames: int, seed: int, overrides: dict | None = None) -> dict:
+                        frames: int, seed: int, overrides: dict | None = None, checkpoint: str | None = None,
+                        variant: str = "small", iters: int = 12) -> dict:
     """Render one real-texture scene from the users' own frames and check its ground truth.
 
     The ground-truth self-check (warping frame t+1 by the forward flow reproduces frame t,
-    forward/backward flows invert each other) must pass, or no scene is written.
+    forward/backward flows invert each other) must pass, or no scene is written. With a
+    ``checkpoint``, the pretrained model's EPE on the scene is printed and stored, so a user
+    sees whether the scene is hard enough to show a refinement.
     """
     sources = _source_frames(frame_stores)
     cfg = synth.make_config(preset, height=height, width=width, frames=frames, seed=seed, **(overrides or {}))
@@ -43,13 +46,23 @@ def build_realtex_scene(frame_stores: Sequence[str], out_path: str, preset: str,
     check = synth.self_check(seq)
     if not check.get("ok", False):
         raise MotionRefineError(f"{out_path}: ground-truth self-check failed: {check}")
-    synth.write_sequence(seq, out_path, attrs={"preset": preset, "self_check": check,
-                                               "sources": [str(p) for p in frame_stores],
-                                               "source_identities": [frames_source(dict(open_group(p).attrs))
-                                                                     for p in frame_stores],
-                                               "code_version": __version__})
-    log.info("%s: preset %s, self-check %s", out_path, preset, check)
-    return check
+    attrs = {"preset": preset, "self_check": check, "sources": [str(p) for p in frame_stores],
+             "source_identities": [frames_source(dict(open_group(p).attrs)) for p in frame_stores],
+             "code_version": __version__}
+    if checkpoint:
+        from .inference import FlowEstimator
+        from .metrics import flow_metrics
+        from .models.checkpoint import load_raft
+
+        model, digest = load_raft(checkpoint, variant)
+        pred, _ = FlowEstimator(model, iters=iters).pairs(seq.frames, backward=False)
+        epe = flow_metrics(pred, seq.flow_fw)["epe"]
+        attrs["pretrained_epe"] = {"epe": epe, "checkpoint_sha256": digest, "iters": iters}
+        print(f"{out_path}: preset {preset}, pretrained EPE {epe:.3f} px", flush=True)
+    synth.write_sequence(seq, out_path, attrs=attrs)
+    log.info("%s: preset %s, self-check %s, pretrained EPE %s", out_path, preset, check,
+             attrs.get("pretrained_epe", {}).get("epe"))
+    return {**check, **({"pretrained_epe": attrs["pretrained_epe"]["epe"]} if checkpoint else {})}
 
 
 def load_flow_scene(kind: str, name: str, path: str, benchmark: str = "", options: dict | None = None) -> FlowScene:

@@ -4,6 +4,7 @@ rule benchmark_scene:
         sources=lambda wc: expand(
             "results/frames/{video}.zarr", video=config["benchmarks"][wc.bench]["sources"]
         ),
+        checkpoint=checkpoint_path,
     output:
         directory("results/benchmarks/{bench}/{scene}.zarr"),
     log:
@@ -11,6 +12,8 @@ rule benchmark_scene:
     params:
         spec=lambda wc: config["benchmarks"][wc.bench],
         index=lambda wc: int(wc.scene[1:]),
+        variant=config["model"]["variant"],
+        iters=config["model"]["iters"],
     wildcard_constraints:
         scene="s[0-9]+",
     threads: res("benchmark", "threads")

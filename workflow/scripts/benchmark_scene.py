@@ -19,4 +19,7 @@ with job_log(snakemake.log[0]):
         width=width,
         frames=spec["frames"],
         seed=spec["seed"] * 1000 + i,
+        checkpoint=snakemake.input.checkpoint,
+        variant=snakemake.params.variant,
+        iters=snakemake.params.iters,
     )
