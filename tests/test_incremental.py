@@ -117,6 +117,11 @@ def dry_run_jobs(output: str) -> set[tuple[str, str]]:
     return jobs
 
 
+def reasons(output: str) -> str:
+    """Each scheduled job's output and reason, for assertion messages."""
+    return "\n".join(ln.strip() for ln in output.splitlines() if ln.strip().startswith(("output:", "reason:")))
+
+
 def downstream(*extra: tuple[str, str]) -> set[tuple[str, str]]:
     """Jobs after the label stage of the heldout run: they follow any change to its labels."""
     return {("aggregate", "results/train/heldout.json"), ("finetune", "results/finetune/heldout/refined.pth"),
@@ -152,7 +157,7 @@ def keep_torch_threads():
 
 def test_finished_run_has_nothing_to_do(run):
     counts, jobs, out = run.dry_run()
-    assert "Nothing to be done" in out and not counts and not jobs
+    assert "Nothing to be done" in out and not counts and not jobs, reasons(out)
 
 
 def test_default_rerun_triggers_include_params():
@@ -170,10 +175,10 @@ def test_new_video_schedules_only_its_chain_and_what_follows(run):
     original = run.sheet.read_text()
     try:
         run.sheet.write_text(original + f"tree2\t{run.video}\t20\t26\t1\t96x64\n")
-        counts, jobs, _ = run.dry_run()
+        counts, jobs, out = run.dry_run()
     finally:
         run.sheet.write_text(original)
-    assert jobs == chain("tree2") | downstream()
+    assert jobs == chain("tree2") | downstream(), reasons(out)
     assert counts == {"frames": 1, "flow": 1, "labels": 1, "aggregate": 1, "finetune": 1, "evaluate": 1,
                       "report": 1, "all": 1}
 
@@ -183,7 +188,7 @@ def test_changed_verify_threshold_reruns_labels_and_after_not_frames_or_flow(run
     config["verify"] = {"beta": 0.2}  # the default is 0.1
     counts, jobs, out = run.dry_run(run.write_config(config, run.root / "beta.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
-    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"))
+    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
     assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "evaluate": 1, "report": 1,
                       "all": 1}
     assert "Params have changed since last execution" in out
@@ -201,7 +206,7 @@ def test_video_replaced_in_place_reruns_its_chain(run):
     finally:
         run.video.write_bytes(original)
         os.utime(run.video, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert jobs == chain("tree") | downstream()
+    assert jobs == chain("tree") | downstream(), reasons(out)
     assert counts == {"frames": 1, "flow": 1, "labels": 1, "aggregate": 1, "finetune": 1, "evaluate": 1,
                       "report": 1, "all": 1}
     assert f"Updated input files: {run.video}" in out
