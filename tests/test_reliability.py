@@ -11,11 +11,11 @@ docs/errors.md lists every message.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import logging
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -325,17 +325,23 @@ def test_disk_full_midway_through_a_label_store(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ killed jobs
 
 
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0, what: str = ""):
+def start(cmd: list[str], log: Path, **kw) -> subprocess.Popen:
+    """A background process with its output in ``log`` (a pipe nobody reads could block it)."""
+    with open(log, "w") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, **kw)
+
+
+def wait_for(predicate, proc: subprocess.Popen, log: Path, what: str, timeout: float = 240.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         found = predicate()
         if found:
             return found
         if proc.poll() is not None:
-            pytest.fail(f"process ended ({proc.returncode}) before {what}")
+            pytest.fail(f"process ended ({proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
         time.sleep(0.02)
     proc.kill()
-    pytest.fail(f"timed out waiting for {what}")
+    pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -361,9 +367,9 @@ def test_finetune_killed_mid_run_resumes_to_the_same_weights(training_set, tmp_p
     out = tmp_path / "killed"
     child = (f"import json, sys; from motionrefine.finetune import finetune; "
              f"finetune(json.loads(sys.argv[1]), sys.argv[2], {str(WEIGHTS)!r}, sys.argv[3])")
-    proc = subprocess.Popen([sys.executable, "-c", child, json.dumps(FT), str(training_set), str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(lambda: list_checkpoints(out / "checkpoints"), proc, what="the first checkpoint")
+    log = tmp_path / "child.log"
+    proc = start([sys.executable, "-c", child, json.dumps(FT), str(training_set), str(out)], log)
+    wait_for(lambda: list_checkpoints(out / "checkpoints"), proc, log, "the first checkpoint")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -398,9 +404,10 @@ def test_label_job_killed_mid_write_leaves_nothing_finished(tmp_path):
         labels.verify_flow = slow
         labels.make_flow_labels(*{args!r}, batch_size=1)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "child.log"
+    proc = start([sys.executable, "-c", child], log)
     tmp = wait_for(lambda: [p for p in out.parent.glob(".dog.zarr.tmp-*") if (p / "keep" / "c").exists()],
-                   proc, what="the first label chunk")
+                   proc, log, "the first label chunk")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -502,13 +509,14 @@ def test_snakemake_killed_mid_job_reruns_only_that_job(tmp_path):
     work = tmp_path / "w"
     target = "results/flow/raft-small/big.zarr"
     # Its own session: SIGKILL to the group takes the running job with snakemake, like a lost node.
-    proc = subprocess.Popen(snakemake_cmd(work, config, target), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "snakemake.log"
+    proc = start(snakemake_cmd(work, config, target), log, start_new_session=True)
     try:
-        wait_for(lambda: list((work / "results/flow/raft-small").glob(".big.zarr.tmp-*")), proc,
-                 what="the flow job's first write")
+        wait_for(lambda: list((work / "results/flow/raft-small").glob(".big.zarr.tmp-*")), proc, log,
+                 "the flow job's first write")
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already gone if it failed early
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (work / target).exists()
     marked = [base64.b64decode(p.name).decode() for p in (work / ".snakemake/incomplete").iterdir()]
