@@ -18,6 +18,7 @@ stored as zeros) is rejected whole under ``non_finite``: which pixels were bad i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -58,8 +59,36 @@ def video_name(path: str | os.PathLike) -> str:
 def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: float = 0.002, beta: float = 0.1,
                      colour: float = 0.005, max_flow: float = 400.0, checks: str = "fb+colour",
                      speed_bins: Sequence[float] = DEFAULT_SPEED_EDGES, batch_size: int = 4,
-                     progress: bool = False) -> dict:
-    """Cycle-verify every pair of one video and write its label store. Returns a summary dict."""
+                     progress: bool = False, threads: int | None = 1) -> dict:
+    """Cycle-verify every pair of one video and write its label store. Returns a summary dict.
+
+    ``threads``: torch CPU threads for the verification (restored afterwards; None leaves
+    torch's setting alone). Verification is a chain of small elementwise ops: on a loaded
+    machine extra OpenMP threads mostly spin at barriers (measured 5x the CPU time of one
+    thread with 2 threads on a shared 2-core box, see docs/performance.md), so the default
+    is 1, matching the labels rule's ``threads: 1``.
+    """
+    with torch_threads(threads):
+        return _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max_flow, checks,
+                                 speed_bins, batch_size, progress)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch CPU threads, restoring the previous count."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max_flow, checks, speed_bins,
+                      batch_size, progress) -> dict:
     th = CycleThresholds(alpha, beta, colour, max_flow, checks)
     edges = check_speed_edges(speed_bins)
     n_bins = len(edges) - 1
