@@ -18,6 +18,7 @@ include: "workflow/rules/benchmarks.smk"
 include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/tracking.smk"
 include: "workflow/rules/ablation.smk"
 
 

@@ -547,15 +547,28 @@ def _html(table, lq, cov, prov, text, figs) -> str:
     return "\n".join(parts)
 
 
-def ablation_section(folder: str | os.PathLike) -> tuple[str, str]:
-    """(markdown, html) of results/ablation/table.md (+ figure.png) when present, else empty."""
-    md_path, png = Path(folder) / "table.md", Path(folder) / "figure.png"
+def optional_section(md_path: str | os.PathLike, png_path: str | os.PathLike, title: str,
+                     number: int) -> tuple[str, str]:
+    """(markdown, html) of a table (+ figure) another target writes, when present, else empty."""
+    md_path, png = Path(md_path), Path(png_path)
     if not md_path.is_file():
         return "", ""
     body = md_path.read_text(encoding="utf-8")
     fig = base64.b64encode(png.read_bytes()).decode("ascii") if png.is_file() else None
-    return (f"\n## Ablation (`snakemake ablation`)\n\n{body}",
-            f"<h2>7. Ablation</h2>{_img(fig, 'ablation: EPE change per variant')}<pre>{html.escape(body)}</pre>")
+    return (f"\n## {title}\n\n{body}",
+            f"<h2>{number}. {html.escape(title)}</h2>{_img(fig, title)}<pre>{html.escape(body)}</pre>")
+
+
+def ablation_section(folder: str | os.PathLike) -> tuple[str, str]:
+    """results/ablation/table.md (+ figure.png) when the ablation has been built."""
+    return optional_section(Path(folder) / "table.md", Path(folder) / "figure.png",
+                            "Ablation (`snakemake ablation`)", 7)
+
+
+def tracking_section(folder: str | os.PathLike) -> tuple[str, str]:
+    """results/tracking/summary.md (+ per-scene δ_avg bars) when the tracking comparison ran."""
+    return optional_section(Path(folder) / "summary.md", Path(folder) / "delta_avg.png",
+                            "Long-range tracking: chained RAFT and the tracker, before and after", 8)
 
 
 def build_report(evals: list[str], label_quality: str | None, label_stores: list[str], frame_stores: list[str],
@@ -597,6 +610,8 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     os.replace(tmp, out_table)
     # The ablation (`snakemake ablation`) is optional: shown when its table exists beside the report's folder.
     abl_md, abl_html = ablation_section(ablation_dir or Path(out_summary).parent.parent / "ablation")
-    _write_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + abl_md)
-    _write_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace("</body></html>", abl_html + "</body></html>"))
+    trk_md, trk_html = tracking_section(Path(out_summary).parent.parent / "tracking")
+    _write_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + trk_md + abl_md)
+    _write_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace(
+        "</body></html>", trk_html + abl_html + "</body></html>"))
     log.info("report: %d runs, %d scene rows, %d sample flows -> %s", len(runs), len(table), len(samples), out_html)

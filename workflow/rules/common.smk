@@ -1,4 +1,5 @@
 # Config and sample sheet, checked once at parse time; the logic is in motionrefine/config.py.
+import os
 import re
 import sys
 from pathlib import Path
@@ -48,6 +49,23 @@ def checkpoint_path(wildcards):
     return str(mrconfig.model_checkpoint(config))
 
 
+def tracker_checkpoint(wildcards):
+    value = config["tracking"].get("checkpoint")
+    if not value:
+        raise mrconfig.ConfigError("config key 'tracking.checkpoint' is not set (the tracker weights)")
+    path = Path(value) if Path(value).is_absolute() else mrconfig.PROJECT_ROOT / value
+    if not path.is_file():
+        raise mrconfig.ConfigError(f"config key 'tracking.checkpoint': tracker weights not found at {path}")
+    return str(path)
+
+
+def tracking_enabled():
+    """Tracking runs when enabled and there is a heldout flow run and a generated scene to score on."""
+    return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and any(
+        s.kind in plan.GENERATED_KINDS for s in SCENES.values()
+    )
+
+
 def flow_checkpoint(wildcards):
     if wildcards.model == MODEL:
         return checkpoint_path(wildcards)
@@ -84,4 +102,6 @@ def all_targets():
     targets += expand("results/labels/flow/{video}.zarr", video=SAMPLES.index)
     if RUNS:
         targets += ["results/report/index.html"]
+    if tracking_enabled():
+        targets += ["results/tracking/eval.csv"]
     return targets

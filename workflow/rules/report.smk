@@ -8,6 +8,8 @@ rule report:
         losses=expand("results/finetune/{run}/loss.tsv", run=list(RUNS)),
         refined=expand("results/finetune/{run}/refined.pth", run=list(RUNS)),
         pretrained=checkpoint_path,
+        # Built first so the report can include it (read from results/tracking/).
+        tracking="results/tracking/eval.csv" if tracking_enabled() else [],
     output:
         html="results/report/index.html",
         summary="results/report/summary.md",

@@ -4,8 +4,6 @@ Training state lives in a work folder named by a fingerprint of everything that 
 result (training set, settings, start weights), so a killed job resumes from its last
 checkpoint, while changed labels or settings start afresh instead of resuming stale state.
 """
-import hashlib
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -13,24 +11,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
 
 from motionrefine.config import job_log
-from motionrefine.finetune import finetune
-from motionrefine.models.checkpoint import sha256_file
+from motionrefine.finetune import finetune, training_workdir
 
 with job_log(snakemake.log[0]) as log:
     settings = dict(snakemake.params.settings, threads=snakemake.threads)
-    train = Path(snakemake.input.train)
-    fp = hashlib.sha256()
-    fp.update(train.read_bytes())
-    fp.update(json.dumps({k: v for k, v in settings.items() if k not in ("threads", "device")}, sort_keys=True,
-                         default=str).encode())
-    fp.update(sha256_file(snakemake.input.checkpoint).encode())
-    root = Path(snakemake.params.workdir)
-    work = root / f"work-{fp.hexdigest()[:16]}"
-    for stale in root.glob("work-*"):
-        if stale != work:
-            log.info("removing training state of other inputs: %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-    summary = finetune(settings, str(train), snakemake.input.checkpoint, str(work),
+    work = training_workdir(snakemake.params.workdir, [snakemake.input.train, snakemake.input.checkpoint], settings)
+    summary = finetune(settings, snakemake.input.train, snakemake.input.checkpoint, str(work),
                        expected_sha256=snakemake.params.sha256)
     shutil.copyfile(work / "loss.tsv", snakemake.output.loss)
     shutil.copyfile(summary["final"], snakemake.output.weights)

@@ -1,0 +1,21 @@
+"""Snakemake script of rule track_eval: four long-range trackers on the real-texture scenes."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+import torch
+
+from motionrefine.config import job_log
+from motionrefine.track_eval import tracker_comparison
+
+with job_log(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    i, p = snakemake.input, snakemake.params
+    tracker_comparison(
+        scene_paths=list(i.scenes),
+        raft={"chained RAFT (pretrained)": i.raft_pretrained, "chained RAFT (refined)": i.raft_refined},
+        pips={"tracker (pretrained)": i.tracker_pretrained, "tracker (refined)": i.tracker_refined},
+        size=p.size, iters=p.iters, raft_iters=p.raft_iters,
+        out_table=snakemake.output.table, out_figure=snakemake.output.figure, out_summary=snakemake.output.summary,
+    )

@@ -1,0 +1,20 @@
+"""Snakemake script of rule track_finetune: verified tracks -> results/tracking/finetune/refined.pth."""
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
+
+from motionrefine.config import job_log
+from motionrefine.finetune import training_workdir
+from motionrefine.track_finetune import finetune_tracker
+
+with job_log(snakemake.log[0]) as log:
+    settings = dict(snakemake.params.settings, threads=snakemake.threads)
+    labels, frames = list(snakemake.input.labels), list(snakemake.input.frames)
+    work = training_workdir(snakemake.params.workdir, labels + [snakemake.input.checkpoint], settings)
+    summary = finetune_tracker(settings, labels, frames, snakemake.input.checkpoint, str(work),
+                               expected_sha256=snakemake.params.sha256)
+    shutil.copyfile(work / "loss.tsv", snakemake.output.loss)
+    shutil.copyfile(work / "final.pth", snakemake.output.weights)
+    log.info("refined tracker: %s (%s)", snakemake.output.weights, summary)
