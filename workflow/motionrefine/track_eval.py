@@ -225,9 +225,11 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips: Mapping[str, str], size: str,
-                       iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str) -> pd.DataFrame:
-    """Every tracker on every generated scene: per-scene rows (CSV), per-scene δ_avg bars
-    (the paper's TAP-Vid-DAVIS figure), and a markdown table of means."""
+                       iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
+                       tapvid: Sequence[Mapping] = ()) -> pd.DataFrame:
+    """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
+    benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
+    per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -236,6 +238,13 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     from .synth import read_sequence
 
     scenes = [as_track_scene(read_sequence(p), name=Path(p).stem) for p in scene_paths]
+    for spec in tapvid:
+        from .readers import read_tapvid
+
+        found = list(read_tapvid(spec["path"], videos=[spec["name"]], **dict(spec.get("options") or {})))
+        if not found:
+            raise MotionRefineError(f"TAP-Vid video {spec['name']!r} not found in {spec['path']}")
+        scenes.append(as_track_scene(found[0], name=f"{spec['benchmark']}/{spec['name']}"))
     trackers: dict[str, Tracker] = {}
     shas = {}
     for name, path in raft.items():

@@ -15,6 +15,8 @@ SAMPLES = mrconfig.load_samples(config)
 MODEL = config["model"]["name"]
 plan.check_names(list(SAMPLES.index), config)
 SCENES = {s.video: s for s in plan.flow_scenes(config)}
+# Point-tracking benchmarks (TAP-Vid): scored by the tracking comparison only.
+TRACK_SCENES = [s for s in plan.benchmark_scenes(config) if s.kind in plan.TRACK_KINDS]
 RUNS = plan.runs(config, list(SAMPLES.index))
 FINETUNE = plan.finetune_settings(config)
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
@@ -61,8 +63,8 @@ def tracker_checkpoint(wildcards):
 
 def tracking_enabled():
     """Tracking runs when enabled and there is a heldout flow run and a generated scene to score on."""
-    return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and any(
-        s.kind in plan.GENERATED_KINDS for s in SCENES.values()
+    return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and (
+        any(s.kind in plan.GENERATED_KINDS for s in SCENES.values()) or bool(TRACK_SCENES)
     )
 
 

@@ -52,6 +52,7 @@ rule track_eval:
     the pre-trained and the refined tracker. TAP-Vid metrics plus survival and MTE per scene."""
     input:
         scenes=[scene_source_of(s) for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],
+        tapvid=sorted({scene_source_of(s) for s in TRACK_SCENES}),
         raft_pretrained=checkpoint_path,
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",
         tracker_pretrained=tracker_checkpoint,
@@ -66,6 +67,11 @@ rule track_eval:
         size=config["tracking"]["size"],
         iters=config["tracking"]["iters"],
         raft_iters=config["model"]["iters"],
+        tapvid=[
+            {"benchmark": s.benchmark, "name": s.name, "path": scene_source_of(s),
+             "options": config["benchmarks"][s.benchmark].get("options", {})}
+            for s in TRACK_SCENES
+        ],
     threads: res("track_eval", "threads")
     resources:
         mem_mb=res("track_eval", "mem_mb"),
