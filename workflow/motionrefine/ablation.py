@@ -255,7 +255,7 @@ def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: d
              "Accuracies and Fl-all: mean over scenes, in % of pixels."]
     if settings:
         notes.append(f"Every variant: {settings.get('steps')} steps, batch {settings.get('batch_size')}, "
-                     f"crop {settings.get('augment', {}).get('crop')}, lr {settings.get('lr')}, "
+                     f"crop up to {settings.get('augment', {}).get('crop')} (shrunk to fit the smallest video), lr {settings.get('lr')}, "
                      f"seed {settings.get('seed', 125)}; one run each, no seed variance measured.")
     if spread is not None:
         notes.append(f"'Before' is each variant's own evaluation of the pretrained weights; largest difference "
