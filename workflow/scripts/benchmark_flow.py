@@ -1,14 +1,18 @@
 #!/usr/bin/env python
 """Flow-stage benchmarks (figures, not tests): speed, feature reuse, memory of both correlation paths.
 
-    python workflow/scripts/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4]
+    python workflow/scripts/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4] [--repeat 3]
     python workflow/scripts/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
-    python workflow/scripts/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256]
+    python workflow/scripts/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256] [--repeat 3]
     python workflow/scripts/benchmark_flow.py finetune [--profiles demo paper] [--steps 3]
     python workflow/scripts/benchmark_flow.py all
 
-Every figure is printed with the machine, torch threads and settings. Memory is the peak
-RSS of a fresh child process per measurement (ru_maxrss), so runs don't inherit peaks.
+Every figure is printed with the machine, torch threads and settings. Timings are repeated
+``--repeat`` times and the median is printed (``"summary": true`` rows) next to every
+repeat; wall time and process CPU time are both given, because on a shared machine wall
+time includes waiting for the cores. CUDA work is synchronised before every clock read.
+Memory is the peak RSS of a fresh child process per measurement (ru_maxrss), so runs
+don't inherit peaks.
 """
 
 from __future__ import annotations
@@ -46,8 +50,31 @@ def _frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def _sync():
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+class _Clock:
+    """Wall (perf_counter) and process CPU time between two CUDA-synchronised reads."""
+
+    def __enter__(self):
+        _sync()
+        self.w0, self.c0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        _sync()
+        self.wall = time.perf_counter() - self.w0
+        self.cpu = time.process_time() - self.c0
+
+
+def _median_row(rows: list[dict], keep: dict) -> dict:
+    """Median over repeats of every numeric field of ``rows``; ``keep`` fields copied as they are."""
+    out = dict(keep, summary=True, repeats=len(rows))
+    for k, v in rows[0].items():
+        if k not in keep and isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = round(float(np.median([r[k] for r in rows])), 3)
+    return out
 
 
 def speed(args) -> None:
@@ -58,28 +85,30 @@ def speed(args) -> None:
     dev = pick_device("auto", args.threads)
     model, _ = load_raft(args.checkpoint, args.variant)
     est = FlowEstimator(model.to(dev), iters=args.iters, device=dev)
-    print(f"# speed: {machine()}; RAFT-{args.variant}, {args.iters} iterations")
+    print(f"# speed: {machine()}; device {dev}; RAFT-{args.variant}, {args.iters} iterations, "
+          f"{args.pairs} pairs per timing, median of {args.repeat}")
     for size in args.sizes:
         h, w = map(int, size.split("x"))
         frames = _frames(args.pairs + 1, h, w)
-        est.pairs(frames[:2])  # warm-up
-        _sync()
-        t0 = time.perf_counter()
-        for t in range(args.pairs):  # naive: every pair and direction encodes both frames again
-            est.flow(frames[t], frames[t + 1])
-            est.flow(frames[t + 1], frames[t])
-        _sync()
-        naive = (time.perf_counter() - t0) / args.pairs
-        t0 = time.perf_counter()
-        est.pairs(frames)  # shared features, one batch
-        _sync()
-        shared = (time.perf_counter() - t0) / args.pairs
-        print(json.dumps({"size": size, "pairs": args.pairs,
-                          "s_per_pair_fw_only_naive": round(naive / 2, 3),
-                          "s_per_pair_fw+bw_naive": round(naive, 3),
-                          "s_per_pair_fw+bw_shared": round(shared, 3),
-                          "frames_per_s_fw+bw_shared": round(1.0 / shared, 2),
-                          "shared_over_naive": round(shared / naive, 3)}))
+        est.pairs(frames)  # warm-up with the timed shapes (allocator, cuDNN autotuning, first-call costs)
+        rows = []
+        for _ in range(args.repeat):
+            with _Clock() as naive:  # every pair and direction encodes both frames again
+                for t in range(args.pairs):
+                    est.flow(frames[t], frames[t + 1])
+                    est.flow(frames[t + 1], frames[t])
+            with _Clock() as shared:  # per-frame features shared, fw+bw in one batch
+                est.pairs(frames)
+            n, sh = naive.wall / args.pairs, shared.wall / args.pairs
+            rows.append({"size": size, "pairs": args.pairs,
+                         "s_per_pair_fw_only_naive": round(n / 2, 3),
+                         "s_per_pair_fw+bw_naive": round(n, 3),
+                         "s_per_pair_fw+bw_shared": round(sh, 3),
+                         "cpu_s_per_pair_fw+bw_shared": round(shared.cpu / args.pairs, 3),
+                         "frames_per_s_fw+bw_shared": round(1.0 / sh, 3),
+                         "shared_over_naive": round(sh / n, 3)})
+            print(json.dumps(rows[-1]))
+        print(json.dumps(_median_row(rows, {"size": size, "pairs": args.pairs, "device": str(dev)})))
 
 
 def _memory_child(h: int, w: int, alt: bool, ckpt: str, variant: str, iters: int) -> None:
@@ -113,55 +142,89 @@ def memory(args) -> None:
 
 def labels(args) -> None:
     """Label-chain overhead and scaling: decode + fw/bw inference + verification + stores,
-    divided by bare inference of the same pairs (frames in memory, nothing written)."""
+    divided by bare inference of the same pairs (frames in memory, nothing written).
+
+    The chain is timed exactly as the rules run it (flow_stage loads the checkpoint and
+    pays its first-batch costs; make_flow_labels runs with its default 1 thread, as the
+    labels rule does). Bare inference runs on the same device with the same threads after
+    a warm-up. The order of chain and bare alternates between repeats to cancel drift in
+    the machine's load."""
     import tempfile
 
+    from motionrefine.device import pick_device
     from motionrefine.inference import FlowEstimator, flow_stage
     from motionrefine.labels import make_flow_labels
     from motionrefine.models.checkpoint import load_raft
     from motionrefine.store import open_group
     from motionrefine.video import extract_frames
 
-    torch.set_num_threads(args.threads)
+    dev = pick_device("auto", args.threads)
     model, _ = load_raft(args.checkpoint, args.variant)
-    est = FlowEstimator(model, iters=args.iters)
-    print(f"# labels: {machine()}; RAFT-{args.variant}, {args.iters} iterations, {args.video} resized {args.resize}")
-    for n in args.frames:
-        with tempfile.TemporaryDirectory() as tmp:
-            fr, fl, lb = (f"{tmp}/{x}.zarr" for x in ("frames", "flow", "labels"))
-            t0 = time.perf_counter()
+    est = FlowEstimator(model.to(dev), iters=args.iters, device=dev)
+    print(f"# labels: {machine()}; device {dev}; RAFT-{args.variant}, {args.iters} iterations, batch {args.batch} "
+          f"pairs, {args.video} resized {args.resize}, median of {args.repeat}")
+
+    def chain(n: int, tmp: str) -> dict:
+        fr, fl, lb = (f"{tmp}/{x}.zarr" for x in ("frames", "flow", "labels"))
+        with _Clock() as dec:
             extract_frames(args.video, fr, start=0, end=n, stride=1, resize=args.resize)
-            t1 = time.perf_counter()
+        with _Clock() as flo:
             flow_stage(fr, fl, args.checkpoint, args.variant, args.iters, batch_size=args.batch,
-                       threads=args.threads, progress=False)
-            t2 = time.perf_counter()
+                       threads=args.threads, device=str(dev.type), progress=False)
+        with _Clock() as lab:
             make_flow_labels(fr, fl, lb, batch_size=args.batch)
-            t3 = time.perf_counter()
-            frames = np.asarray(open_group(fr)["frames"][...])
-            est.pairs(frames[:2])  # warm-up, as flow_stage's first batch was
-            t4 = time.perf_counter()
+        return {"decode": dec, "flow_stage": flo, "labels": lab}
+
+    def bare(frames: np.ndarray) -> _Clock:
+        torch.set_num_threads(args.threads)
+        n = len(frames)
+        est.pairs(frames[:min(args.batch, n - 1) + 1])  # warm-up, as flow_stage's first batch was
+        with _Clock() as c:
             for s in range(0, n - 1, args.batch):
                 est.pairs(frames[s:min(s + args.batch, n - 1) + 1])
-            bare = time.perf_counter() - t4
-        chain = t3 - t0
-        print(json.dumps({"frames": n, "pairs": n - 1, "size": list(frames.shape[1:3]),
-                          "decode_s": round(t1 - t0, 2), "flow_stage_s": round(t2 - t1, 2),
-                          "labels_s": round(t3 - t2, 2), "chain_s": round(chain, 2),
-                          "bare_inference_s": round(bare, 2), "overhead_ratio": round(chain / bare, 3),
-                          "chain_s_per_pair": round(chain / (n - 1), 3)}))
+        return c
+
+    for n in args.frames:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            extract_frames(args.video, f"{tmp}/bare.zarr", start=0, end=n, stride=1, resize=args.resize)
+            frames = np.asarray(open_group(f"{tmp}/bare.zarr")["frames"][...])
+            for r in range(args.repeat):
+                if r % 2 == 0:
+                    ch, b = chain(n, f"{tmp}/r{r}"), bare(frames)
+                else:
+                    b, ch = bare(frames), chain(n, f"{tmp}/r{r}")
+                wall = sum(c.wall for c in ch.values())
+                cpu = sum(c.cpu for c in ch.values())
+                rows.append({"frames": n, "pairs": n - 1, "size": list(frames.shape[1:3]), "order": "chain,bare" if r % 2 == 0 else "bare,chain",
+                             **{f"{k}_s": round(c.wall, 2) for k, c in ch.items()},
+                             "chain_s": round(wall, 2), "bare_inference_s": round(b.wall, 2),
+                             "overhead_ratio": round(wall / b.wall, 3),
+                             **{f"{k}_cpu_s": round(c.cpu, 2) for k, c in ch.items()},
+                             "chain_cpu_s": round(cpu, 2), "bare_cpu_s": round(b.cpu, 2),
+                             "overhead_ratio_cpu": round(cpu / b.cpu, 3),
+                             "chain_s_per_pair": round(wall / (n - 1), 3),
+                             "bare_s_per_pair": round(b.wall / (n - 1), 3)})
+                print(json.dumps(rows[-1]))
+        print(json.dumps(_median_row(rows, {"frames": n, "pairs": n - 1, "size": list(frames.shape[1:3])})))
 
 
 def finetune_speed(args) -> None:
-    """Fine-tuning steps/s at the named profiles, on labels made from a real video."""
+    """Fine-tuning steps/s at the named profiles, on labels made from a real video, and
+    whether data loading is hidden: the loader's own time per batch (timed alone, no
+    prefetch) against the step time with the default prefetch thread and with none."""
     import tempfile
 
-    from motionrefine.finetune import finetune
+    import pandas as pd
+
+    from motionrefine.finetune import FinetuneConfig, finetune, make_loader
     from motionrefine.inference import flow_stage
-    from motionrefine.labels import aggregate_labels, make_flow_labels
+    from motionrefine.labels import aggregate_labels, load_training_pairs, make_flow_labels
     from motionrefine.plan import FINETUNE_PROFILES
     from motionrefine.video import extract_frames
 
-    print(f"# finetune: {machine()}; RAFT-{args.variant}, {args.video} resized {args.resize}, {args.steps} timed steps")
+    print(f"# finetune: {machine()}; RAFT-{args.variant}, {args.video} resized {args.resize}, "
+          f"{args.steps} timed steps after 1 untimed")
     with tempfile.TemporaryDirectory() as tmp:
         fr, fl, lb, ix = (f"{tmp}/{x}" for x in ("frames.zarr", "flow.zarr", "labels.zarr", "index.json"))
         extract_frames(args.video, fr, start=0, end=14, stride=1, resize=args.resize)
@@ -171,15 +234,27 @@ def finetune_speed(args) -> None:
         for name in args.profiles:
             prof = dict(FINETUNE_PROFILES[name])
             crop = prof.pop("crop")
-            cfg = dict(prof, steps=args.steps + 1, checkpoint_every=10**6, threads=args.threads,
-                       variant=args.variant, augment={"crop": crop})
-            s = finetune(cfg, ix, args.checkpoint, f"{tmp}/ft-{name}")
-            import pandas as pd
-
-            curve = pd.read_csv(f"{tmp}/ft-{name}/loss.tsv", sep="\t")
-            per_step = curve["seconds"].iloc[1:].mean()  # the first step pays start-up costs
-            print(json.dumps({"profile": name, "batch": prof["batch_size"], "crop": s["crop"],
-                              "s_per_step": round(float(per_step), 2), "steps_per_s": round(1 / float(per_step), 3)}))
+            row = {"profile": name, "batch": prof["batch_size"]}
+            for prefetch in (2, 0):
+                cfg = dict(prof, steps=args.steps + 1, checkpoint_every=10**6, threads=args.threads,
+                           variant=args.variant, augment={"crop": crop}, prefetch=prefetch)
+                s = finetune(cfg, ix, args.checkpoint, f"{tmp}/ft-{name}-{prefetch}")
+                curve = pd.read_csv(f"{tmp}/ft-{name}-{prefetch}/loss.tsv", sep="\t")
+                per_step = float(curve["seconds"].iloc[1:].median())  # the first step pays start-up costs
+                row["crop"] = s["crop"]
+                row[f"s_per_step_prefetch{prefetch}"] = round(per_step, 3)
+            row["steps_per_s"] = round(1 / row["s_per_step_prefetch2"], 3)
+            # The loader alone (what a step would wait for without the prefetch thread).
+            fc = FinetuneConfig.from_dict(dict(prof, steps=args.steps + 1, variant=args.variant,
+                                               augment={"crop": row["crop"]}, prefetch=0))
+            loader = make_loader(load_training_pairs(ix), fc, 0, args.steps + 1)
+            times, t0 = [], time.perf_counter()
+            for _ in loader:
+                times.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+            row["loader_s_per_batch"] = round(float(np.median(times[1:] or times)), 3)
+            row["loader_over_step"] = round(row["loader_s_per_batch"] / row["s_per_step_prefetch2"], 3)
+            print(json.dumps(row))
 
 
 def main(argv=None) -> None:
@@ -193,6 +268,7 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=12)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--pairs", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3, help="timings repeated, median reported (speed, labels)")
     p.add_argument("--sizes", nargs="+", default=None)
     p.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "frames" / "dog_run"))
     p.add_argument("--resize", default="448x256")
