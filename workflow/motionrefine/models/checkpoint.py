@@ -80,11 +80,21 @@ def load_raft(path: str | os.PathLike, variant: str = "small", expected_sha256: 
     return model, digest
 
 
-def save_raft(model: RAFT, path: str | os.PathLike) -> str:
-    """Write in the official layout (``module.`` prefix), atomically. Returns the sha256."""
+def save_atomic(obj, path: str | os.PathLike) -> str:
+    """torch.save to a temporary sibling, then rename: a killed writer leaves no partial file.
+    Returns the sha256 of the written file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    torch.save({f"module.{k}": v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, p)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return sha256_file(p)
+
+
+def save_raft(model: RAFT, path: str | os.PathLike) -> str:
+    """Write in the official layout (``module.`` prefix), atomically. Returns the sha256."""
+    return save_atomic({f"module.{k}": v.detach().cpu() for k, v in model.state_dict().items()}, path)

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import AssetMissingError, CheckpointError, MotionRefineError
 from ..geometry import sample_bilinear
-from .checkpoint import load_state_strict, sha256_file
+from .checkpoint import load_state_strict, save_atomic, sha256_file
 from .raft.corr import window_offsets
 from .raft.extractor import ResidualBlock
 
@@ -417,12 +417,7 @@ def load_pips(path: str | os.PathLike, size: str = "published", expected_sha256:
 
 def save_pips(model: Pips, path: str | os.PathLike) -> str:
     """Write {'model_state_dict': ...} (the released layout, no optimizer), atomically. Returns sha256."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    torch.save({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
-    os.replace(tmp, p)
-    return sha256_file(p)
+    return save_atomic({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
 
 
 # --------------------------------------------------------------------------- long videos
