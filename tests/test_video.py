@@ -1,8 +1,6 @@
 """Frame extraction (motionrefine/video.py) on the real videos in ../shared and on broken inputs made here."""
 from __future__ import annotations
 
-import shutil
-
 import cv2
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ published datasets, behind one interface (:class:`readers.FlowScene`)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
