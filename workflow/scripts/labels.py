@@ -20,4 +20,5 @@ with job_log(snakemake.log[0]):
         checks=v["checks"],
         speed_bins=v["speed_bins"],
         batch_size=snakemake.params.batch_size,
+        threads=snakemake.threads,
     )
