@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .cycle import warp_backward_flow
-from .geometry import backward_warp, inside_frame
+from .geometry import backward_warp, flow_magnitude, inside_frame
 
 
 def sequence_weights(n: int, gamma: float = 0.85) -> list[float]:
@@ -38,7 +38,7 @@ def masked_mean_per_sample(values: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def label_mask(label: torch.Tensor, valid: torch.Tensor, max_flow: float = 400.0) -> torch.Tensor:
     """valid ∧ finite label ∧ ‖label‖ < max_flow, (B, H, W) bool."""
     finite = torch.isfinite(label).all(1)
-    mag = torch.linalg.vector_norm(torch.nan_to_num(label), dim=1)
+    mag = flow_magnitude(torch.nan_to_num(label))
     return valid.bool() & finite & (mag < max_flow)
 
 
@@ -60,7 +60,7 @@ def sequence_loss(preds: Sequence[torch.Tensor], label: torch.Tensor, valid: tor
         err = (pred - target).abs().mean(1)
         loss = loss + w_i * masked_mean_per_sample(err, m)
     with torch.no_grad():
-        epe = torch.linalg.vector_norm(preds[-1].detach() - target, dim=1)[mask]
+        epe = flow_magnitude(preds[-1].detach() - target)[mask]
         n = max(int(epe.numel()), 1)
         metrics = {
             "epe": float(epe.sum()) / n if epe.numel() else float("nan"),

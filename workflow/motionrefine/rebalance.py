@@ -15,6 +15,7 @@ import torch
 
 from .cycle import DEFAULT_SPEED_EDGES, check_speed_edges, speed_bin_index
 from .errors import MotionRefineError
+from .geometry import flow_magnitude
 
 
 def speed_bin_weights(flow, keep, edges: Sequence[float] = DEFAULT_SPEED_EDGES):
@@ -31,7 +32,7 @@ def speed_bin_weights(flow, keep, edges: Sequence[float] = DEFAULT_SPEED_EDGES):
         return w[0].numpy()
     b = flow.shape[0]
     n_bins = len(check_speed_edges(edges)) - 1
-    bins = speed_bin_index(torch.linalg.vector_norm(flow.float(), dim=1), edges)
+    bins = speed_bin_index(flow_magnitude(flow.float()), edges)
     bins = torch.where(keep.bool(), bins, torch.full_like(bins, -1)).reshape(b, -1)
     ok = bins >= 0
     counts = torch.zeros(b, n_bins, dtype=torch.float64, device=flow.device)
