@@ -269,6 +269,17 @@ def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, 
     return loader
 
 
+def optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, clip: float, step: int) -> None:
+    """One update: refuse a non-finite loss (training diverged), clip the gradient norm, step."""
+    if not torch.isfinite(loss):
+        raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    scheduler.step()
+
+
 def _common_crop(pairs: Sequence[TrainingPair], cfg: FinetuneConfig) -> tuple[int, int]:
     """One crop for every video (batches need one size): the configured crop, shrunk to fit
     the smallest video (multiples of 8), with a warning when it had to shrink."""
@@ -464,13 +475,7 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
                     batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
                     lr = optimizer.param_groups[0]["lr"]
                     loss, metrics = compute_loss(model, batch, cfg)
-                    if not torch.isfinite(loss):
-                        raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                    optimizer.step()
-                    scheduler.step()
+                    optimizer_step(model, optimizer, scheduler, loss, cfg.clip, step)
                     done = step + 1
                     now = time.perf_counter()
                     step_seconds.append(now - t_prev)

@@ -36,7 +36,7 @@ import torch
 from . import __version__, synth
 from .device import pick_device
 from .errors import MotionRefineError
-from .finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints
+from .finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints, optimizer_step
 from .models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
 
 log = logging.getLogger("motionrefine")
@@ -389,13 +389,7 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
                 batch = {k: v.to(dev) for k, v in batch.items()}
                 lr = optimizer.param_groups[0]["lr"]
                 loss, metrics = pretrain_loss(model, batch, cfg)
-                if not torch.isfinite(loss):
-                    raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                optimizer.step()
-                scheduler.step()
+                optimizer_step(model, optimizer, scheduler, loss, cfg.clip, step)
                 done = step + 1
                 now = time.perf_counter()
                 writer.writerow([done, f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}",
