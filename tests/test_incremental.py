@@ -29,6 +29,7 @@ import pytest
 import torch
 import yaml
 
+from dryrun import dry_run_jobs
 from motionrefine import __version__
 from motionrefine.benchmarks import build_realtex_scene, load_flow_scene
 from motionrefine.config import validate_config
@@ -104,17 +105,6 @@ def job_counts(output: str) -> dict[str, int]:
         counts[parts[0]] = int(parts[1])
     return counts
 
-
-def dry_run_jobs(output: str) -> set[tuple[str, str]]:
-    """(rule, first output) of every job a dry run lists (`all` has no output and is left out)."""
-    jobs, rule = set(), None
-    for line in output.splitlines():
-        if line.startswith(("rule ", "localrule ")) and line.rstrip().endswith(":"):
-            rule = line.split()[1].rstrip(":")
-        elif rule and line.strip().startswith("output:"):
-            jobs.add((rule, line.split("output:", 1)[1].split(",")[0].strip()))
-            rule = None
-    return jobs
 
 
 def reasons(output: str) -> str:

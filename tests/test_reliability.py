@@ -31,6 +31,7 @@ import torch
 import yaml
 from zarr.storage import LocalStore
 
+from dryrun import dry_run_jobs
 from motionrefine.errors import AssetMissingError, CheckpointError, StoreWriteError, VideoError
 from motionrefine.finetune import finetune, list_checkpoints, read_loss_curve
 from motionrefine.inference import FlowEstimator, flow_stage
@@ -489,17 +490,6 @@ def test_unpinned_weights_fail_the_flow_job_and_leave_no_store(tmp_path):
     assert (tmp_path / "w/results/frames/tree.zarr").is_dir()  # the frames job did not need the weights
     assert_nothing_left(tmp_path / "w/results/flow/raft-small/tree.zarr")
 
-
-def dry_run_jobs(output: str) -> set[tuple[str, str]]:
-    """(rule, first output) of every job a dry run lists."""
-    jobs, rule = set(), None
-    for line in output.splitlines():
-        if line.startswith(("rule ", "localrule ")) and line.rstrip().endswith(":"):
-            rule = line.split()[1].rstrip(":")
-        elif rule and line.strip().startswith("output:"):
-            jobs.add((rule, line.split("output:", 1)[1].split(",")[0].strip()))
-            rule = None
-    return jobs
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ mean 1 px / 3 px accuracy and Fl-all before and after.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +30,8 @@ import pandas as pd
 from .errors import MotionRefineError
 from .evaluate import before_after
 from .plan import HELDOUT, finetune_settings, flow_scenes
+from .report import fmt_number
+from .store import write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -218,14 +219,6 @@ def ablation_table(evals: pd.DataFrame, specs: dict[str, dict] | None = None) ->
 
 # ------------------------------------------------------------------ outputs
 
-def _f(x, fmt: str) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return "–" if not math.isfinite(x) else format(x, fmt)
-
-
 def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: dict | None = None) -> str:
     """The table in GitHub markdown: EPE in px, changes in % (negative = better), accuracies
     and Fl-all in % of pixels, before → after."""
@@ -238,14 +231,14 @@ def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: d
         for k in SWITCHES:
             if k in df:
                 shown[k] = df[k].map(lambda v: {True: "yes", False: "no"}.get(v, v))
-        shown["EPE before"] = df["epe_before"].map(lambda x: _f(x, ".3f"))
-        shown["EPE after"] = df["epe_after"].map(lambda x: _f(x, ".3f"))
-        shown["EPE change % (mean of scenes)"] = df["epe_change_pct"].map(lambda x: _f(x, "+.2f"))
+        shown["EPE before"] = df["epe_before"].map(lambda x: fmt_number(x, ".3f"))
+        shown["EPE after"] = df["epe_after"].map(lambda x: fmt_number(x, ".3f"))
+        shown["EPE change % (mean of scenes)"] = df["epe_change_pct"].map(lambda x: fmt_number(x, "+.2f"))
         shown["improved"] = [f"{a}/{n}" for a, n in zip(df["scenes_improved"], df["scenes"])]
         for c in scene_cols:
-            shown[c[len(CHANGE_PREFIX):] + " %"] = df[c].map(lambda x: _f(x, "+.1f"))
+            shown[c[len(CHANGE_PREFIX):] + " %"] = df[c].map(lambda x: fmt_number(x, "+.1f"))
         for stem, name in (("acc_1px", "1px"), ("acc_3px", "3px"), ("fl_all", "Fl-all")):
-            shown[f"{name} % before→after"] = [f"{_f(100 * a, '.1f')} → {_f(100 * b, '.1f')}"
+            shown[f"{name} % before→after"] = [f"{fmt_number(100 * a, '.1f')} → {fmt_number(100 * b, '.1f')}"
                                                for a, b in zip(df[f"{stem}_before"], df[f"{stem}_after"])]
         # Scenes this protocol never evaluated are all '–' (a transductive run has one scene each).
         shown = shown.loc[:, [c for c in shown.columns if not (c.endswith(" %") and (shown[c] == "–").all())]]
@@ -296,14 +289,6 @@ def figure(table: pd.DataFrame, out_png: str) -> None:
     os.replace(tmp, out_png)
 
 
-def _write(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-
-
 def build_ablation(items: Sequence[tuple[str, str]], specs: dict[str, dict], out_csv: str, out_md: str,
                    out_png: str, settings: dict | None = None) -> pd.DataFrame:
     """Evaluation CSVs of every (variant, run) -> table.csv, table.md, figure.png."""
@@ -316,7 +301,7 @@ def build_ablation(items: Sequence[tuple[str, str]], specs: dict[str, dict], out
     tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp-{os.getpid()}")
     table.to_csv(tmp, index=False)
     os.replace(tmp, out_csv)
-    _write(out_md, table_markdown(table, spread, settings))
+    write_text_atomic(out_md, table_markdown(table, spread, settings))
     figure(table, out_png)
     log.info("ablation: %d rows -> %s", len(table), out_csv)
     return table

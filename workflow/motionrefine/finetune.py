@@ -48,7 +48,7 @@ from .labels import TrainingPair, load_training_pairs
 from .losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
 from .models.checkpoint import load_raft, save_raft
 from .rebalance import speed_bin_weights
-from .store import open_group
+from .store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -498,9 +498,7 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
         summary["final"] = str(final)
         summary["final_sha256"] = save_raft(model, final)
         info = {**summary, "config": cfg.to_dict(), "code_version": __version__, "mode": cfg.mode}
-        tmp = out / f".summary.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        os.replace(tmp, out / "summary.json")
+        write_text_atomic(out / "summary.json", json.dumps(info, indent=1, default=str))
     log.info("fine-tuning %s: steps %d→%d of %d in %.1f s", out, start, stop, cfg.steps, elapsed)
     return summary
 

@@ -35,7 +35,7 @@ import torch
 from . import __version__
 from .cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
 from .errors import MotionRefineError
-from .store import atomic_group, create_array, open_group, write_array
+from .store import atomic_group, create_array, open_group, write_array, write_text_atomic
 from .video import frames_source
 
 log = logging.getLogger("motionrefine")
@@ -249,10 +249,7 @@ def aggregate_labels(label_paths: Sequence[str], frames_paths: Sequence[str], ou
         raise MotionRefineError("two label stores share a video name")
     index = {"format": INDEX_FORMAT, "checkpoint_sha256": shas.pop(), "code_version": __version__,
              "min_kept_fraction": min_kept_fraction, "videos": videos, "pairs": pairs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(index, indent=1))
     return {"videos": len(videos), "pairs": len(pairs), "checkpoint_sha256": index["checkpoint_sha256"]}
 
 

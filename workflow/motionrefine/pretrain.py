@@ -38,6 +38,7 @@ from .device import pick_device
 from .errors import MotionRefineError
 from .finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints, optimizer_step
 from .models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
+from .store import write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -414,9 +415,7 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
         summary["final"] = str(final)
         summary["final_sha256"] = save_pips(model, final)
         info = {**summary, "config": cfg.to_dict(), "code_version": __version__, "torch": torch.__version__}
-        tmp = out / f".summary.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        os.replace(tmp, out / "summary.json")
+        write_text_atomic(out / "summary.json", json.dumps(info, indent=1, default=str))
     log.info("pre-training %s: steps %d→%d of %d in %.1f s", out, start, stop, cfg.steps, elapsed)
     return summary
 

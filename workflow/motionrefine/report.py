@@ -33,7 +33,7 @@ from .flowviz import flow_to_rgb, robust_max, wheel_legend
 from .labels import label_stats_table
 from .models.checkpoint import sha256_file
 from .plan import HELDOUT, SCENE_SEP
-from .store import open_group
+from .store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -122,7 +122,8 @@ def label_quality_table(path: str | None, evals: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ formatting
 
-def _num(x, fmt: str) -> str:
+def fmt_number(x, fmt: str) -> str:
+    """``x`` formatted with ``fmt``; "–" for NaN/inf, the value as text when not a number."""
     try:
         x = float(x)
     except (TypeError, ValueError):
@@ -131,7 +132,7 @@ def _num(x, fmt: str) -> str:
 
 
 def _pct(x) -> str:
-    return _num(100.0 * float(x), ".1f") if x is not None and pd.notna(x) else "–"
+    return fmt_number(100.0 * float(x), ".1f") if x is not None and pd.notna(x) else "–"
 
 
 def display_before_after(table: pd.DataFrame) -> pd.DataFrame:
@@ -139,9 +140,9 @@ def display_before_after(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "protocol": table["protocol"], "run": table["run"], "benchmark": table["benchmark"],
         "scene": table["scene"],
-        "EPE before": table["epe_pretrained"].map(lambda x: _num(x, ".3f")),
-        "EPE after": table["epe_refined"].map(lambda x: _num(x, ".3f")),
-        "EPE change %": table["epe_change_pct"].map(lambda x: _num(x, "+.2f")),
+        "EPE before": table["epe_pretrained"].map(lambda x: fmt_number(x, ".3f")),
+        "EPE after": table["epe_refined"].map(lambda x: fmt_number(x, ".3f")),
+        "EPE change %": table["epe_change_pct"].map(lambda x: fmt_number(x, "+.2f")),
     })
     for m, name in (("acc_1px", "1px"), ("acc_3px", "3px"), ("acc_5px", "5px"), ("fl_all", "Fl-all")):
         out[f"{name} % before→after"] = [f"{_pct(a)} → {_pct(b)}"
@@ -155,10 +156,10 @@ def display_label_quality(lq: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "benchmark": lq["benchmark"], "scene": lq["scene"],
         "kept %": lq["kept_fraction"].map(_pct),
-        "label EPE (kept px)": lq["label_epe"].map(lambda x: _num(x, ".3f")),
+        "label EPE (kept px)": lq["label_epe"].map(lambda x: fmt_number(x, ".3f")),
         "label 1px acc %": lq["label_acc_1px"].map(_pct),
-        "pretrained EPE (all px)": lq.get("pretrained_epe", pd.Series(np.nan, lq.index)).map(lambda x: _num(x, ".3f")),
-        "kept px": lq["n_kept"].map(lambda x: _num(x, ".0f")),
+        "pretrained EPE (all px)": lq.get("pretrained_epe", pd.Series(np.nan, lq.index)).map(lambda x: fmt_number(x, ".3f")),
+        "kept px": lq["n_kept"].map(lambda x: fmt_number(x, ".0f")),
     })
     for c in lq.columns:
         if c.startswith("kept_fraction_") and c.endswith("px"):
@@ -485,14 +486,6 @@ def _html_table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0) if not df.empty else '<p class="note">(none)</p>'
 
 
-def _write_atomic(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
-
-
 def _summary_md(table, lq, cov, prov, text) -> str:
     shown = display_before_after(table)
     out = ["# motionrefine report", "",
@@ -611,7 +604,7 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     # The ablation (`snakemake ablation`) is optional: shown when its table exists beside the report's folder.
     abl_md, abl_html = ablation_section(ablation_dir or Path(out_summary).parent.parent / "ablation")
     trk_md, trk_html = tracking_section(Path(out_summary).parent.parent / "tracking")
-    _write_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + trk_md + abl_md)
-    _write_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace(
+    write_text_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + trk_md + abl_md)
+    write_text_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace(
         "</body></html>", trk_html + abl_html + "</body></html>"))
     log.info("report: %d runs, %d scene rows, %d sample flows -> %s", len(runs), len(table), len(samples), out_html)

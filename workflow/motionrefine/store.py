@@ -67,6 +67,19 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks=None, **a
     return arr
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (JSON, markdown, HTML) via a temporary sibling and a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def open_group(path: str | os.PathLike) -> zarr.Group:
     """Open an existing store read-only, with an error that names the path if it is missing."""
     p = Path(path)

@@ -43,7 +43,7 @@ from .finetune import _save_checkpoint
 from .models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
 from .models.checkpoint import load_state_strict
 from .pretrain import prepare_tsv, resume_state
-from .store import open_group
+from .store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -321,8 +321,6 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
         summary["final"] = str(final)
         summary["final_sha256"] = save_pips(model, final)
         info = {**summary, "config": c.to_dict(), "code_version": __version__}
-        tmp = out / f".summary.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(info, indent=1, default=str))
-        os.replace(tmp, out / "summary.json")
+        write_text_atomic(out / "summary.json", json.dumps(info, indent=1, default=str))
     log.info("track fine-tuning %s: steps %d→%d of %d in %.1f s", out, start, stop, c.steps, elapsed)
     return summary
