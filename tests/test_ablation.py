@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from motionrefine import ablation
-from motionrefine.errors import MotionRefineError
+from motionrefine.report import ablation
+from motionrefine.core.errors import MotionRefineError
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -202,8 +202,8 @@ def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero
     reproduces frame t, so the photometric loss is ~0, and far below that of a wrong flow."""
     import cv2
 
-    from motionrefine import synth
-    from motionrefine.losses import cycle_loss, photometric_loss
+    from motionrefine.bench import synth
+    from motionrefine.flow.losses import cycle_loss, photometric_loss
 
     files = sorted((shared / "data/frames/dog_run").glob("*.jpg"))
     sources = []
@@ -230,7 +230,7 @@ def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero
 
 
 def test_report_shows_the_ablation_table_only_when_it_exists(tmp_path):
-    from motionrefine.report import ablation_section
+    from motionrefine.report.page import ablation_section
 
     assert ablation_section(tmp_path / "ablation") == ("", "")
     held = _eval_csv(tmp_path / "h.csv", "heldout", [("a", "pretrained", 2.0, .5, .9, .1),

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.augment import AugmentConfig, apply_jitter, augment, colour_jitter, crop_size
-from motionrefine.errors import MotionRefineError
-from motionrefine.geometry import backward_warp, inside_frame
+from motionrefine.flow.augment import AugmentConfig, apply_jitter, augment, colour_jitter, crop_size
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import backward_warp, inside_frame
 
 NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
 

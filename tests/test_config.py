@@ -1,4 +1,4 @@
-"""Config schema, asset paths and sample sheet checks (motionrefine/config.py), no Snakemake run."""
+"""Config schema, asset paths and sample sheet checks (motionrefine/config/schema.py), no Snakemake run."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 import yaml
 
-from motionrefine.config import (
+from motionrefine.config.schema import (
     ConfigError,
     load_config_file,
     load_samples,
@@ -15,7 +15,7 @@ from motionrefine.config import (
     rule_resources,
     validate_config,
 )
-from motionrefine.errors import AssetMissingError
+from motionrefine.core.errors import AssetMissingError
 
 HEADER = "name\tpath\tstart\tend\tstride\tresize\n"
 

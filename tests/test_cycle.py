@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.cycle import REASONS, pair_stats, resolve_checks, speed_bin_index, verify_flow, verify_tracks
-from motionrefine.errors import MotionRefineError
-from motionrefine.geometry import inside_frame
-from motionrefine.labels import aggregate_labels, label_stats_table, load_training_pairs, make_flow_labels
-from motionrefine.rebalance import cap_bins, speed_filter, track_speed
-from motionrefine.store import atomic_group, open_group, write_array
+from motionrefine.flow.cycle import REASONS, pair_stats, resolve_checks, speed_bin_index, verify_flow, verify_tracks
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import inside_frame
+from motionrefine.flow.labels import aggregate_labels, label_stats_table, load_training_pairs, make_flow_labels
+from motionrefine.flow.rebalance import cap_bins, speed_filter, track_speed
+from motionrefine.core.store import atomic_group, open_group, write_array
 
 H, W = 24, 40
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from motionrefine.errors import MotionRefineError
-from motionrefine.flowio import export_flow_store, read_flo, read_npy_flow
-from motionrefine.store import atomic_group, write_array
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.io.flow_formats import export_flow_store, read_flo, read_npy_flow
+from motionrefine.core.store import atomic_group, write_array
 
 
 def _store(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.errors import MotionRefineError
-from motionrefine.finetune import (TSV_COLUMNS, FinetuneConfig, _prepare_tsv, batch_indices, finetune,
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.finetune import (TSV_COLUMNS, FinetuneConfig, _prepare_tsv, batch_indices, finetune,
                                    list_checkpoints, read_loss_curve)
-from motionrefine.inference import flow_stage
-from motionrefine.labels import aggregate_labels, load_training_pairs, make_flow_labels
+from motionrefine.flow.inference import flow_stage
+from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft
-from motionrefine.store import atomic_group, write_array
+from motionrefine.core.store import atomic_group, write_array
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "raft-small.pth"

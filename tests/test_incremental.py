@@ -31,16 +31,16 @@ import yaml
 
 from dryrun import dry_run_jobs
 from motionrefine import __version__
-from motionrefine.benchmarks import build_realtex_scene, load_flow_scene
-from motionrefine.config import validate_config
-from motionrefine.evaluate import scene_sha256
-from motionrefine.finetune import finetune
-from motionrefine.inference import flow_stage
-from motionrefine.labels import make_flow_labels
+from motionrefine.bench.scenes import build_realtex_scene, load_flow_scene
+from motionrefine.config.schema import validate_config
+from motionrefine.flow.evaluate import scene_sha256
+from motionrefine.flow.finetune import finetune
+from motionrefine.flow.inference import flow_stage
+from motionrefine.flow.labels import make_flow_labels
 from motionrefine.models.checkpoint import load_raft, sha256_file
-from motionrefine.plan import finetune_settings
-from motionrefine.store import open_group
-from motionrefine.video import file_sha256, frames_source
+from motionrefine.config.plan import finetune_settings
+from motionrefine.core.store import open_group
+from motionrefine.io.video import file_sha256, frames_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT.parent / "shared").resolve()

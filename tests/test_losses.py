@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.losses import (charbonnier, cycle_loss, masked_mean_per_sample, photometric_loss,
+from motionrefine.flow.losses import (charbonnier, cycle_loss, masked_mean_per_sample, photometric_loss,
                                  sequence_loss, sequence_weights, smoothness_loss)
-from motionrefine.rebalance import speed_bin_weights
+from motionrefine.flow.rebalance import speed_bin_weights
 
 
 def official_broadcast_loss(pred, label, valid):

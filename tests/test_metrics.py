@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from motionrefine import metrics, readers
-from motionrefine.errors import MotionRefineError
+from motionrefine.bench import metrics
+from motionrefine.io import readers
+from motionrefine.core.errors import MotionRefineError
 
 MOTORCYCLE = Path(__file__).parents[2] / "shared" / "data" / "stereo" / "motorcycle"
 approx = pytest.approx

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motionrefine.errors import AssetMissingError, CheckpointError, MotionRefineError
+from motionrefine.core.errors import AssetMissingError, CheckpointError, MotionRefineError
 from motionrefine.models.pips import (Pips, PipsConfig, balanced_bce, load_pips, reanchor_offset, save_pips,
                                       score_map_loss, sequence_loss, sincos_embed_3d, track_long)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine import pretrain as pt
-from motionrefine.errors import MotionRefineError
+from motionrefine.track import pretrain as pt
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, load_pips
 
 torch.set_num_threads(1)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.errors import AssetMissingError, CheckpointError
-from motionrefine.inference import FlowEstimator
+from motionrefine.core.errors import AssetMissingError, CheckpointError
+from motionrefine.flow.inference import FlowEstimator
 from motionrefine.models.checkpoint import load_raft, save_raft
 from motionrefine.models.raft import RAFT, InputPadder
 from motionrefine.models.raft.corr import AlternateCorrBlock, CorrBlock

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine import flowio, readers
-from motionrefine.errors import AssetMissingError, MotionRefineError
-from motionrefine.geometry import backward_warp, inside_frame
+from motionrefine.io import flow_formats as flowio
+from motionrefine.io import readers
+from motionrefine.core.errors import AssetMissingError, MotionRefineError
+from motionrefine.core.geometry import backward_warp, inside_frame
 
 SHARED = Path(__file__).parents[2] / "shared"
 FIXTURES = SHARED / "data" / "fixtures" / "flow"

@@ -32,14 +32,14 @@ import yaml
 from zarr.storage import LocalStore
 
 from dryrun import dry_run_jobs
-from motionrefine.errors import AssetMissingError, CheckpointError, StoreWriteError, VideoError
-from motionrefine.finetune import finetune, list_checkpoints, read_loss_curve
-from motionrefine.inference import FlowEstimator, flow_stage
-from motionrefine.labels import aggregate_labels, load_training_pairs, make_flow_labels
+from motionrefine.core.errors import AssetMissingError, CheckpointError, StoreWriteError, VideoError
+from motionrefine.flow.finetune import finetune, list_checkpoints, read_loss_curve
+from motionrefine.flow.inference import FlowEstimator, flow_stage
+from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft, read_state_dict
 from motionrefine.models.raft import RAFT
-from motionrefine.store import atomic_group, open_group, write_array
-from motionrefine.video import extract_frames
+from motionrefine.core.store import atomic_group, open_group, write_array
+from motionrefine.io.video import extract_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT.parent / "shared").resolve()
@@ -283,8 +283,8 @@ def test_file_size_limit_during_a_zarr_write(tmp_path):
     out = tmp_path / "tree.zarr"
     child = textwrap.dedent(f"""
         import json, resource, signal
-        from motionrefine.errors import StoreWriteError
-        from motionrefine.video import extract_frames
+        from motionrefine.core.errors import StoreWriteError
+        from motionrefine.io.video import extract_frames
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))  # a 320x240 frame chunk is larger
         try:
@@ -366,7 +366,7 @@ FT = {"steps": 8, "batch_size": 2, "iters": 2, "augment": {"crop": [64, 96]}, "c
 @pytest.mark.slow
 def test_finetune_killed_mid_run_resumes_to_the_same_weights(training_set, tmp_path, keep_torch_threads):
     out = tmp_path / "killed"
-    child = (f"import json, sys; from motionrefine.finetune import finetune; "
+    child = (f"import json, sys; from motionrefine.flow.finetune import finetune; "
              f"finetune(json.loads(sys.argv[1]), sys.argv[2], {str(WEIGHTS)!r}, sys.argv[3])")
     log = tmp_path / "child.log"
     proc = start([sys.executable, "-c", child, json.dumps(FT), str(training_set), str(out)], log)
@@ -397,7 +397,7 @@ def test_label_job_killed_mid_write_leaves_nothing_finished(tmp_path):
     # The child verifies slowly, so the kill lands while the store is half written.
     child = textwrap.dedent(f"""
         import time
-        from motionrefine import labels
+        from motionrefine.flow import labels
         real = labels.verify_flow
         def slow(*a, **k):
             time.sleep(0.5)

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from motionrefine.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
+from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
-from motionrefine.report import build_report, coverage_table, pick_videos, training_run
-from motionrefine.store import atomic_group, write_array
+from motionrefine.report.page import build_report, coverage_table, pick_videos, training_run
+from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4
 EDGES = [0.0, 1.0, 2.0, 4.5]

@@ -22,9 +22,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from motionrefine import synth
-from motionrefine.errors import MotionRefineError
-from motionrefine.geometry import backward_warp, inside_frame
+from motionrefine.bench import synth
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import backward_warp, inside_frame
 
 DATA = "/work/shared/data/frames"
 

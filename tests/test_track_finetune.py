@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine import pretrain as pt
-from motionrefine import track_finetune as tf
-from motionrefine.augment import AugmentConfig
-from motionrefine.errors import MotionRefineError
+from motionrefine.track import pretrain as pt
+from motionrefine.track import finetune as tf
+from motionrefine.flow.augment import AugmentConfig
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, save_pips
-from motionrefine.store import atomic_group, write_array
-from motionrefine.track_labels import write_track_labels
+from motionrefine.core.store import atomic_group, write_array
+from motionrefine.track.labels import write_track_labels
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine import densify, track_eval, track_labels
-from motionrefine.errors import MotionRefineError
+from motionrefine.track import densify
+from motionrefine.track import evaluate as track_eval
+from motionrefine.track import labels as track_labels
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, save_pips
-from motionrefine.readers import TrackScene
-from motionrefine.store import write_array, atomic_group
+from motionrefine.io.readers import TrackScene
+from motionrefine.core.store import write_array, atomic_group
 
 torch.set_num_threads(1)
 

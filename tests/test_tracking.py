@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.errors import MotionRefineError
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips
-from motionrefine.tracking import chain_flow_tracks, densify_queries, pips_track_fn, verify_tracks
+from motionrefine.track.chain import chain_flow_tracks, densify_queries, pips_track_fn, verify_tracks
 
 torch.set_num_threads(1)
 

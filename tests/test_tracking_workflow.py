@@ -54,7 +54,7 @@ def _davis_pickle(path: Path, t: int = 8) -> None:
 
 
 def test_tracker_comparison_scores_tapvid_videos(tmp_path):
-    from motionrefine.track_eval import tracker_comparison
+    from motionrefine.track.evaluate import tracker_comparison
 
     _davis_pickle(tmp_path / "tapvid_davis.pkl")
     raft = ROOT.parent / "shared" / "weights" / "raft-small.pth"

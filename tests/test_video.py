@@ -1,4 +1,4 @@
-"""Frame extraction (motionrefine/video.py) on the real videos in ../shared and on broken inputs made here."""
+"""Frame extraction (motionrefine/io/video.py) on the real videos in ../shared and on broken inputs made here."""
 from __future__ import annotations
 
 import cv2
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from motionrefine.errors import MotionRefineError, VideoError
-from motionrefine.video import extract_frames, file_sha256, parse_resize
+from motionrefine.core.errors import MotionRefineError, VideoError
+from motionrefine.io.video import extract_frames, file_sha256, parse_resize
 
 
 def read_store(path):

@@ -1,14 +1,10 @@
-# Config and sample sheet, checked once at parse time; the logic is in motionrefine/config.py.
+# Config and sample sheet, checked once at parse time; the logic is in motionrefine/config/schema.py.
 import os
 import re
-import sys
 from pathlib import Path
 
-# The scripts and this file import the library from the checkout, installed or not (--sdm conda).
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-
-from motionrefine import config as mrconfig
-from motionrefine import plan
+from motionrefine.config import schema as mrconfig
+from motionrefine.config import plan
 
 mrconfig.validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 SAMPLES = mrconfig.load_samples(config)

@@ -1,11 +1,7 @@
 """Snakemake script of rule ablation: every variant's evaluation -> results/ablation/table.{csv,md}, figure.png."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.ablation import build_ablation
-from motionrefine.config import job_log
+from motionrefine.report.ablation import build_ablation
+from motionrefine.config.schema import job_log
 
 with job_log(snakemake.log[0]):
     p, o = snakemake.params, snakemake.output

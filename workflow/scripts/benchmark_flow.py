@@ -78,8 +78,8 @@ def _median_row(rows: list[dict], keep: dict) -> dict:
 
 
 def speed(args) -> None:
-    from motionrefine.device import pick_device
-    from motionrefine.inference import FlowEstimator
+    from motionrefine.core.device import pick_device
+    from motionrefine.flow.inference import FlowEstimator
     from motionrefine.models.checkpoint import load_raft
 
     dev = pick_device("auto", args.threads)
@@ -112,7 +112,7 @@ def speed(args) -> None:
 
 
 def _memory_child(h: int, w: int, alt: bool, ckpt: str, variant: str, iters: int) -> None:
-    from motionrefine.inference import FlowEstimator
+    from motionrefine.flow.inference import FlowEstimator
     from motionrefine.models.checkpoint import load_raft
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -153,12 +153,12 @@ def labels(args) -> None:
     the machine's load."""
     import tempfile
 
-    from motionrefine.device import pick_device
-    from motionrefine.inference import FlowEstimator, flow_stage
-    from motionrefine.labels import make_flow_labels
+    from motionrefine.core.device import pick_device
+    from motionrefine.flow.inference import FlowEstimator, flow_stage
+    from motionrefine.flow.labels import make_flow_labels
     from motionrefine.models.checkpoint import load_raft
-    from motionrefine.store import open_group
-    from motionrefine.video import extract_frames
+    from motionrefine.core.store import open_group
+    from motionrefine.io.video import extract_frames
 
     dev = pick_device("auto", args.threads)
     model, _ = load_raft(args.checkpoint, args.variant)
@@ -236,11 +236,11 @@ def finetune_speed(args) -> None:
 
     import pandas as pd
 
-    from motionrefine.finetune import FinetuneConfig, finetune, make_loader
-    from motionrefine.inference import flow_stage
-    from motionrefine.labels import aggregate_labels, load_training_pairs, make_flow_labels
-    from motionrefine.plan import FINETUNE_PROFILES
-    from motionrefine.video import extract_frames
+    from motionrefine.flow.finetune import FinetuneConfig, finetune, make_loader
+    from motionrefine.flow.inference import flow_stage
+    from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
+    from motionrefine.config.plan import FINETUNE_PROFILES
+    from motionrefine.io.video import extract_frames
 
     print(f"# finetune: {machine()}; RAFT-{args.variant}, {args.video} resized {args.resize}, "
           f"{args.steps} timed steps after 1 untimed")

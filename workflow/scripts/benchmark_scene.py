@@ -1,12 +1,8 @@
 """Snakemake script of rule benchmark_scene: render one real-texture scene with exact ground truth."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.benchmarks import build_realtex_scene
-from motionrefine.config import job_log
-from motionrefine.plan import realtex_preset
+from motionrefine.bench.scenes import build_realtex_scene
+from motionrefine.config.schema import job_log
+from motionrefine.config.plan import realtex_preset
 
 with job_log(snakemake.log[0]):
     spec, i = snakemake.params.spec, snakemake.params.index

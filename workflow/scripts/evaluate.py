@@ -1,14 +1,10 @@
 """Snakemake script of rule evaluate: pretrained vs refined on a run's scenes -> results/eval/{run}.csv."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
 
 import pandas as pd
 
-from motionrefine.benchmarks import load_flow_scene
-from motionrefine.config import job_log
-from motionrefine.evaluate import evaluate_flow
+from motionrefine.bench.scenes import load_flow_scene
+from motionrefine.config.schema import job_log
+from motionrefine.flow.evaluate import evaluate_flow
 
 with job_log(snakemake.log[0]):
     p = snakemake.params

@@ -5,13 +5,9 @@ result (training set, settings, start weights), so a killed job resumes from its
 checkpoint, while changed labels or settings start afresh instead of resuming stale state.
 """
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.config import job_log
-from motionrefine.finetune import finetune, training_workdir
+from motionrefine.config.schema import job_log
+from motionrefine.flow.finetune import finetune, training_workdir
 
 with job_log(snakemake.log[0]) as log:
     settings = dict(snakemake.params.settings, threads=snakemake.threads)

@@ -1,11 +1,8 @@
 """Snakemake script of rule flow: frames store -> results/flow/{model}/{video}.zarr (forward + backward)."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.config import job_log
-from motionrefine.inference import flow_stage
+from motionrefine.config.schema import job_log
+from motionrefine.flow.inference import flow_stage
 
 with job_log(snakemake.log[0]):
     p = snakemake.params

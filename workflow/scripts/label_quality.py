@@ -1,13 +1,9 @@
 """Snakemake script of rule label_quality: each scene's pseudo-labels against its ground truth."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
 
 import pandas as pd
 
-from motionrefine.benchmarks import label_quality, load_flow_scene
-from motionrefine.config import job_log
+from motionrefine.bench.scenes import label_quality, load_flow_scene
+from motionrefine.config.schema import job_log
 
 with job_log(snakemake.log[0]):
     rows = []

@@ -1,11 +1,7 @@
 """Snakemake script of rule labels: frames + flow -> results/labels/flow/{video}.zarr."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.config import job_log
-from motionrefine.labels import make_flow_labels
+from motionrefine.config.schema import job_log
+from motionrefine.flow.labels import make_flow_labels
 
 with job_log(snakemake.log[0]):
     v = snakemake.params.verify

@@ -15,14 +15,11 @@ passes ``params.config`` (dict), ``output.checkpoint`` and ``log``.
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the library, installed or not
 
 import yaml  # noqa: E402
 
-from motionrefine.config import job_log  # noqa: E402
+from motionrefine.config.schema import job_log  # noqa: E402
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -36,7 +33,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def train(out_dir: str, config: dict, export: str | None, stop_at: int | None = None) -> dict:
-    from motionrefine.pretrain import pretrain
+    from motionrefine.track.pretrain import pretrain
 
     summary = pretrain(config, out_dir, stop_at=stop_at)
     if export and summary.get("completed"):
@@ -54,7 +51,7 @@ def evaluate(args) -> None:
 
     import pandas as pd
 
-    from motionrefine import track_eval
+    from motionrefine.track import evaluate as track_eval
 
     log = logging.getLogger("motionrefine")
     scenes = track_eval.heldout_real_scenes(args.frames, n=args.scenes, frames=args.frames_per_scene,

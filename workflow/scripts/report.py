@@ -1,11 +1,7 @@
 """Snakemake script of rule report: evaluations, labels, loss curves -> results/report/."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.config import job_log
-from motionrefine.report import build_report
+from motionrefine.config.schema import job_log
+from motionrefine.report.page import build_report
 
 with job_log(snakemake.log[0]):
     i, p, o = snakemake.input, snakemake.params, snakemake.output

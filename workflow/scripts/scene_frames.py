@@ -1,11 +1,7 @@
 """Snakemake script of rule scene_frames: a benchmark scene's frames -> results/frames/{bench}__{scene}.zarr."""
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.benchmarks import load_flow_scene, write_scene_frames
-from motionrefine.config import job_log
+from motionrefine.bench.scenes import load_flow_scene, write_scene_frames
+from motionrefine.config.schema import job_log
 
 with job_log(snakemake.log[0]):
     w = snakemake.wildcards

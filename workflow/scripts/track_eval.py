@@ -1,13 +1,9 @@
 """Snakemake script of rule track_eval: four long-range trackers on the real-texture scenes."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
 
 import torch
 
-from motionrefine.config import job_log
-from motionrefine.track_eval import tracker_comparison
+from motionrefine.config.schema import job_log
+from motionrefine.track.evaluate import tracker_comparison
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -1,13 +1,9 @@
 """Snakemake script of rule track_finetune: verified tracks -> results/tracking/finetune/refined.pth."""
 import shutil
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
-
-from motionrefine.config import job_log
-from motionrefine.finetune import training_workdir
-from motionrefine.track_finetune import finetune_tracker
+from motionrefine.config.schema import job_log
+from motionrefine.flow.finetune import training_workdir
+from motionrefine.track.finetune import finetune_tracker
 
 with job_log(snakemake.log[0]) as log:
     settings = dict(snakemake.params.settings, threads=snakemake.threads)

@@ -1,13 +1,9 @@
 """Snakemake script of rule track_labels: frames -> results/labels/tracks/{video}.zarr."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the library, installed or not
 
 import torch
 
-from motionrefine.config import job_log
-from motionrefine.track_labels import make_track_labels
+from motionrefine.config.schema import job_log
+from motionrefine.track.labels import make_track_labels
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

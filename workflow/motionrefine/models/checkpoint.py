@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import AssetMissingError, CheckpointError
-from .raft import RAFT
+from motionrefine.core.errors import AssetMissingError, CheckpointError
+from motionrefine.models.raft import RAFT
 
 RAFT_RELEASE = "https://github.com/princeton-vl/RAFT (models.zip: raft-small.pth, raft-things.pth, ...)"
 

@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AssetMissingError, CheckpointError, MotionRefineError
-from ..geometry import sample_bilinear
-from .checkpoint import load_state_strict, save_atomic, sha256_file
-from .raft.corr import window_offsets
-from .raft.extractor import ResidualBlock
+from motionrefine.core.errors import AssetMissingError, CheckpointError, MotionRefineError
+from motionrefine.core.geometry import sample_bilinear
+from motionrefine.models.checkpoint import load_state_strict, save_atomic, sha256_file
+from motionrefine.models.raft.corr import window_offsets
+from motionrefine.models.raft.extractor import ResidualBlock
 
 PIPS_RELEASE = "https://github.com/aharley/pips (reference_model/model-000200000.pth)"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...geometry import sample_bilinear
+from motionrefine.core.geometry import sample_bilinear
 
 
 def window_offsets(radius: int, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...geometry import coords_grid
-from .corr import AlternateCorrBlock, CorrBlock
-from .extractor import BasicEncoder, SmallEncoder
-from .update import BasicUpdateBlock, SmallUpdateBlock
+from motionrefine.core.geometry import coords_grid
+from motionrefine.models.raft.corr import AlternateCorrBlock, CorrBlock
+from motionrefine.models.raft.extractor import BasicEncoder, SmallEncoder
+from motionrefine.models.raft.update import BasicUpdateBlock, SmallUpdateBlock
 
 
 @dataclass(frozen=True)

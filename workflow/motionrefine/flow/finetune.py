@@ -39,16 +39,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
-from .augment import AugmentConfig, augment, crop_size
-from .cycle import DEFAULT_SPEED_EDGES, check_speed_edges, fb_consistency
-from .device import pick_device
-from .errors import MotionRefineError
-from .labels import TrainingPair, load_training_pairs
-from .losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
-from .models.checkpoint import load_raft, save_raft
-from .rebalance import speed_bin_weights
-from .store import open_group, write_text_atomic
+from motionrefine import __version__
+from motionrefine.flow.augment import AugmentConfig, augment, crop_size
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, fb_consistency
+from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.labels import TrainingPair, load_training_pairs
+from motionrefine.flow.losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
+from motionrefine.models.checkpoint import load_raft, save_raft
+from motionrefine.flow.rebalance import speed_bin_weights
+from motionrefine.core.store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 

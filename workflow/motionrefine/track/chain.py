@@ -17,8 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import MotionRefineError
-from .geometry import sample_bilinear
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import sample_bilinear
 
 TrackFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

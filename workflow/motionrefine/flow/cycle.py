@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import MotionRefineError
-from .geometry import coords_grid, flow_magnitude, sample_bilinear
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import coords_grid, flow_magnitude, sample_bilinear
 
 REASONS = ("inconsistent", "colour", "out_of_frame", "non_finite")
 DEFAULT_SPEED_EDGES = (0.0, 1.0, 2.0, 4.5, math.inf)

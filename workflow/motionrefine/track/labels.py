@@ -33,15 +33,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import __version__
-from .cycle import DEFAULT_SPEED_EDGES, check_speed_edges, speed_bin_index
-from .densify import (corner_queries, grid_queries, resolution_scale, scaled_size, scaled_theta,
+from motionrefine import __version__
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, speed_bin_index
+from motionrefine.track.densify import (corner_queries, grid_queries, resolution_scale, scaled_size, scaled_theta,
                       verify_and_densify, window_starts)
-from .device import pick_device
-from .errors import MotionRefineError
-from .rebalance import cap_bins, track_speed
-from .store import atomic_group, open_group, write_array
-from .tracking import pips_track_fn
+from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.rebalance import cap_bins, track_speed
+from motionrefine.core.store import atomic_group, open_group, write_array
+from motionrefine.track.chain import pips_track_fn
 
 log = logging.getLogger("motionrefine")
 
@@ -242,7 +242,7 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
     ``checkpoint`` and write the labels store at ``out_path``. Keyword arguments are
     :class:`TrackLabelConfig` fields. Returns a summary (counts, histograms, θ, w, seconds)."""
     c = TrackLabelConfig.from_dict(cfg)
-    from .models.pips import load_pips
+    from motionrefine.models.pips import load_pips
 
     dev = pick_device(c.device, c.threads)
     model, digest = load_pips(checkpoint, c.size, c.expected_sha256, stride=c.stride)

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import MotionRefineError
+from motionrefine.core.errors import MotionRefineError
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .device import pick_device
-from .models.checkpoint import load_raft
-from .models.raft import RAFT, InputPadder
-from .store import atomic_group, create_array, open_group
-from .video import frames_source
+from motionrefine import __version__
+from motionrefine.core.device import pick_device
+from motionrefine.models.checkpoint import load_raft
+from motionrefine.models.raft import RAFT, InputPadder
+from motionrefine.core.store import atomic_group, create_array, open_group
+from motionrefine.io.video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -89,7 +89,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
     frames = open_group(frames_path)["frames"]
     t, h, w, _ = frames.shape
     if t < 2:
-        from .errors import VideoError
+        from motionrefine.core.errors import VideoError
 
         raise VideoError(f"{frames_path}: needs at least 2 frames for flow, has {t}")
     n_pairs = t - 1

@@ -9,7 +9,7 @@ exactly. A scene is a stack of layers drawn back to front in a fixed order:
   smooth similarity or affine paths and occluding everything behind them.
 
 Every layer ``l`` has a texture with its own pixel grid (centres at integers, like
-``motionrefine.geometry``) and, per frame ``t``, an analytic forward map texture -> frame
+``motionrefine.core.geometry``) and, per frame ``t``, an analytic forward map texture -> frame
 
     P_{l,t}(u) = A_{l,t} (u + D_{l,t}(u))        (A applied in homogeneous coordinates)
 
@@ -62,9 +62,9 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import MotionRefineError
-from .geometry import backward_warp
-from .store import atomic_group, open_group, write_array
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import backward_warp
+from motionrefine.core.store import atomic_group, open_group, write_array
 
 SYNTH_FORMAT_VERSION = 1
 

@@ -1,7 +1,7 @@
 """The label stage: cycle-verified flow pseudo-labels per video, and the training-set index.
 
 ``make_flow_labels`` streams pairs from a frames store and a flow store (see
-``inference.flow_stage``), verifies them with :mod:`motionrefine.cycle` and writes, atomically:
+``inference.flow_stage``), verifies them with :mod:`motionrefine.flow.cycle` and writes, atomically:
 
     flow   (P, H, W, 2) float32   F_f where kept, else 0
     keep   (P, H, W)    bool
@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
-from .errors import MotionRefineError
-from .store import atomic_group, create_array, open_group, write_array, write_text_atomic
-from .video import frames_source
+from motionrefine import __version__
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.store import atomic_group, create_array, open_group, write_array, write_text_atomic
+from motionrefine.io.video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -260,7 +260,7 @@ def load_training_pairs(index: str | os.PathLike | dict | Iterable[TrainingPair]
     if isinstance(index, (str, os.PathLike)):
         p = Path(index)
         if not p.is_file():
-            from .errors import AssetMissingError
+            from motionrefine.core.errors import AssetMissingError
 
             raise AssetMissingError(f"training-set index not found: {p}")
         data, base = json.loads(p.read_text()), p.parent

@@ -9,12 +9,12 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .device import pick_device
-from .inference import FlowEstimator
-from .metrics import flow_scene_metrics
-from .models.checkpoint import load_raft
-from .readers import FlowScene
+from motionrefine import __version__
+from motionrefine.core.device import pick_device
+from motionrefine.flow.inference import FlowEstimator
+from motionrefine.bench.metrics import flow_scene_metrics
+from motionrefine.models.checkpoint import load_raft
+from motionrefine.io.readers import FlowScene
 
 log = logging.getLogger("motionrefine")
 

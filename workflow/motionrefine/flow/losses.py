@@ -16,8 +16,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .cycle import warp_backward_flow
-from .geometry import backward_warp, flow_magnitude, inside_frame
+from motionrefine.flow.cycle import warp_backward_flow
+from motionrefine.core.geometry import backward_warp, flow_magnitude, inside_frame
 
 
 def sequence_weights(n: int, gamma: float = 0.85) -> list[float]:

@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import MotionRefineError
+from motionrefine.core.errors import MotionRefineError
 
 TAPVID_THRESHOLDS = (1, 2, 4, 8, 16)
 FLOW_ACC_THRESHOLDS = (1, 3, 5)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import MotionRefineError
+from motionrefine.core.errors import MotionRefineError
 
 SCENE_SEP = "__"
 HELDOUT = "heldout"

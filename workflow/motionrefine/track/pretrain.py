@@ -33,12 +33,13 @@ import cv2
 import numpy as np
 import torch
 
-from . import __version__, synth
-from .device import pick_device
-from .errors import MotionRefineError
-from .finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints, optimizer_step
-from .models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
-from .store import write_text_atomic
+from motionrefine import __version__
+from motionrefine.bench import synth
+from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints, optimizer_step
+from motionrefine.models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
+from motionrefine.core.store import write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -362,8 +363,8 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
     model = Pips(cfg.size, S=cfg.S)
     init_sha = None
     if init_checkpoint is not None:
-        from .models.pips import read_pips_state
-        from .models.checkpoint import load_state_strict
+        from motionrefine.models.pips import read_pips_state
+        from motionrefine.models.checkpoint import load_state_strict
 
         state, init_sha = read_pips_state(init_checkpoint)
         load_state_strict(model, state, str(init_checkpoint))

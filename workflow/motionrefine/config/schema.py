@@ -23,10 +23,10 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from .errors import AssetMissingError, MotionRefineError
-from .video import parse_resize
+from motionrefine.core.errors import AssetMissingError, MotionRefineError
+from motionrefine.io.video import parse_resize
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_DIR = PROJECT_ROOT / "workflow" / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"

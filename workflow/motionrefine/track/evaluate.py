@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .errors import MotionRefineError
-from .metrics import pips_metrics, tapvid_metrics
-from .readers import TrackScene
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.bench.metrics import pips_metrics, tapvid_metrics
+from motionrefine.io.readers import TrackScene
 
 log = logging.getLogger("motionrefine")
 
@@ -70,7 +70,7 @@ def heldout_real_scenes(frames_dir: str | os.PathLike, n: int = 4, frames: int =
     (``pretrain.procedural_texture``, a seed range the pre-training never draws), which
     isolates the synthetic-to-real texture gap."""
     if str(frames_dir) == "procedural":
-        from .pretrain import procedural_texture
+        from motionrefine.track.pretrain import procedural_texture
 
         rng = np.random.default_rng([seed, 777])
         sources = [procedural_texture(rng, int(1.5 * height), int(1.5 * width)) for _ in range(6)]
@@ -97,7 +97,7 @@ def heldout_real_scenes(frames_dir: str | os.PathLike, n: int = 4, frames: int =
 def render_scenes(sources: Sequence[np.ndarray], label: str, n: int, frames: int, height: int, width: int,
                   seed: int, preset_mix: str | Sequence[str], n_tracks: int, camera_motion: float,
                   layer_speed: float, query_every: int) -> list[TrackScene]:
-    from . import synth
+    from motionrefine.bench import synth
 
     presets = [p.strip() for p in preset_mix.split(",")] if isinstance(preset_mix, str) else list(preset_mix)
     ratio = float(np.hypot(height, width) / np.hypot(256, 448))
@@ -129,7 +129,7 @@ def zero_motion_tracker() -> Tracker:
 
 def pips_tracker(model, iters: int = 6, vis_threshold: float = 0.5, device=None) -> Tracker:
     """PIPs chained over S-frame windows (``track_long``); occluded = visibility < threshold."""
-    from .models.pips import track_long
+    from motionrefine.models.pips import track_long
 
     def track(frames: np.ndarray, queries: np.ndarray):
         tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=device)
@@ -143,7 +143,7 @@ def pips_tracker(model, iters: int = 6, vis_threshold: float = 0.5, device=None)
 
 def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", iters: int = 6,
                                  stride: int | None = None, device=None) -> Tracker:
-    from .models.pips import load_pips
+    from motionrefine.models.pips import load_pips
 
     model, _ = load_pips(path, size, stride=stride)
     if device is not None:
@@ -155,11 +155,11 @@ def raft_chain_tracker(estimator, iters: int = 12, window: int = 8, alpha: float
                        beta: float = 0.1) -> Tracker:
     """Chained optical flow: ``estimator`` is an ``inference.FlowEstimator`` or a RAFT-small
     checkpoint path. Flow is computed in windows of ``window`` pairs (both directions)."""
-    from .inference import FlowEstimator
-    from .tracking import chain_flow_tracks
+    from motionrefine.flow.inference import FlowEstimator
+    from motionrefine.track.chain import chain_flow_tracks
 
     if not isinstance(estimator, FlowEstimator):
-        from .models.checkpoint import load_raft
+        from motionrefine.models.checkpoint import load_raft
 
         model, _ = load_raft(estimator, "small")
         estimator = FlowEstimator(model, iters=iters)
@@ -233,13 +233,13 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from . import __version__
-    from .models.checkpoint import sha256_file
-    from .synth import read_sequence
+    from motionrefine import __version__
+    from motionrefine.models.checkpoint import sha256_file
+    from motionrefine.bench.synth import read_sequence
 
     scenes = [as_track_scene(read_sequence(p), name=Path(p).stem) for p in scene_paths]
     for spec in tapvid:
-        from .readers import read_tapvid
+        from motionrefine.io.readers import read_tapvid
 
         found = list(read_tapvid(spec["path"], videos=[spec["name"]], **dict(spec.get("options") or {})))
         if not found:

@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import __version__
-from .errors import MotionRefineError
-from .evaluate import before_after
-from .finetune import read_loss_curve
-from .flowviz import flow_to_rgb, robust_max, wheel_legend
-from .labels import label_stats_table
-from .models.checkpoint import sha256_file
-from .plan import HELDOUT, SCENE_SEP
-from .store import open_group, write_text_atomic
+from motionrefine import __version__
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.evaluate import before_after
+from motionrefine.flow.finetune import read_loss_curve
+from motionrefine.report.flowviz import flow_to_rgb, robust_max, wheel_legend
+from motionrefine.flow.labels import label_stats_table
+from motionrefine.models.checkpoint import sha256_file
+from motionrefine.config.plan import HELDOUT, SCENE_SEP
+from motionrefine.core.store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -367,9 +367,9 @@ def sample_flows(videos: Sequence[str], frame_stores: Sequence[str], label_store
                  runs: Sequence[str], refined: Sequence[str], pretrained: str, variant: str, iters: int,
                  max_videos: int = 6, device: str = "auto", threads: int = 1) -> list[dict]:
     """The middle pair of each chosen video through both models, plus its keep mask."""
-    from .device import pick_device
-    from .inference import FlowEstimator
-    from .models.checkpoint import load_raft
+    from motionrefine.core.device import pick_device
+    from motionrefine.flow.inference import FlowEstimator
+    from motionrefine.models.checkpoint import load_raft
 
     chosen = pick_videos(videos, max_videos)
     if not chosen:
@@ -454,7 +454,7 @@ def provenance(evals: pd.DataFrame, pretrained: str, runs: Sequence[str], refine
                        "evaluated_refined_matches": (used == {sha}) if used else None,
                        "evaluated_pretrained_matches": (used_pre == {pre_sha}) if used_pre else None})
     try:
-        from .plan import finetune_settings
+        from motionrefine.config.plan import finetune_settings
 
         settings = finetune_settings(config)
     except Exception:  # a partial config (tests, ad-hoc use) still gets a report

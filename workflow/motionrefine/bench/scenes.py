@@ -8,13 +8,14 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, synth
-from .errors import MotionRefineError
-from .metrics import epe_map
-from .plan import READER_KINDS
-from .readers import FlowScene, iter_benchmark
-from .store import atomic_group, open_group, write_array
-from .video import frames_source
+from motionrefine import __version__
+from motionrefine.bench import synth
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.bench.metrics import epe_map
+from motionrefine.config.plan import READER_KINDS
+from motionrefine.io.readers import FlowScene, iter_benchmark
+from motionrefine.core.store import atomic_group, open_group, write_array
+from motionrefine.io.video import frames_source
 
 log = logging.getLogger("motionrefine")
 
@@ -49,9 +50,9 @@ def build_realtex_scene(frame_stores: Sequence[str], out_path: str, preset: str,
              "source_identities": [frames_source(dict(open_group(p).attrs)) for p in frame_stores],
              "code_version": __version__}
     if checkpoint:
-        from .inference import FlowEstimator
-        from .metrics import flow_metrics
-        from .models.checkpoint import load_raft
+        from motionrefine.flow.inference import FlowEstimator
+        from motionrefine.bench.metrics import flow_metrics
+        from motionrefine.models.checkpoint import load_raft
 
         model, digest = load_raft(checkpoint, variant)
         pred, _ = FlowEstimator(model, iters=iters).pairs(seq.frames, backward=False)

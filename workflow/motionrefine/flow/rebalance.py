@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cycle import DEFAULT_SPEED_EDGES, check_speed_edges, speed_bin_index
-from .errors import MotionRefineError
-from .geometry import flow_magnitude
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, speed_bin_index
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.geometry import flow_magnitude
 
 
 def speed_bin_weights(flow, keep, edges: Sequence[float] = DEFAULT_SPEED_EDGES):

@@ -27,11 +27,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import MotionRefineError
-from .evaluate import before_after
-from .plan import HELDOUT, finetune_settings, flow_scenes
-from .report import fmt_number
-from .store import write_text_atomic
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.evaluate import before_after
+from motionrefine.config.plan import HELDOUT, finetune_settings, flow_scenes
+from motionrefine.report.page import fmt_number
+from motionrefine.core.store import write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
@@ -222,7 +222,7 @@ def ablation_table(evals: pd.DataFrame, specs: dict[str, dict] | None = None) ->
 def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: dict | None = None) -> str:
     """The table in GitHub markdown: EPE in px, changes in % (negative = better), accuracies
     and Fl-all in % of pixels, before → after."""
-    from .report import markdown_table
+    from motionrefine.report.page import markdown_table
 
     scene_cols = [c for c in table.columns if c.startswith(CHANGE_PREFIX)]
     lines = []

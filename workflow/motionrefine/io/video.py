@@ -19,9 +19,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from . import __version__
-from .errors import VideoError
-from .store import atomic_group, create_array
+from motionrefine import __version__
+from motionrefine.core.errors import VideoError
+from motionrefine.core.store import atomic_group, create_array
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
-from .errors import MotionRefineError, StoreWriteError
+from motionrefine.core.errors import MotionRefineError, StoreWriteError
 
 # Zstd through Blosc with byte shuffle: good ratio on images and smooth float fields.
 DEFAULT_COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
@@ -84,7 +84,7 @@ def open_group(path: str | os.PathLike) -> zarr.Group:
     """Open an existing store read-only, with an error that names the path if it is missing."""
     p = Path(path)
     if not p.exists():
-        from .errors import AssetMissingError
+        from motionrefine.core.errors import AssetMissingError
 
         raise AssetMissingError(f"Zarr store not found: {p}")
     return zarr.open_group(str(p), mode="r")

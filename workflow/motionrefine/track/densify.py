@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import MotionRefineError
-from .tracking import densify_queries, verify_tracks
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.track.chain import densify_queries, verify_tracks
 
 REF_SIZE = (256, 448)  # (height, width) the official Horse10 constants refer to
 

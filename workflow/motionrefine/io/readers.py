@@ -32,8 +32,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .errors import AssetMissingError, MotionRefineError
-from .flowio import flow_valid_mask, read_disparity, read_flo, read_kitti_flow
+from motionrefine.core.errors import AssetMissingError, MotionRefineError
+from motionrefine.io.flow_formats import flow_valid_mask, read_disparity, read_flo, read_kitti_flow
 
 TAPVID_RESOLUTION = (256, 256)  # (height, width) of the official evaluation
 TAPVID_QUERY_STRIDE = 5

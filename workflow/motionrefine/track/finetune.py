@@ -35,15 +35,15 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from . import __version__
-from .augment import AugmentConfig, _jitter_params, apply_jitter, crop_size
-from .device import pick_device
-from .errors import MotionRefineError
-from .finetune import _save_checkpoint
-from .models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
-from .models.checkpoint import load_state_strict
-from .pretrain import prepare_tsv, resume_state
-from .store import open_group, write_text_atomic
+from motionrefine import __version__
+from motionrefine.flow.augment import AugmentConfig, _jitter_params, apply_jitter, crop_size
+from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.flow.finetune import _save_checkpoint
+from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
+from motionrefine.models.checkpoint import load_state_strict
+from motionrefine.track.pretrain import prepare_tsv, resume_state
+from motionrefine.core.store import open_group, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 

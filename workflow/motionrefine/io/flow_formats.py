@@ -28,7 +28,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .errors import AssetMissingError, MotionRefineError
+from motionrefine.core.errors import AssetMissingError, MotionRefineError
 
 FLO_MAGIC = np.float32(202021.25)
 # Middlebury marks unknown flow with 1e10; its tools treat |x| > 1e9 as unknown.
@@ -312,7 +312,7 @@ def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
     ``bw_000000.flo`` (t+1 -> t). The folder appears only when complete. Returns the file count."""
     import shutil
 
-    from .store import open_group
+    from motionrefine.core.store import open_group
 
     writers = {"flo": write_flo, "npy": write_npy}
     if fmt not in writers:
