@@ -13,7 +13,6 @@ Tolerances (64x96, T=4, photometric changes off, real frames from dog_run/hallwa
 
 from __future__ import annotations
 
-import glob
 import math
 
 import cv2
@@ -26,16 +25,18 @@ from motionrefine.bench import synth
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.geometry import backward_warp, inside_frame
 
-DATA = "/work/shared/data/frames"
 
-
-def _load(name: str, idx: list[int]) -> list[np.ndarray]:
-    files = sorted(glob.glob(f"{DATA}/{name}/*.jpg"))
-    if not files:
-        pytest.skip(f"shared frames {name} not available")
+def _load(frames_dir, idx: list[int]) -> list[np.ndarray]:
+    files = sorted(frames_dir.glob("*.jpg"))
+    # Same policy as conftest's `shared` fixture: missing assets are a setup error, not a skip.
+    if len(files) <= max(idx):
+        pytest.fail(f"shared frames missing: {frames_dir}/*.jpg needs at least {max(idx) + 1} files, "
+                    f"found {len(files)} (clone the project with shared/ beside it)")
     out = []
     for i in idx:
-        img = cv2.imread(files[i], cv2.IMREAD_COLOR)
+        img = cv2.imread(str(files[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            pytest.fail(f"unreadable shared frame {files[i]}")
         # Downscale once here: the generator would do it anyway, this keeps tests fast.
         scale = 160 / img.shape[1]
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -44,8 +45,9 @@ def _load(name: str, idx: list[int]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def sources():
-    return _load("dog_run", [0, 40]) + _load("hallway", [0, 5])
+def sources(shared):
+    frames = shared / "data" / "frames"
+    return _load(frames / "dog_run", [0, 40]) + _load(frames / "hallway", [0, 5])
 
 
 def small_cfg(preset="easy", **kw):
