@@ -1,4 +1,4 @@
-"""Cycle verification (flow and tracks), the label stage and track re-balancing."""
+"""Cycle verification of flow, the label stage and track re-balancing."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.flow.cycle import REASONS, pair_stats, resolve_checks, speed_bin_index, verify_flow, verify_tracks
+from motionrefine.flow.cycle import REASONS, pair_stats, resolve_checks, speed_bin_index, verify_flow
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.geometry import inside_frame
 from motionrefine.flow.labels import aggregate_labels, label_stats_table, load_training_pairs, make_flow_labels
@@ -138,20 +138,6 @@ def test_pair_stats_by_speed_bin_and_rejections():
     assert st["rejected"][0, REASONS.index("out_of_frame")] == int((~inside).sum()) == (1 + 3) * H // 2
     idx = speed_bin_index(torch.tensor([0.0, 0.99, 1.0, 4.49, 4.5, 1e6, float("nan")]), [0, 1, 2, 4.5, math.inf])
     assert idx.tolist() == [0, 0, 1, 2, 3, 3, -1]
-
-
-def test_verify_tracks():
-    rng = np.random.default_rng(1)
-    fwd = rng.uniform(0, 100, (5, 8, 2))
-    bwd = fwd.copy()
-    bwd[1, 3] += [1.0, 1.0]  # 1.41 px at one frame
-    bwd[2, 7] += [3.0, 0.0]
-    bwd[3, 0] = np.nan
-    keep = verify_tracks(fwd, bwd, theta=1.5)
-    assert keep.tolist() == [True, True, False, False, True]
-    assert verify_tracks(fwd, bwd, theta=1.4).tolist() == [True, False, False, False, True]
-    kt = verify_tracks(torch.from_numpy(fwd), torch.from_numpy(bwd), 1.5)
-    assert isinstance(kt, torch.Tensor) and kt.tolist() == keep.tolist()
 
 
 def test_track_speed_filter_and_bin_cap():

@@ -155,6 +155,26 @@ def test_verification_rejects_non_finite_and_bad_shapes():
         verify_tracks(lambda f, q: np.zeros((2, len(q), 2)), _time_frames(), np.zeros((3, 2)), theta=1.0)
 
 
+def _replay(fwd, bwd):
+    """A tracker returning given tracks (N, S, 2): ``fwd`` on the first call, then ``bwd``
+    (already at frame t) reversed in time, as the backward pass over reversed frames would."""
+    calls = iter([fwd.transpose(1, 0, 2), bwd.transpose(1, 0, 2)[::-1]])
+    return lambda frames, queries: next(calls)
+
+
+def test_verification_distance_at_every_frame():
+    rng = np.random.default_rng(1)
+    fwd = rng.uniform(0, 100, (5, 8, 2))
+    bwd = fwd.copy()
+    bwd[1, 3] += [1.0, 1.0]  # 1.41 px at one frame
+    bwd[2, 7] += [3.0, 0.0]
+    bwd[3, 0] = np.nan
+    _, keep, _ = verify_tracks(_replay(fwd, bwd), _time_frames(), fwd[:, 0], theta=1.5)
+    assert keep.tolist() == [True, True, False, False, True]
+    _, keep, _ = verify_tracks(_replay(fwd, bwd), _time_frames(), fwd[:, 0], theta=1.4)
+    assert keep.tolist() == [True, False, False, False, True]
+
+
 def test_verification_with_a_pips_model_runs_both_directions():
     torch.manual_seed(0)
     model = Pips("small").eval()

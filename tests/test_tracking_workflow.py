@@ -61,7 +61,8 @@ def test_tracker_comparison_scores_tapvid_videos(tmp_path):
     df = tracker_comparison([], {"raft": str(raft)}, {"tracker": str(ROOT / "weights" / "pips-small-synth.pth")},
                             "small", 2, 4, str(tmp_path / "eval.csv"), str(tmp_path / "fig.png"),
                             str(tmp_path / "summary.md"),
-                            tapvid=[{"benchmark": "davis", "name": "slide", "path": str(tmp_path / "tapvid_davis.pkl")}])
+                            tapvid=[{"benchmark": "davis", "name": "slide", "path": str(tmp_path / "tapvid_davis.pkl")}],
+                            raft_variant="small")
     assert sorted(df["tracker"]) == ["raft", "tracker"] and set(df["scene"]) == {"davis/slide"}
     # Pure translation of a textured image: chained RAFT tracks it within 1 px at 256x256 almost always.
     assert float(df[df["tracker"] == "raft"]["delta_avg"].iloc[0]) > 0.6

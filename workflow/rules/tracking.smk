@@ -67,6 +67,7 @@ rule track_eval:
         size=config["tracking"]["size"],
         iters=config["tracking"]["iters"],
         raft_iters=config["model"]["iters"],
+        raft_variant=config["model"]["variant"],
         tapvid=[
             {"benchmark": s.benchmark, "name": s.name, "path": scene_source_of(s),
              "options": config["benchmarks"][s.benchmark].get("options", {})}

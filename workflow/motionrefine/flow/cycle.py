@@ -1,6 +1,6 @@
-"""Cycle verification of motion estimates: which pixels (or tracks) become pseudo-labels.
+"""Cycle verification of optical flow: which pixels become pseudo-labels.
 
-Flow: for a pair (t, t+1) with forward flow F_f and backward flow F_b, pixel x is kept iff
+For a pair (t, t+1) with forward flow F_f and backward flow F_b, pixel x is kept iff
 
 1. forward-backward: ‖F_f(x) + Ŵ_b(x)‖ < α·(‖F_f(x)‖ + ‖Ŵ_b(x)‖) + β, with
    Ŵ_b(x) = F_b(x + F_f(x)) sampled bilinearly (``geometry.sample_bilinear``, zero padding);
@@ -15,6 +15,8 @@ Rejection reasons (``REASONS``) are evaluated independently, so one pixel can fa
 (they overlap, and the per-reason counts can sum to more than the rejected pixels), with
 one exception: a ``non_finite`` pixel is counted under ``non_finite`` only, because the
 other tests are meaningless for it. A switched-off check never rejects anything.
+
+Tracks are verified forward-backward over a window by ``track.chain.verify_tracks``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from motionrefine.core.errors import MotionRefineError
@@ -95,7 +96,7 @@ def fb_consistency(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha: float = 
                    squared: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward-backward test. Returns (consistent (B,H,W) bool, error, threshold).
 
-    The threshold uses ‖F_b‖ at the displaced position x + F_f(x), as the issue defines it;
+    The threshold uses ‖F_b‖ at the displaced position x + F_f(x) (test 1 of the module doc);
     the official refinement code used ‖F_b(x)‖ at the same pixel x instead.
     ``squared=True`` gives the UnFlow form (squared norms; UnFlow's α=0.01, β=0.5), used for
     the occlusion mask of the photometric baseline.
@@ -214,18 +215,3 @@ def pair_stats(result: CycleResult, speed_edges: Sequence[float] = DEFAULT_SPEED
         "rejected": torch.stack([result.rejected[r].reshape(b, -1).sum(1) for r in REASONS], dim=1),
     }
 
-
-def verify_tracks(fwd, bwd, theta: float):
-    """Keep track n iff ‖fwd[n, t] − bwd[n, t]‖ < θ for every t (and all values finite).
-
-    fwd, bwd: (N, S, 2) xy positions; ``bwd`` is the backward pass already reversed in time
-    so that bwd[:, t] is at frame t. Returns keep (N,) bool, numpy or torch like ``fwd``.
-    """
-    as_torch = isinstance(fwd, torch.Tensor)
-    f = fwd.detach().cpu().numpy() if as_torch else np.asarray(fwd)
-    g = bwd.detach().cpu().numpy() if isinstance(bwd, torch.Tensor) else np.asarray(bwd)
-    if f.shape != g.shape or f.ndim != 3 or f.shape[-1] != 2:
-        raise MotionRefineError(f"tracks must both be (N, S, 2), got {f.shape} and {g.shape}")
-    d = np.linalg.norm(f.astype(np.float64) - g.astype(np.float64), axis=-1)
-    keep = np.where(np.isfinite(d), d < theta, False).all(axis=1)
-    return torch.from_numpy(keep).to(fwd.device) if as_torch else keep

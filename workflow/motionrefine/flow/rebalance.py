@@ -55,9 +55,9 @@ def track_speed(tracks, divisor: str = "frames") -> np.ndarray:
     return length / (t.shape[1] if divisor == "frames" else t.shape[1] - 1)
 
 
-def speed_filter(tracks, min_speed: float = 5.0, divisor: str = "frames") -> np.ndarray:
-    """keep (N,) bool: tracks whose speed (see :func:`track_speed`) is > ``min_speed``."""
-    s = track_speed(tracks, divisor)
+def speed_filter(tracks, min_speed: float = 5.0, divisor: str = "frames", scale: float = 1.0) -> np.ndarray:
+    """keep (N,) bool: tracks whose speed (see :func:`track_speed`) times ``scale`` is > ``min_speed``."""
+    s = track_speed(tracks, divisor) * scale
     return np.isfinite(s) & (s > min_speed)
 
 

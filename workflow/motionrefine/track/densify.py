@@ -1,10 +1,10 @@
 """Query points, forward-backward verification and densification of tracker pseudo-labels,
-one S-frame window at a time (method notes §3.1–3.2).
+one S-frame window at a time.
 
 Per window: seed queries at the window's first frame (a regular grid or corner features)
-are tracked forward and back (``tracking.verify_tracks``) and kept iff the two agree within
+are tracked forward and back (``chain.verify_tracks``) and kept iff the two agree within
 θ px at every frame. Around each kept seed a w×w integer grid of extra queries
-(``tracking.densify_queries``) is verified the same way; the labels are the forward tracks.
+(``chain.densify_queries``) is verified the same way; the labels are the forward tracks.
 
 Resolution: the official constants are for 256×448 frames (θ = 3 px for Horse10), so θ,
 the grid spacing, the border margin and w are given at that reference size and scaled by

@@ -152,16 +152,17 @@ def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", i
 
 
 def raft_chain_tracker(estimator, iters: int = 12, window: int = 8, alpha: float = 0.002,
-                       beta: float = 0.1) -> Tracker:
-    """Chained optical flow: ``estimator`` is an ``inference.FlowEstimator`` or a RAFT-small
-    checkpoint path. Flow is computed in windows of ``window`` pairs (both directions)."""
+                       beta: float = 0.1, variant: str = "small") -> Tracker:
+    """Chained optical flow: ``estimator`` is an ``inference.FlowEstimator`` or the path of a
+    RAFT checkpoint of architecture ``variant``. Flow is computed in windows of ``window``
+    pairs (both directions)."""
     from motionrefine.flow.inference import FlowEstimator
     from motionrefine.track.chain import chain_flow_tracks
 
     if not isinstance(estimator, FlowEstimator):
         from motionrefine.models.checkpoint import load_raft
 
-        model, _ = load_raft(estimator, "small")
+        model, _ = load_raft(estimator, variant)
         estimator = FlowEstimator(model, iters=iters)
 
     def track(frames: np.ndarray, queries: np.ndarray):
@@ -226,10 +227,11 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips: Mapping[str, str], size: str,
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
-                       tapvid: Sequence[Mapping] = ()) -> pd.DataFrame:
+                       tapvid: Sequence[Mapping] = (), *, raft_variant: str) -> pd.DataFrame:
     """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
     benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
-    per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means."""
+    per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
+    The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -248,7 +250,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     trackers: dict[str, Tracker] = {}
     shas = {}
     for name, path in raft.items():
-        trackers[name] = raft_chain_tracker(path, iters=raft_iters)
+        trackers[name] = raft_chain_tracker(path, iters=raft_iters, variant=raft_variant)
         shas[name] = sha256_file(path)
     for name, path in pips.items():
         trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters)

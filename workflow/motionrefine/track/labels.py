@@ -39,7 +39,7 @@ from motionrefine.track.densify import (corner_queries, grid_queries, resolution
                       verify_and_densify, window_starts)
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.rebalance import cap_bins, track_speed
+from motionrefine.flow.rebalance import cap_bins, speed_filter, track_speed
 from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.track.chain import pips_track_fn
 
@@ -158,7 +158,7 @@ def rebalance_tracks(tracks: np.ndarray, mode: str = "filter", edges: Sequence[f
     if mode == "none":
         keep = np.isfinite(speed)
     elif mode == "filter":
-        keep = np.isfinite(speed) & (speed > min_speed)
+        keep = speed_filter(tracks, min_speed, scale=speed_scale)
     elif mode == "cap":
         occupied = len(np.unique(bins[bins >= 0]))
         if occupied:
@@ -181,7 +181,7 @@ def seed_queries(frame: np.ndarray, cfg: TrackLabelConfig, res: dict) -> np.ndar
 def label_video(frames, track_fn, cfg: TrackLabelConfig | dict | None = None, S: int = 8) -> dict:
     """Pseudo-labels of one video. ``frames``: (T, H, W, 3) uint8 array (or a lazily indexed
     zarr array); ``track_fn(frames (S,H,W,3), queries (N,2)) -> (S, N, 2)`` (e.g.
-    ``tracking.pips_track_fn(model)``). Returns a dict of numpy arrays (tracks, window_start,
+    ``chain.pips_track_fn(model)``). Returns a dict of numpy arrays (tracks, window_start,
     speed, speed_bin, fb_dist, origin, hist_before, hist_after, window_starts) plus
     ``windows`` (per-window counts) and ``resolved`` (θ, w, … used)."""
     cfg = cfg if isinstance(cfg, TrackLabelConfig) else TrackLabelConfig.from_dict(cfg)

@@ -1,7 +1,4 @@
-"""PIPs (v1) multi-frame point tracker, after Harley, Fang, Li & Guibas, "Particle Video
-Revisited: Tracking Through Occlusions Using Point Trajectories" (ECCV 2022).
-
-One module, four parts:
+"""The PIPs network, in four parts:
 
 * ``PipsEncoder``: RAFT-style residual stages at 1/2, 1/4, 1/8 and 1/16 resolution, each
   resized to 1/stride and fused by a 3×3 and a 1×1 convolution into ``latent_dim`` channels.
@@ -24,23 +21,17 @@ Coordinates are (x, y) pixels with pixel centres at integers, like ``geometry``.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from motionrefine.core.errors import AssetMissingError, CheckpointError, MotionRefineError
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.geometry import sample_bilinear
-from motionrefine.models.checkpoint import load_state_strict, save_atomic, sha256_file
 from motionrefine.models.raft.corr import window_offsets
 from motionrefine.models.raft.extractor import ResidualBlock
-
-PIPS_RELEASE = "https://github.com/aharley/pips (reference_model/model-000200000.pth)"
 
 
 # --------------------------------------------------------------------------- config
@@ -325,230 +316,3 @@ class Pips(nn.Module):
         vis = self.vis_predictor(ffeats).reshape(b, n, s).transpose(1, 2)
         heatmaps = torch.stack(heat, dim=2) if return_heatmaps else None
         return PipsOutput(preds, vis, feat if return_feat else None, heatmaps)
-
-
-# --------------------------------------------------------------------------- losses
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1e-6)
-
-
-def sequence_loss(coord_preds: list, target: torch.Tensor, valid: torch.Tensor | None = None,
-                  gamma: float = 0.8) -> torch.Tensor:
-    """(1/I)·Σ_i γ^(I−1−i)·masked-mean over (B, S, N) of mean_xy |P_i − P̂| (P̂: (B, S, N, 2))."""
-    valid = torch.ones(target.shape[:3], device=target.device) if valid is None else valid.float()
-    n = len(coord_preds)
-    loss = sum(gamma ** (n - 1 - i) * _masked_mean((p - target).abs().mean(-1), valid)
-               for i, p in enumerate(coord_preds))
-    return loss / n
-
-
-def balanced_bce(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE over positives (target > 0.95) plus mean BCE over negatives (target < 0.05)."""
-    valid = torch.ones_like(target) if valid is None else valid.float()
-    loss = F.softplus(-(2.0 * (target > 0.95).float() - 1.0) * logits)
-    return _masked_mean(loss, (target > 0.95).float() * valid) + _masked_mean(loss, (target < 0.05).float() * valid)
-
-
-def score_map_loss(heatmaps: torch.Tensor, target: torch.Tensor, vis: torch.Tensor | None = None,
-                   valid: torch.Tensor | None = None) -> torch.Tensor:
-    """Balanced BCE of the heatmaps (B, S, I, N, h, w) against a one-hot at the rounded target
-    (B, S, N, 2) given in feature units (pixels / stride). Only in-map, valid, visible targets count.
-
-    Each heatmap gets its own target only; the reference code's advanced indexing also marks
-    every other kept track's location as positive in each map, which is not reproduced."""
-    b, s, i, n, h, w = heatmaps.shape
-    maps = heatmaps.permute(0, 1, 3, 2, 4, 5).reshape(b * s * n, i, h * w)
-    xy = target.reshape(-1, 2).round().long()
-    keep = (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
-    for m in (vis, valid):
-        if m is not None:
-            keep &= m.reshape(-1) > 0
-    if not keep.any():
-        return heatmaps.sum() * 0.0
-    maps, xy = maps[keep], xy[keep]
-    gt = torch.zeros_like(maps)
-    gt[torch.arange(len(xy), device=xy.device), :, xy[:, 1] * w + xy[:, 0]] = 1.0
-    return balanced_bce(maps, gt)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-def read_pips_state(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
-    """Read a PIPs state_dict from the released layout ({'model_state_dict': ..., 'optimizer_state_dict':
-    ...}), a plain state_dict, or one nested under 'state_dict'; strip a 'module.' or 'model.' prefix
-    when every key has it. Returns (state, sha256)."""
-    p = Path(path)
-    if not p.is_file():
-        raise AssetMissingError(
-            f"checkpoint not found: {p} (looked for {p.resolve()}); get the official PIPs weights from {PIPS_RELEASE}")
-    digest = sha256_file(p)
-    if expected_sha256 and digest.lower() != expected_sha256.lower():
-        raise CheckpointError(f"checkpoint {p} has sha256 {digest}, but the config pins {expected_sha256}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, not a torch file
-        raise CheckpointError(f"checkpoint {p} cannot be read by torch.load: {exc}") from exc
-    if isinstance(obj, dict):
-        for key in ("model_state_dict", "state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {p} holds no state_dict of tensors (looked at the top level and "
-                              f"under 'model_state_dict' / 'state_dict' / 'model')")
-    for prefix in ("module.", "model."):
-        if all(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items()}
-    return obj, digest
-
-
-def load_pips(path: str | os.PathLike, size: str = "published", expected_sha256: str | None = None,
-              stride: int | None = None, **overrides) -> tuple[Pips, str]:
-    """Build PIPs ``size`` and load ``path`` strictly. Returns (model in eval mode, sha256)."""
-    state, digest = read_pips_state(path, expected_sha256)
-    if stride is not None:
-        overrides["stride"] = stride
-    model = Pips(size, **overrides)
-    load_state_strict(model, state, str(path))
-    model.eval()
-    return model, digest
-
-
-def save_pips(model: Pips, path: str | os.PathLike) -> str:
-    """Write {'model_state_dict': ...} (the released layout, no optimizer), atomically. Returns sha256."""
-    return save_atomic({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
-
-
-# --------------------------------------------------------------------------- long videos
-
-def reanchor_offset(vis: np.ndarray, threshold: float = 0.9, step: float = 0.02) -> int:
-    """Window frame to restart from, given one point's visibility probabilities (S,).
-
-    The PIPs chaining demo: the latest frame in [2, S−1] whose visibility exceeds the
-    threshold; if none does, lower the threshold by ``step`` and look again."""
-    vis = np.asarray(vis, dtype=np.float32)
-    cand = vis[2:]
-    if cand.size == 0:
-        raise MotionRefineError("re-anchoring needs windows of at least 3 frames")
-    thr = threshold
-    while True:
-        hit = np.nonzero(cand > np.float32(thr))[0]
-        if hit.size:
-            return int(hit[-1]) + 2
-        thr -= step
-
-
-class _FrameFeatures:
-    """Lazily encoded per-frame feature maps of one video, dropped once no chain needs them."""
-
-    def __init__(self, model: Pips, frames: np.ndarray, device: torch.device):
-        self.model, self.frames, self.device = model, frames, device
-        self.cache: dict[int, torch.Tensor] = {}
-
-    def get(self, idx: list[int]) -> torch.Tensor:
-        missing = sorted({i for i in idx if i not in self.cache})
-        if missing:
-            x = torch.from_numpy(np.ascontiguousarray(self.frames[missing])).to(self.device)
-            f = self.model.encode(x.permute(0, 3, 1, 2)[None].float())[0]
-            self.cache.update(zip(missing, f))
-        return torch.stack([self.cache[i] for i in idx])
-
-    def drop_before(self, order: list[int], pos: int) -> None:
-        for i in order[:pos]:
-            self.cache.pop(i, None)
-
-
-def _chain(model: Pips, feats: _FrameFeatures, order: list[int], start: np.ndarray, xy: np.ndarray,
-           iters: int, chunk: int, threshold: float, step: float, tracks: np.ndarray, vis_out: np.ndarray,
-           points: np.ndarray) -> None:
-    """Chain windows along ``order`` (frame indices) for ``points``, starting at positions
-    ``start`` (into ``order``) with pixel positions ``xy``; writes tracks/vis in place."""
-    S, T = model.cfg.S, len(order)
-    dev = feats.device
-    cur = start.astype(np.int64).copy()
-    pos = xy.astype(np.float32).copy()
-    feat = [None] * len(points)
-    active = np.ones(len(points), dtype=bool)
-    while active.any():
-        c = int(cur[active].min())
-        feats.drop_before(order, c)
-        group = np.nonzero(active & (cur == c))[0]
-        window = [order[min(c + k, T - 1)] for k in range(S)]  # short tail: repeat the last frame
-        fm = feats.get(window)[None]
-        s_local = min(S, T - c)
-        for g0 in range(0, len(group), chunk):
-            g = group[g0:g0 + chunk]
-            q = torch.from_numpy(pos[g]).to(dev)[None]
-            need = [k for k, j in enumerate(g) if feat[j] is None]
-            if need:  # the query's own feature, kept for every later window of its chain
-                f0 = model.sample_features(fm[:, 0], q[:, need] / model.stride)[0]
-                for k, row in zip(need, f0):
-                    feat[g[k]] = row
-            f_init = torch.stack([feat[j] for j in g])[None]
-            out = model(q, None, iters=iters, feat_init=f_init, fmaps=fm, lock_first=True)
-            xy_w = out.coords[-1][0].transpose(0, 1).float().cpu().numpy()       # (n, S, 2)
-            v_w = torch.sigmoid(out.vis[0]).transpose(0, 1).float().cpu().numpy()  # (n, S)
-            frames_out = order[c:c + s_local]
-            tracks[points[g][:, None], frames_out] = xy_w[:, :s_local]
-            vis_out[points[g][:, None], frames_out] = v_w[:, :s_local]
-            for k, j in enumerate(g):
-                si = reanchor_offset(v_w[k], threshold, step)
-                cur[j] = c + si
-                if cur[j] >= T - 1:
-                    # At T−1 the reference runs one more (padded) window whose only frame is
-                    # the locked anchor: the position cannot change, so it is skipped here.
-                    active[j] = False
-                else:
-                    pos[j] = xy_w[k, si]
-
-
-@torch.no_grad()
-def track_long(model: Pips, frames: np.ndarray, queries: np.ndarray, S: int = 8, iters: int = 6,
-               chunk: int = 256, threshold: float = 0.9, step: float = 0.02,
-               device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Track queries (N, 3) = [t, x, y] through frames (T, H, W, 3) uint8 by chaining S-frame windows.
-
-    As the PIPs chaining demo: from the query frame, run one window, keep its positions, and
-    restart at the latest window frame (≥ 2) predicted visible with probability > 0.9 (the
-    threshold drops by 0.02 until one qualifies), carrying the query's original feature. The
-    final window is padded by repeating the last frame. Frames before a query's frame are
-    tracked the same way on the time-reversed video (the demo only goes forward).
-
-    Returns tracks (N, T, 2) float32 pixels and visibility probabilities (N, T) float32.
-    Resize frames beforehand if needed; coordinates are in the given frames' pixels.
-    """
-    if S != model.cfg.S:
-        raise MotionRefineError(f"model window is S={model.cfg.S}, got S={S}")
-    frames = np.asarray(frames)
-    queries = np.asarray(queries, dtype=np.float64)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or queries.ndim != 2 or queries.shape[1] != 3:
-        raise MotionRefineError(f"expected frames (T, H, W, 3) and queries (N, 3), got {frames.shape}, {queries.shape}")
-    T, n = len(frames), len(queries)
-    qt = queries[:, 0].round().astype(np.int64)
-    if n and (qt.min() < 0 or qt.max() >= T):
-        raise MotionRefineError(f"query frames must lie in [0, {T - 1}]")
-    was_training = model.training
-    model.eval()
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    tracks = np.full((n, T, 2), np.nan, dtype=np.float32)
-    vis = np.zeros((n, T), dtype=np.float32)
-    feats = _FrameFeatures(model, frames, dev)
-    try:
-        fwd = np.arange(n)
-        _chain(model, feats, list(range(T)), qt[fwd], queries[fwd, 1:], iters, chunk, threshold, step,
-               tracks, vis, fwd)
-        back = np.nonzero(qt > 0)[0]
-        if len(back):
-            feats.cache.clear()
-            order = list(range(T - 1, -1, -1))
-            done_fwd = tracks[back, qt[back]].copy()
-            vis_fwd = vis[back, qt[back]].copy()
-            _chain(model, feats, order, T - 1 - qt[back], queries[back, 1:], iters, chunk, threshold, step,
-                   tracks, vis, back)
-            # the query frame itself belongs to the forward pass
-            tracks[back, qt[back]] = done_fwd
-            vis[back, qt[back]] = vis_fwd
-    finally:
-        model.train(was_training)
-    return tracks, vis
