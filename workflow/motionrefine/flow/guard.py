@@ -1,0 +1,111 @@
+"""A guard against harm: keep the refined weights only if label-free signals say they are better.
+
+Fine-tuning never sees ground truth, and neither does the guard. A fixed pattern of pixel
+blocks (``holdout_mask``) is held back from every training label; after fine-tuning,
+pretrained and refined students are compared on the training pairs by
+
+- agreement with the teacher on the held-back verified pixels (EPE to the label): the
+  decision signal, since it asks whether what was learnt carries over to unseen pixels;
+- the forward-backward consistency rate and the photometric error of the warp over all
+  pixels, reported beside it (they reward smooth or self-consistent flow, not correct flow).
+
+The refined weights are kept iff their held-back agreement EPE is lower than the
+pretrained model's by more than ``margin`` (relative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from motionrefine.core.geometry import flow_magnitude
+from motionrefine.flow.cycle import colour_error, fb_consistency
+
+# Loose forward-backward test for the consistency *rate* (UnFlow's constants, non-squared
+# norms): the label thresholds are strict on purpose and would leave a near-empty signal.
+RATE_ALPHA, RATE_BETA = 0.01, 0.5
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    block: int = 16  # px side of a held-back block
+    every: int = 5   # one block in `every` is held back
+
+    def mask(self, height: int, width: int) -> np.ndarray:
+        """(H, W) bool, True where a pixel is held back from training.
+
+        Blocks on a diagonal lattice, so every image region and both axes are sampled and a
+        crop of any position keeps about 1/every of them."""
+        by = np.arange(height)[:, None] // self.block
+        bx = np.arange(width)[None, :] // self.block
+        return (by + 2 * bx) % self.every == 0
+
+
+@dataclass
+class PairSignals:
+    agree_sum: float = 0.0   # sum of EPE to the label over held-back verified pixels
+    agree_count: int = 0
+    consistent: int = 0      # pixels passing the loose forward-backward test
+    photometric_sum: float = 0.0
+    pixels: int = 0
+
+    def add(self, other: "PairSignals") -> None:
+        for k in vars(self):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def summary(self) -> dict:
+        return {
+            "agreement_epe": self.agree_sum / self.agree_count if self.agree_count else float("nan"),
+            "agreement_pixels": int(self.agree_count),
+            "fb_consistent_rate": self.consistent / self.pixels if self.pixels else float("nan"),
+            "photometric_error": self.photometric_sum / self.pixels if self.pixels else float("nan"),
+        }
+
+
+def pair_signals(frames: np.ndarray, fw: np.ndarray, bw: np.ndarray, label_fw: np.ndarray, keep_fw: np.ndarray,
+                 label_bw: np.ndarray, keep_bw: np.ndarray, held: np.ndarray) -> PairSignals:
+    """Signals of one model's flow on consecutive pairs.
+
+    frames (N+1, H, W, 3) uint8; fw, bw, label_* (N, H, W, 2); keep_* (N, H, W) bool; held (H, W)."""
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    f, b = t(fw).permute(0, 3, 1, 2).float(), t(bw).permute(0, 3, 1, 2).float()
+    out = PairSignals()
+    for pred, lab, keep in ((f, label_fw, keep_fw), (b, label_bw, keep_bw)):
+        sel = t(keep & held[None])
+        err = flow_magnitude(pred - t(lab).permute(0, 3, 1, 2).float())
+        out.agree_sum += float(err[sel].sum())
+        out.agree_count += int(sel.sum())
+    ok, _, _ = fb_consistency(f, b, RATE_ALPHA, RATE_BETA)
+    imgs = t(frames).permute(0, 3, 1, 2)
+    photo = colour_error(imgs[:-1], imgs[1:], f)
+    out.consistent += int(ok.sum())
+    out.photometric_sum += float(photo.sum())
+    out.pixels += ok.numel()
+    return out
+
+
+def decide(pretrained: dict, refined: dict, margin: float = 0.0) -> dict:
+    """Keep the refined weights iff their held-back agreement EPE beats the pretrained one's."""
+    before, after = pretrained["agreement_epe"], refined["agreement_epe"]
+    if not (np.isfinite(before) and np.isfinite(after)):
+        keep, why = False, "no held-back verified pixels: nothing to judge the refinement by"
+    else:
+        keep = after < before * (1.0 - margin)
+        change = (after - before) / before * 100 if before else 0.0
+        why = (f"held-back agreement with the teacher {before:.3f} -> {after:.3f} px ({change:+.1f} %): "
+               + ("refined weights kept" if keep else "not better, pretrained weights kept"))
+    return {"keep_refined": bool(keep), "reason": why, "margin": margin}
+
+
+def model_signals(estimator, groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                  holdout: HoldOut) -> dict:
+    """Summed signals of ``estimator`` over (frames, label_fw, keep_fw, label_bw, keep_bw) groups."""
+    total = PairSignals()
+    for frames, lab_fw, keep_fw, lab_bw, keep_bw in groups:
+        fw, bw = estimator.pairs(frames)
+        held = holdout.mask(*frames.shape[1:3])
+        total.add(pair_signals(frames, fw, bw, lab_fw, keep_fw, lab_bw, keep_bw, held))
+    return total.summary()
