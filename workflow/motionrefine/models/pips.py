@@ -36,7 +36,8 @@ from torch import nn
 
 from motionrefine.core.errors import AssetMissingError, CheckpointError, MotionRefineError
 from motionrefine.core.geometry import sample_bilinear
-from motionrefine.models.checkpoint import load_state_strict, save_atomic, sha256_file
+from motionrefine.models.checkpoint import load_state_strict
+from motionrefine.core.store import save_atomic, sha256_file
 from motionrefine.models.raft.corr import window_offsets
 from motionrefine.models.raft.extractor import ResidualBlock
 
