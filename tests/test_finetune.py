@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.finetune import (TSV_COLUMNS, FinetuneConfig, _prepare_tsv, batch_indices, finetune,
-                                   list_checkpoints, read_loss_curve)
+from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune
+from motionrefine.flow.pairs import batch_indices
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft
 from motionrefine.core.store import atomic_group, write_array
+from motionrefine.train.curve import prepare_tsv, read_loss_curve
+from motionrefine.train.state import list_checkpoints
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "raft-small.pth"
@@ -87,12 +89,26 @@ def test_tiny_finetune_writes_checkpoints_log_and_official_final(training_set, t
     assert (tmp_path / "run" / "summary.json").is_file()
 
 
+# Loss curve (without the seconds column) and final weights of a tiny fixed-seed run, recorded on
+# the CPU before the trainers shared one loop: any change of data, random draws or update shows here.
+PINNED_CURVE = [
+    ["1", "0.771202", "4e-06", "0.327469"],
+    ["2", "1.16419", "1.42128e-05", "0.586947"],
+    ["3", "0.887444", "2.44255e-05", "0.507275"],
+    ["4", "0.875797", "3.46383e-05", "0.297735"],
+]
+PINNED_FINAL = "0c7965831ccb8539c1ca4cafbee4bfc1d3872ff2eea409e0e650858df9679a00"
+
+
 def test_deterministic_and_resume_matches_a_straight_run(training_set, tmp_path):
     a = finetune(tiny(steps=2), training_set, WEIGHTS, tmp_path / "a")
     b = finetune(tiny(steps=2, prefetch=0), training_set, WEIGHTS, tmp_path / "b")
     assert same_weights(weights(a["final"]), weights(b["final"]))  # same seed ⇒ identical weights
 
     straight = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "straight")
+    rows = [r.split("\t")[:-1] for r in (tmp_path / "straight" / "loss.tsv").read_text().splitlines()]
+    assert rows == [list(TSV_COLUMNS[:-1])] + PINNED_CURVE
+    assert straight["final_sha256"] == PINNED_FINAL
     part = finetune(tiny(steps=4), training_set, WEIGHTS, tmp_path / "resumed", stop_at=2)
     assert not part["completed"] and "final" not in part
     assert not (tmp_path / "resumed" / "final.pth").exists()
@@ -165,7 +181,7 @@ def test_loss_log_is_trimmed_to_the_resumed_step(tmp_path):
         w.writerow(TSV_COLUMNS)
         for s in range(1, 6):
             w.writerow([s, 1.0, 1e-4, 0.5, 0.1])
-    _prepare_tsv(p, 3)  # steps 4 and 5 were logged after the last checkpoint: redone
+    prepare_tsv(p, TSV_COLUMNS, 3)  # steps 4 and 5 were logged after the last checkpoint: redone
     assert list(read_loss_curve(p)["step"]) == [1, 2, 3]
-    _prepare_tsv(p, 0)
+    prepare_tsv(p, TSV_COLUMNS, 0)
     assert len(read_loss_curve(p)) == 0

@@ -37,10 +37,10 @@ from motionrefine.flow.evaluate import scene_sha256
 from motionrefine.flow.finetune import finetune
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.labels import make_flow_labels
-from motionrefine.models.checkpoint import load_raft, sha256_file
+from motionrefine.models.checkpoint import load_raft
 from motionrefine.config.plan import finetune_settings
-from motionrefine.core.store import open_group
-from motionrefine.io.video import file_sha256, frames_source
+from motionrefine.core.store import open_group, sha256_file
+from motionrefine.io.video import frames_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT.parent / "shared").resolve()
@@ -211,7 +211,7 @@ def attrs(run: Run, rel: str) -> dict:
 
 def test_frames_stores_record_their_source(run):
     tree = attrs(run, "results/frames/tree.zarr")
-    assert tree["source_path"] == str(run.video) and tree["source_sha256"] == file_sha256(run.video)
+    assert tree["source_path"] == str(run.video) and tree["source_sha256"] == sha256_file(run.video)
     assert tree["frame_indices"] == list(range(10, 16)) and tree["resize"] == "96x64"
     assert tree["code_version"] == __version__
     dog = attrs(run, "results/frames/dog.zarr")

@@ -74,6 +74,28 @@ def test_tiny_pretrain_lowers_loss_and_writes_outputs(straight_run):
     assert after < 0.85 * before, (before, after)
 
 
+# Loss curve (without the seconds column) and final weights of a tiny fixed-seed run, recorded on
+# the CPU before the trainers shared one loop: any change of data, random draws or update shows here.
+PINNED_CURVE = [
+    ["1", "7.16957", "5.89195", "1.27761", "13.4924", "0.00197965"],
+    ["2", "16.9878", "16.3906", "0.597139", "35.9064", "0.00184216"],
+    ["3", "15.1597", "12.9394", "2.22036", "27.1019", "0.00159224"],
+    ["4", "7.61059", "7.16623", "0.444362", "16.0919", "0.00126326"],
+    ["5", "6.34515", "5.8084", "0.536752", "13.1985", "0.000899131"],
+    ["6", "8.02672", "5.67953", "2.34719", "11.9519", "0.000548472"],
+    ["7", "5.86933", "5.5103", "0.359021", "11.5916", "0.000258093"],
+    ["8", "8.74273", "4.12601", "4.61672", "8.47412", "6.67569e-05"],
+]
+PINNED_FINAL = "37bb6f25689af26134b1582e19629dfaab84cf0b5261278d682b9cc93aa48a31"
+
+
+def test_tiny_pretrain_reproduces_the_pinned_curve_and_weights(straight_run):
+    out, summary = straight_run
+    rows = [r.split("\t")[:-1] for r in (out / "loss.tsv").read_text().splitlines()]
+    assert rows == [list(pt.PRETRAIN_COLUMNS[:-1])] + PINNED_CURVE
+    assert summary["final_sha256"] == PINNED_FINAL
+
+
 def test_pretrain_resumes_to_the_same_weights(straight_run, tmp_path):
     out, _ = straight_run
     part = pt.pretrain(TINY, tmp_path, stop_at=4)

@@ -33,7 +33,9 @@ from zarr.storage import LocalStore
 
 from dryrun import dry_run_jobs
 from motionrefine.core.errors import AssetMissingError, CheckpointError, StoreWriteError, VideoError
-from motionrefine.flow.finetune import finetune, list_checkpoints, read_loss_curve
+from motionrefine.flow.finetune import finetune
+from motionrefine.train.curve import read_loss_curve
+from motionrefine.train.state import list_checkpoints
 from motionrefine.flow.inference import FlowEstimator, flow_stage
 from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft, read_state_dict

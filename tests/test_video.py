@@ -7,7 +7,8 @@ import pytest
 import zarr
 
 from motionrefine.core.errors import MotionRefineError, VideoError
-from motionrefine.io.video import extract_frames, file_sha256, parse_resize
+from motionrefine.io.video import extract_frames, parse_resize
+from motionrefine.core.store import sha256_file
 
 
 def read_store(path):
@@ -50,7 +51,7 @@ def test_video_range_stride_resize(shared, tmp_path):
     assert stored["original_size"] == {"width": 320, "height": 240}
     assert stored["stored_size"] == {"width": 96, "height": 64}
     assert stored["fps"] == pytest.approx(15.0, rel=1e-3)
-    assert stored["source_sha256"] == file_sha256(src)
+    assert stored["source_sha256"] == sha256_file(src)
     assert stored["source_size_bytes"] == src.stat().st_size
     assert stored["source_path"] == str(src.resolve()) and stored["code_version"]
     # The stored frame is the selected source frame, in RGB order.

@@ -236,7 +236,8 @@ def finetune_speed(args) -> None:
 
     import pandas as pd
 
-    from motionrefine.flow.finetune import FinetuneConfig, finetune, make_loader
+    from motionrefine.flow.finetune import FinetuneConfig, finetune
+    from motionrefine.flow.pairs import make_loader
     from motionrefine.flow.inference import flow_stage
     from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
     from motionrefine.config.plan import FINETUNE_PROFILES

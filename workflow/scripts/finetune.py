@@ -7,7 +7,8 @@ checkpoint, while changed labels or settings start afresh instead of resuming st
 import shutil
 
 from motionrefine.config.schema import job_log
-from motionrefine.flow.finetune import finetune, training_workdir
+from motionrefine.flow.finetune import finetune
+from motionrefine.train.workdir import training_workdir
 
 with job_log(snakemake.log[0]) as log:
     settings = dict(snakemake.params.settings, threads=snakemake.threads)

@@ -2,7 +2,7 @@
 import shutil
 
 from motionrefine.config.schema import job_log
-from motionrefine.flow.finetune import training_workdir
+from motionrefine.train.workdir import training_workdir
 from motionrefine.track.finetune import finetune_tracker
 
 with job_log(snakemake.log[0]) as log:

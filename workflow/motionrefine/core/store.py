@@ -1,17 +1,18 @@
-"""Zarr v3 stores written atomically.
+"""Files and Zarr v3 stores written atomically, and file hashes.
 
 A job killed mid-write must leave nothing that a later run (or Snakemake) reads as
-finished, so every store is built under a temporary sibling path and renamed into
-place only after the last array is written.
+finished, so every store or file is built under a temporary sibling path and renamed
+into place only after the last byte is written.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import zarr
@@ -67,17 +68,38 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks=None, **a
     return arr
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file (JSON, markdown, HTML) via a temporary sibling and a rename."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, p)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (JSON, markdown, HTML) via a temporary sibling and a rename."""
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_atomic(obj, path: str | os.PathLike) -> str:
+    """``torch.save`` via a temporary sibling and a rename. Returns the sha256 of the file."""
+    import torch  # only the trainers and model writers need it
+
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    return sha256_file(path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def open_group(path: str | os.PathLike) -> zarr.Group:

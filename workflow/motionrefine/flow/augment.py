@@ -72,7 +72,7 @@ def crop_size(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]
 
 # ------------------------------------------------------------------ colour jitter (float RGB in [0, 1])
 
-def _jitter_params(cfg: AugmentConfig, rng: np.random.Generator) -> list[tuple[str, float]]:
+def jitter_params(cfg: AugmentConfig, rng: np.random.Generator) -> list[tuple[str, float]]:
     """Random factors and a random order, like torchvision's ColorJitter."""
     ops = [
         ("brightness", rng.uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness)),
@@ -111,10 +111,10 @@ def colour_jitter(img1: np.ndarray, img2: np.ndarray, cfg: AugmentConfig,
     a = img1.astype(np.float32) / 255.0
     b = img2.astype(np.float32) / 255.0
     if rng.random() < cfg.asymmetric_prob:
-        a = apply_jitter(a, _jitter_params(cfg, rng))
-        b = apply_jitter(b, _jitter_params(cfg, rng))
+        a = apply_jitter(a, jitter_params(cfg, rng))
+        b = apply_jitter(b, jitter_params(cfg, rng))
     else:
-        both = apply_jitter(np.concatenate([a, b], axis=0), _jitter_params(cfg, rng))
+        both = apply_jitter(np.concatenate([a, b], axis=0), jitter_params(cfg, rng))
         a, b = both[: a.shape[0]], both[a.shape[0]:]
     return a * 255.0, b * 255.0
 

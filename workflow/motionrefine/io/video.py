@@ -21,7 +21,7 @@ import numpy as np
 
 from motionrefine import __version__
 from motionrefine.core.errors import VideoError
-from motionrefine.core.store import atomic_group, create_array
+from motionrefine.core.store import atomic_group, create_array, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def source_fingerprint(path: str | os.PathLike, files: list[Path] | None = None) -> dict:
     """Size, mtime and a hash identifying the source, so a stored stack can be traced back to it."""
     path = Path(path)
@@ -109,7 +101,7 @@ def source_fingerprint(path: str | os.PathLike, files: list[Path] | None = None)
             h.update(f"{f.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
         return {"source_size_bytes": size, "source_mtime": mtime, "source_listing_sha256": h.hexdigest()}
     st = path.stat()
-    return {"source_size_bytes": st.st_size, "source_mtime": st.st_mtime, "source_sha256": file_sha256(path)}
+    return {"source_size_bytes": st.st_size, "source_mtime": st.st_mtime, "source_sha256": sha256_file(path)}
 
 
 # Frames-store attrs that identify what the frames are (source file and the selection from it).

@@ -6,24 +6,16 @@ refined model drops into any tool that reads the official files.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 
 from motionrefine.core.errors import AssetMissingError, CheckpointError
+from motionrefine.core.store import save_atomic, sha256_file
 from motionrefine.models.raft import RAFT
 
 RAFT_RELEASE = "https://github.com/princeton-vl/RAFT (models.zip: raft-small.pth, raft-things.pth, ...)"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
@@ -78,21 +70,6 @@ def load_raft(path: str | os.PathLike, variant: str = "small", expected_sha256: 
     load_state_strict(model, state, str(path))
     model.eval()
     return model, digest
-
-
-def save_atomic(obj, path: str | os.PathLike) -> str:
-    """torch.save to a temporary sibling, then rename: a killed writer leaves no partial file.
-    Returns the sha256 of the written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return sha256_file(p)
 
 
 def save_raft(model: RAFT, path: str | os.PathLike) -> str:

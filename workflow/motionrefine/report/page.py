@@ -28,12 +28,11 @@ from matplotlib.figure import Figure
 from motionrefine import __version__
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import before_after
-from motionrefine.flow.finetune import read_loss_curve
+from motionrefine.train.curve import read_loss_curve
 from motionrefine.report.flowviz import flow_to_rgb, robust_max, wheel_legend
 from motionrefine.flow.labels import label_stats_table
-from motionrefine.models.checkpoint import sha256_file
 from motionrefine.config.plan import HELDOUT, SCENE_SEP
-from motionrefine.core.store import open_group, write_text_atomic
+from motionrefine.core.store import open_group, sha256_file, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 

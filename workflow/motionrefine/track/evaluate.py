@@ -236,7 +236,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     from matplotlib.figure import Figure
 
     from motionrefine import __version__
-    from motionrefine.models.checkpoint import sha256_file
+    from motionrefine.core.store import sha256_file
     from motionrefine.bench.synth import read_sequence
 
     scenes = [as_track_scene(read_sequence(p), name=Path(p).stem) for p in scene_paths]

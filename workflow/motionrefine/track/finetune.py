@@ -21,13 +21,9 @@ Determinism and resume as in ``finetune``: forward pass k = step·grad_acc + j u
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import logging
 import os
-import random
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -36,19 +32,17 @@ import numpy as np
 import torch
 
 from motionrefine import __version__
-from motionrefine.flow.augment import AugmentConfig, _jitter_params, apply_jitter, crop_size
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.finetune import _save_checkpoint
-from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
+from motionrefine.core.store import open_group
+from motionrefine.flow.augment import AugmentConfig, apply_jitter, crop_size, jitter_params
 from motionrefine.models.checkpoint import load_state_strict
-from motionrefine.track.pretrain import prepare_tsv, resume_state
-from motionrefine.core.store import open_group, write_text_atomic
-
-log = logging.getLogger("motionrefine")
+from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
+from motionrefine.train import state
+from motionrefine.train.loop import Training, optimizer_step
 
 TSV_COLUMNS = ("step", "loss", "seq_loss", "score_loss", "epe_to_label", "lr", "seconds")
-RUNTIME_FIELDS = {"checkpoint_every", "keep_checkpoints", "device", "threads"}
+RUNTIME_FIELDS = state.RUNTIME_FIELDS
 
 
 def _default_augment() -> AugmentConfig:
@@ -172,11 +166,11 @@ def augment_clip(frames: np.ndarray, tracks: np.ndarray, rng: np.random.Generato
     img = frames.astype(np.float32) / 255.0
     if not cfg.no_aug:
         if rng.random() < cfg.asymmetric_prob:
-            img = np.stack([apply_jitter(f, _jitter_params(cfg, rng)) for f in img])
+            img = np.stack([apply_jitter(f, jitter_params(cfg, rng)) for f in img])
         else:
             # One draw for the whole clip, as one image (one contrast mean): appearance stays
             # consistent along the tracks.
-            img = apply_jitter(img.reshape(S * H, W, 3), _jitter_params(cfg, rng)).reshape(S, H, W, 3)
+            img = apply_jitter(img.reshape(S * H, W, 3), jitter_params(cfg, rng)).reshape(S, H, W, 3)
     img = img * 255.0
     hf = vf = False
     if not cfg.no_aug:
@@ -256,71 +250,49 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     ``out_dir/summary.json``. ``stop_at``: stop after that many optimiser steps (resumable).
     """
     c = cfg if isinstance(cfg, TrackFinetuneConfig) else TrackFinetuneConfig.from_dict(cfg)
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    tsv = out / "loss.tsv"
     samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed)
     if not samples:
         raise MotionRefineError("no training samples: the label stores hold no window with "
                                 f">= {c.min_tracks} verified tracks")
     dev = pick_device(c.device, c.threads)
-    torch.manual_seed(c.seed)
-    np.random.seed(c.seed % 2**32)
-    random.seed(c.seed)
+    state.seed_everything(c.seed)
 
-    state, init_sha = read_pips_state(init_checkpoint, expected_sha256)
+    weights, init_sha = read_pips_state(init_checkpoint, expected_sha256)
     model = Pips(c.size, **({"stride": c.stride} if c.stride else {}))
-    load_state_strict(model, state, str(init_checkpoint))
+    load_state_strict(model, weights, str(init_checkpoint))
     model.to(dev).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps + c.t_max_extra)
-    meta = {"config": {k: v for k, v in c.to_dict().items() if k not in RUNTIME_FIELDS},
-            "init_sha256": init_sha, "samples_digest": _samples_digest(samples), "code_version": __version__}
-    start = resume_state(ckpt_dir, meta, model, optimizer, scheduler, dev, ("config", "init_sha256", "samples_digest"))
-    prepare_tsv(tsv, TSV_COLUMNS, start)
-    stop = c.steps if stop_at is None else max(start, min(c.steps, int(stop_at)))
+    identity = {"config": state.result_config(c.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha,
+                "samples_digest": _samples_digest(samples)}
+    run = Training("track fine-tuning", out_dir, model, optimizer, scheduler, identity, TSV_COLUMNS, c.steps, dev,
+                   stop_at)
     cache: dict = {}
-    started = time.perf_counter()
-    with open(tsv, "a", newline="") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        for step in range(start, stop):
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            sums = {"loss": 0.0, "seq_loss": 0.0, "score_loss": 0.0, "epe": 0.0}
+
+    def step(s: int, _) -> list[str]:
+        lr = run.lr
+        sums = {"loss": 0.0, "seq_loss": 0.0, "score_loss": 0.0, "epe": 0.0}
+
+        def passes():  # one forward pass per accumulated sample, each after the previous backward
             for j in range(c.grad_acc):
-                smp = samples[sample_index(step * c.grad_acc + j, len(samples), c.seed, c.shuffle)]
+                smp = samples[sample_index(s * c.grad_acc + j, len(samples), c.seed, c.shuffle)]
                 frames, tracks = load_sample(smp, cache)
-                aug = augment_clip(frames, tracks, np.random.default_rng([c.seed, step, j]), c.augment)
+                aug = augment_clip(frames, tracks, np.random.default_rng([c.seed, s, j]), c.augment)
                 if aug["tracks"].shape[1] == 0:  # only if no label starts inside the frame
                     continue
                 rgbs = torch.from_numpy(aug["frames"]).permute(0, 3, 1, 2)[None].to(dev)
                 trajs = torch.from_numpy(aug["tracks"])[None].to(dev)
                 loss, m = track_loss(model, rgbs, trajs, c)
-                if not torch.isfinite(loss):
-                    raise MotionRefineError(f"non-finite loss at step {step + 1}; training diverged")
-                (loss / c.grad_acc).backward()
+                yield loss / c.grad_acc
                 sums["loss"] += loss.item() / c.grad_acc
                 for k in ("seq_loss", "score_loss", "epe"):
                     sums[k] += m[k] / c.grad_acc
-            torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip)
-            optimizer.step()
-            scheduler.step()
-            done = step + 1
-            writer.writerow([done, f"{sums['loss']:.6g}", f"{sums['seq_loss']:.6g}", f"{sums['score_loss']:.6g}",
-                             f"{sums['epe']:.6g}", f"{lr:.6g}", f"{time.perf_counter() - t0:.4f}"])
-            f.flush()
-            if done % c.checkpoint_every == 0 or done == stop:
-                _save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, meta, c.keep_checkpoints)
-    elapsed = time.perf_counter() - started
-    summary = {"steps_done": stop, "steps": c.steps, "resumed_from": start, "seconds": elapsed,
-               "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
-               "init_sha256": init_sha, "loss_tsv": str(tsv), "completed": stop >= c.steps}
-    if stop >= c.steps:
-        final = out / "final.pth"
-        summary["final"] = str(final)
-        summary["final_sha256"] = save_pips(model, final)
-        info = {**summary, "config": c.to_dict(), "code_version": __version__}
-        write_text_atomic(out / "summary.json", json.dumps(info, indent=1, default=str))
-    log.info("track fine-tuning %s: steps %d→%d of %d in %.1f s", out, start, stop, c.steps, elapsed)
-    return summary
+
+        optimizer_step(model, optimizer, scheduler, passes(), c.clip, s)
+        return [f"{sums['loss']:.6g}", f"{sums['seq_loss']:.6g}", f"{sums['score_loss']:.6g}", f"{sums['epe']:.6g}",
+                f"{lr:.6g}"]
+
+    run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
+    summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
+               "init_sha256": init_sha, "loss_tsv": str(run.tsv), "completed": run.completed}
+    return run.finish(summary, lambda path: save_pips(model, path), config=c.to_dict(), code_version=__version__)

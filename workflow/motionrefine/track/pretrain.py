@@ -18,16 +18,12 @@ occlusions) plus balanced BCE on the visibility logits (optionally the score-map
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -37,16 +33,15 @@ from motionrefine import __version__
 from motionrefine.bench import synth
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.finetune import _Prefetcher, _save_checkpoint, _set_rng_states, list_checkpoints, optimizer_step
 from motionrefine.models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
-from motionrefine.core.store import write_text_atomic
+from motionrefine.train import state
+from motionrefine.train.loop import Training, optimizer_step
 
 log = logging.getLogger("motionrefine")
 
 PRETRAIN_COLUMNS = ("step", "loss", "coord_loss", "vis_loss", "epe_vis", "lr", "seconds")
 TEXTURE_KINDS = ("noise", "stripes", "checker", "shapes", "gradient")
-# May differ between a run and its resumption without changing the result.
-RUNTIME_FIELDS = {"checkpoint_every", "keep_checkpoints", "device", "threads", "log_every", "prefetch"}
+RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"log_every", "prefetch"}
 
 
 # --------------------------------------------------------------------------- procedural textures
@@ -293,50 +288,6 @@ def pretrain_loss(model: Pips, batch: dict, cfg: PretrainConfig) -> tuple[torch.
     return loss, {"coord_loss": coord.item(), "vis_loss": vis.item(), "epe_vis": epe}
 
 
-# --------------------------------------------------------------------------- logs
-
-def prepare_tsv(path: Path, columns: Sequence[str], resume_step: int) -> None:
-    """Header plus the rows up to ``resume_step`` (rows a killed run logged past its last
-    checkpoint are redone, so they are dropped)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if path.exists() and resume_step > 0:
-        with open(path, newline="") as f:
-            r = csv.reader(f, delimiter="\t")
-            if next(r, None) == list(columns):
-                rows = [row for row in r if row and int(row[0]) <= resume_step]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(columns)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _result_config(cfg) -> dict:
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
-
-
-def resume_state(ckpt_dir: Path, meta: dict, model, optimizer, scheduler, dev, keys: Sequence[str]) -> int:
-    """Load the latest checkpoint of ``ckpt_dir`` if any (checking that ``keys`` of ``meta``
-    match what it was written with); returns the step to continue from."""
-    found = list_checkpoints(ckpt_dir)
-    if not found:
-        return 0
-    step0, path = found[-1]
-    state = torch.load(path, map_location=dev, weights_only=False)
-    for key in keys:
-        if state.get(key) != meta[key]:
-            raise MotionRefineError(
-                f"{path} was written by a different run ({key} differs); remove {ckpt_dir} to start over")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    _set_rng_states(state["rng"])
-    log.info("resuming from step %d (%s)", int(state["step"]), path.name)
-    return int(state["step"])
-
-
 # --------------------------------------------------------------------------- main entry
 
 def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at: int | None = None,
@@ -350,15 +301,10 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
     after that many total steps (checkpoint written), e.g. to fit a job time limit.
     """
     cfg = config if isinstance(config, PretrainConfig) else PretrainConfig.from_dict(config)
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    tsv = out / "loss.tsv"
     dev = pick_device(cfg.device, cfg.threads)
     if cfg.threads:
         cv2.setNumThreads(int(cfg.threads))  # the renderer's resizes/blurs share the CPU budget too
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    random.seed(cfg.seed)
+    state.seed_everything(cfg.seed)
 
     model = Pips(cfg.size, S=cfg.S)
     init_sha = None
@@ -366,57 +312,33 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
         from motionrefine.models.pips import read_pips_state
         from motionrefine.models.checkpoint import load_state_strict
 
-        state, init_sha = read_pips_state(init_checkpoint)
-        load_state_strict(model, state, str(init_checkpoint))
+        weights, init_sha = read_pips_state(init_checkpoint)
+        load_state_strict(model, weights, str(init_checkpoint))
     model.to(dev).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps + 1,
                                                     pct_start=cfg.pct_start, cycle_momentum=False,
                                                     anneal_strategy="cos")
-    meta = {"config": _result_config(cfg), "init_sha256": init_sha, "code_version": __version__}
-    start = resume_state(ckpt_dir, meta, model, optimizer, scheduler, dev, ("config", "init_sha256"))
-    prepare_tsv(tsv, PRETRAIN_COLUMNS, start)
+    identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha}
+    run = Training("pre-training", out_dir, model, optimizer, scheduler, identity, PRETRAIN_COLUMNS, cfg.steps, dev,
+                   stop_at)
 
-    stop = cfg.steps if stop_at is None else max(start, min(cfg.steps, int(stop_at)))
-    started = time.perf_counter()
-    batches = (make_batch(cfg, s) for s in range(start, stop))
-    if cfg.prefetch > 0 and stop > start:
-        # Rendering (numpy/cv2) overlaps the training step; order, hence results, unchanged.
-        batches = _Prefetcher(batches, cfg.prefetch)
-    try:
-        with open(tsv, "a", newline="") as f:
-            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            t0 = time.perf_counter()
-            for step, batch in zip(range(start, stop), batches):
-                batch = {k: v.to(dev) for k, v in batch.items()}
-                lr = optimizer.param_groups[0]["lr"]
-                loss, metrics = pretrain_loss(model, batch, cfg)
-                optimizer_step(model, optimizer, scheduler, loss, cfg.clip, step)
-                done = step + 1
-                now = time.perf_counter()
-                writer.writerow([done, f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}",
-                                 f"{metrics['vis_loss']:.6g}", f"{metrics['epe_vis']:.6g}", f"{lr:.6g}",
-                                 f"{now - t0:.4f}"])
-                f.flush()
-                t0 = now
-                if done % cfg.log_every == 0 or done == stop:
-                    log.info("pretrain step %d/%d loss %.4f epe_vis %.3f lr %.2e (%.1f s elapsed)", done,
-                             cfg.steps, loss.item(), metrics["epe_vis"], lr, now - started)
-                if done % cfg.checkpoint_every == 0 or done == stop:
-                    _save_checkpoint(ckpt_dir, done, model, optimizer, scheduler, meta, cfg.keep_checkpoints)
-    finally:
-        if isinstance(batches, _Prefetcher):
-            batches.close()
-    elapsed = time.perf_counter() - started
-    summary = {"steps_done": stop, "steps": cfg.steps, "resumed_from": start, "seconds": elapsed,
-               "loss_tsv": str(tsv), "completed": stop >= cfg.steps,
+    def step(s: int, batch: dict) -> list[str]:
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        lr = run.lr
+        loss, metrics = pretrain_loss(model, batch, cfg)
+        optimizer_step(model, optimizer, scheduler, [loss], cfg.clip, s)
+        done = s + 1
+        if done % cfg.log_every == 0 or done == run.stop:
+            log.info("pretrain step %d/%d loss %.4f epe_vis %.3f lr %.2e (%.1f s elapsed)", done,
+                     cfg.steps, loss.item(), metrics["epe_vis"], lr, time.perf_counter() - run.started)
+        return [f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}", f"{metrics['vis_loss']:.6g}",
+                f"{metrics['epe_vis']:.6g}", f"{lr:.6g}"]
+
+    # Rendering (numpy/cv2) overlaps the training step in the prefetch thread; order, hence results, unchanged.
+    run.run(step, lambda a, b: (make_batch(cfg, s) for s in range(a, b)), cfg.prefetch, cfg.checkpoint_every,
+            cfg.keep_checkpoints)
+    summary = {**run.progress(), "loss_tsv": str(run.tsv), "completed": run.completed,
                "parameters": sum(p.numel() for p in model.parameters())}
-    if stop >= cfg.steps:
-        final = out / "final.pth"
-        summary["final"] = str(final)
-        summary["final_sha256"] = save_pips(model, final)
-        info = {**summary, "config": cfg.to_dict(), "code_version": __version__, "torch": torch.__version__}
-        write_text_atomic(out / "summary.json", json.dumps(info, indent=1, default=str))
-    log.info("pre-training %s: steps %d→%d of %d in %.1f s", out, start, stop, cfg.steps, elapsed)
-    return summary
-
+    return run.finish(summary, lambda path: save_pips(model, path), config=cfg.to_dict(), code_version=__version__,
+                      torch=torch.__version__)

@@ -1,25 +1,25 @@
 """Pre-train the small PIPs tracker on procedural synthetic sequences, and evaluate a tracker
-checkpoint on held-out real-texture scenes.
+checkpoint on held-out real-texture scenes. A command-line tool (no workflow rule runs it):
+it made ``weights/pips-small-synth.pth`` (see weights/README.md).
 
 Command line (from the project root):
 
-  train:    .venv/bin/python workflow/scripts/pretrain_tracker.py train --out-dir DIR \\
+  train:    .venv/bin/python tools/pretrain_tracker.py train --out-dir DIR \\
                 [--steps N] [--set key=value ...] [--export weights/pips-small-synth.pth] [--log FILE]
-  evaluate: .venv/bin/python workflow/scripts/pretrain_tracker.py evaluate --checkpoint PTH \\
+  evaluate: .venv/bin/python tools/pretrain_tracker.py evaluate --checkpoint PTH \\
                 --frames /work/shared/data/frames/dog_run [--raft RAFT.pth] [--scenes 4] [--out table.tsv]
 
 ``--set`` values are parsed as YAML (``--set height=96 --set layers=[1,3]``). Re-running
-``train`` with the same DIR resumes from its latest checkpoint. Under Snakemake the rule
-passes ``params.config`` (dict), ``output.checkpoint`` and ``log``.
+``train`` with the same DIR resumes from its latest checkpoint.
 """
 import argparse
 import json
 import shutil
 from pathlib import Path
 
-import yaml  # noqa: E402
+import yaml
 
-from motionrefine.config.schema import job_log  # noqa: E402
+from motionrefine.config.schema import job_log
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -120,10 +120,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    if "snakemake" in globals():
-        sm = globals()["snakemake"]
-        with job_log(sm.log[0] if sm.log else None):
-            out = Path(sm.output.checkpoint)
-            train(str(out.parent / f"{out.stem}_run"), dict(sm.params.config), str(out))
-    else:
-        main()
+    main()
