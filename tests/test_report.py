@@ -12,7 +12,9 @@ import torch
 from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
-from motionrefine.report.page import build_report, coverage_table, pick_videos, training_run
+from motionrefine.report.page import build_report
+from motionrefine.report.samples import pick_videos, training_run
+from motionrefine.report.tables import coverage_table
 from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4

@@ -1,8 +1,9 @@
 # The paper's comparison (`snakemake ablation`, not in `all`): the recipe, its ablations and the
 # naive self-supervised baselines, each fine-tuned from the same weights on the same videos
-# with the same steps and schedule. Plan and table: motionrefine/report/ablation.py. The label,
-# aggregate, finetune and evaluate scripts are the main chain's, with other params and paths.
-from motionrefine.report import ablation as mrablation
+# with the same steps and schedule. Plan: motionrefine/config/ablation.py; table and figure:
+# motionrefine/report/ablation.py. The label, aggregate, finetune and evaluate scripts are the
+# main chain's, with other params and paths.
+from motionrefine.config import ablation as mrablation
 
 ABL_VARIANTS = mrablation.variants(config)
 ABL_RUNS = mrablation.runs(config, list(SAMPLES.index))
