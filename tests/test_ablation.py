@@ -233,12 +233,12 @@ def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero
 def test_report_shows_the_ablation_table_only_when_it_exists(tmp_path):
     from motionrefine.report.page import ablation_section
 
-    assert ablation_section(tmp_path / "ablation") == ("", "")
+    d = tmp_path / "ablation"
+    assert ablation_section(d / "table.md", d / "figure.png") == ("", "")
     held = _eval_csv(tmp_path / "h.csv", "heldout", [("a", "pretrained", 2.0, .5, .9, .1),
                                                      ("a", "refined", 1.0, .5, .9, .1)])
-    d = tmp_path / "ablation"
     ablation.build_ablation([("recipe", held)], {"recipe": dict(ablation_plan.RECIPE)}, str(d / "table.csv"),
                             str(d / "table.md"), str(d / "figure.png"))
-    md, html = ablation_section(d)
+    md, html = ablation_section(d / "table.md", d / "figure.png")
     assert md.startswith("\n## Ablation") and (d / "table.md").read_text() in md
     assert re.search(r"<h2>[^<]*Ablation[^<]*</h2>", html) and "data:image/png;base64," in html and "| recipe |" in html

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -152,15 +153,14 @@ def optional_section(md_path: str | os.PathLike, png_path: str | os.PathLike, ti
             f"<h2>{number}. {html.escape(title)}</h2>{_img(fig, title)}<pre>{html.escape(body)}</pre>")
 
 
-def ablation_section(folder: str | os.PathLike) -> tuple[str, str]:
-    """results/ablation/table.md (+ figure.png) when the ablation has been built."""
-    return optional_section(Path(folder) / "table.md", Path(folder) / "figure.png",
-                            "Ablation (`snakemake ablation`)", 7)
+def ablation_section(table_md: str | os.PathLike, figure_png: str | os.PathLike) -> tuple[str, str]:
+    """The ablation's table.md (+ figure.png) when the ablation has been built."""
+    return optional_section(table_md, figure_png, "Ablation (`snakemake ablation`)", 7)
 
 
-def tracking_section(folder: str | os.PathLike) -> tuple[str, str]:
-    """results/tracking/summary.md (+ per-scene δ_avg bars) when the tracking comparison ran."""
-    return optional_section(Path(folder) / "summary.md", Path(folder) / "delta_avg.png",
+def tracking_section(summary_md: str | os.PathLike, figure_png: str | os.PathLike) -> tuple[str, str]:
+    """The tracking comparison's summary.md (+ per-scene δ_avg bars) when it ran."""
+    return optional_section(summary_md, figure_png,
                             "Long-range tracking: chained RAFT and the tracker, before and after", 8)
 
 
@@ -168,11 +168,13 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
                  losses: list[str], refined: list[str], runs: list[str], videos: list[str], pretrained: str,
                  variant: str, iters: int, config: dict, out_html: str, out_summary: str, out_table: str,
                  max_videos: int = 6, device: str = "auto", threads: int = 1,
-                 ablation_dir: str | None = None) -> None:
+                 tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
-    ``frame_stores``.
+    ``frame_stores``. ``config`` holds the sections the report shows (model, verify,
+    finetune, refine). ``tracking``: (summary.md, delta_avg.png) of the tracking comparison;
+    ``ablation``: (table.md, figure.png) of the ablation; each is shown when given and there.
     """
     if len(losses) != len(runs) or len(refined) != len(runs):
         raise MotionRefineError(f"report: {len(runs)} runs but {len(losses)} loss curves and {len(refined)} refined checkpoints")
@@ -201,9 +203,8 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         extra["scene_sha256"] = [scene_ids.get((b, sc)) for b, sc in zip(table["benchmark"], table["scene"])]
     table.assign(**extra).to_csv(tmp, index=False)
     os.replace(tmp, out_table)
-    # The ablation (`snakemake ablation`) is optional: shown when its table exists beside the report's folder.
-    abl_md, abl_html = ablation_section(ablation_dir or Path(out_summary).parent.parent / "ablation")
-    trk_md, trk_html = tracking_section(Path(out_summary).parent.parent / "tracking")
+    abl_md, abl_html = ablation_section(*ablation) if ablation else ("", "")
+    trk_md, trk_html = tracking_section(*tracking) if tracking else ("", "")
     write_text_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + trk_md + abl_md)
     write_text_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace(
         "</body></html>", trk_html + abl_html + "</body></html>"))

@@ -16,7 +16,9 @@ from motionrefine.report.tables import protocol_of
 
 def provenance(evals: pd.DataFrame, pretrained: str, runs: Sequence[str], refined: Sequence[str],
                config: dict) -> dict:
-    """Checkpoint digests (and whether the evaluation used those very files), settings, version."""
+    """Checkpoint digests (and whether the evaluation used those very files), settings, version.
+    ``config``: the sections shown (model, verify, finetune, refine); the finetune settings
+    shown are the effective ones (profile, then explicit keys)."""
     pre_sha = sha256_file(pretrained)
     checks = []
     for run, path in zip(runs, refined):
