@@ -176,7 +176,7 @@ def test_dry_run_builds_one_finetune_per_variant_and_the_right_label_presets(tmp
     assert sorted(jobs["labels"]) == ["results/labels/flow/dog.zarr", "results/labels/flow/tree.zarr"]
     assert sorted(jobs["ablation_aggregate"]) == sorted(f"results/ablation/train/{c}/heldout.json"
                                                         for c in ("fb", "fb+colour", "none"))
-    assert "ablation_finetune_transductive" not in jobs and "finetune" not in jobs
+    assert "finetune" not in jobs
     assert len(jobs["ablation"]) == 1 and "results/ablation/table.csv" in jobs["ablation"][0]
 
 
@@ -185,10 +185,11 @@ def test_dry_run_with_chosen_variants_and_transductive(tmp_path):
                        ablation={"heldout": True, "transductive": True,
                                  "variants": {"recipe": {}, "fb-only": {"checks": "fb"}, "cycle": {"mode": "cycle"}}})
     jobs = _dry_run_jobs(tmp_path, cfg)
-    assert len(jobs["ablation_finetune"]) == 3
-    # One scene: one transductive fine-tune per variant, on the scene's own frames.
-    assert sorted(o.split(",")[0] for o in jobs["ablation_finetune_transductive"]) == sorted(
-        f"results/ablation/finetune/{v}/tinytex__s0/refined.pth" for v in ("recipe", "fb-only", "cycle"))
+    # One heldout fine-tune per variant, and (one scene) one transductive fine-tune per variant
+    # on the scene's own frames.
+    assert sorted(o.split(",")[0] for o in jobs["ablation_finetune"]) == sorted(
+        f"results/ablation/finetune/{v}{run}/refined.pth" for v in ("recipe", "fb-only", "cycle")
+        for run in ("", "/tinytex__s0"))
     # verify.checks is fb here, so the main chain serves fb and only fb+colour is extra.
     assert sorted(jobs["ablation_labels"]) == sorted(f"results/ablation/labels/fb+colour/{v}.zarr"
                                                      for v in ("tree", "dog", "tinytex__s0"))
