@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from motionrefine.config import ablation as ablation_plan
 from motionrefine.report import ablation
 from motionrefine.core.errors import MotionRefineError
 
@@ -26,46 +27,46 @@ TINY = ROOT / "tests/data/tiny/config.yaml"
 # ------------------------------------------------------------------ plan
 
 def test_variants_default_to_the_recipe_and_change_only_their_switches(base_config):
-    specs = ablation.variants(base_config)
+    specs = ablation_plan.variants(base_config)
     assert list(specs) == ["recipe", "no-verify", "fb-only", "no-augment", "rebalance", "photometric", "cycle"]
-    assert specs["recipe"] == ablation.RECIPE
-    assert specs["no-verify"] == {**ablation.RECIPE, "checks": "none"}
-    assert specs["cycle"] == {**ablation.RECIPE, "mode": "cycle"}
-    recipe = ablation.variant_settings(base_config, specs["recipe"])
+    assert specs["recipe"] == ablation_plan.RECIPE
+    assert specs["no-verify"] == {**ablation_plan.RECIPE, "checks": "none"}
+    assert specs["cycle"] == {**ablation_plan.RECIPE, "mode": "cycle"}
+    recipe = ablation_plan.variant_settings(base_config, specs["recipe"])
     for name, spec in specs.items():
-        s = ablation.variant_settings(base_config, spec)
+        s = ablation_plan.variant_settings(base_config, spec)
         # Same steps, batch, crop, schedule and seed as the recipe; only the switches differ.
         assert {k: v for k, v in s.items() if k not in ("mode", "rebalance", "augment")} == \
             {k: v for k, v in recipe.items() if k not in ("mode", "rebalance", "augment")}
         assert s["augment"]["crop"] == recipe["augment"]["crop"]
         assert (s["mode"], s["rebalance"], s["augment"]["no_aug"]) == (spec["mode"], spec["rebalance"], not spec["augment"])
-    assert ablation.label_presets(base_config) == ["fb", "fb+colour", "none"]
+    assert ablation_plan.label_presets(base_config) == ["fb", "fb+colour", "none"]
 
 
 def test_the_main_chain_labels_serve_their_own_preset(base_config):
-    assert ablation.label_store(base_config, "fb+colour", "tree") == "results/labels/flow/tree.zarr"
-    assert ablation.label_store(base_config, "none", "tree") == "results/ablation/labels/none/tree.zarr"
+    assert ablation_plan.label_store(base_config, "fb+colour", "tree") == "results/labels/flow/tree.zarr"
+    assert ablation_plan.label_store(base_config, "none", "tree") == "results/ablation/labels/none/tree.zarr"
     base_config["verify"]["checks"] = "fb"
-    assert ablation.label_store(base_config, "fb", "tree") == "results/labels/flow/tree.zarr"
-    assert ablation.label_store(base_config, "fb+colour", "tree") == "results/ablation/labels/fb+colour/tree.zarr"
+    assert ablation_plan.label_store(base_config, "fb", "tree") == "results/labels/flow/tree.zarr"
+    assert ablation_plan.label_store(base_config, "fb+colour", "tree") == "results/ablation/labels/fb+colour/tree.zarr"
 
 
 def test_runs_and_errors(base_config):
     samples = ["tree", "dog_run", "carphone"]
-    runs = ablation.runs(base_config, samples)
+    runs = ablation_plan.runs(base_config, samples)
     assert list(runs) == ["heldout"] and runs["heldout"]["train"] == samples
     assert [s.video for s in runs["heldout"]["eval"]] == ["realtex__s0", "realtex__s1", "realtex__s2",
                                                          "middlebury__motorcycle"]
     base_config["ablation"]["transductive"] = True
-    runs = ablation.runs(base_config, samples)
+    runs = ablation_plan.runs(base_config, samples)
     assert runs["realtex__s1"]["train"] == ["realtex__s1"] and runs["realtex__s1"]["protocol"] == "transductive"
     base_config["ablation"]["variants"] = {"recipe": {}, "odd": {"lr": 1.0}}
     with pytest.raises(MotionRefineError, match="unknown switches"):
-        ablation.variants(base_config)
+        ablation_plan.variants(base_config)
     no_scenes = {**base_config, "benchmarks": {}}
-    assert ablation.runs(no_scenes, samples) == {}  # parsing a config without scenes must not fail
+    assert ablation_plan.runs(no_scenes, samples) == {}  # parsing a config without scenes must not fail
     with pytest.raises(MotionRefineError, match="benchmark scenes"):
-        ablation.check_runs(no_scenes, samples)
+        ablation_plan.check_runs(no_scenes, samples)
 
 
 # ------------------------------------------------------------------ table
@@ -86,7 +87,7 @@ def test_table_from_hand_made_evaluations(tmp_path):
     photo = _eval_csv(tmp_path / "photo.csv", "heldout", [
         ("a", "pretrained", 2.0, 0.50, 0.90, 0.10), ("a", "refined", 3.0, 0.40, 0.80, 0.20),
         ("b", "pretrained", 4.0, 0.30, 0.70, 0.30), ("b", "refined", 4.0, 0.30, 0.70, 0.30)])
-    specs = {"recipe": dict(ablation.RECIPE), "photometric": {**ablation.RECIPE, "mode": "photometric"}}
+    specs = {"recipe": dict(ablation_plan.RECIPE), "photometric": {**ablation_plan.RECIPE, "mode": "photometric"}}
     out = tmp_path / "out"
     table = ablation.build_ablation([("recipe", recipe), ("photometric", photo)], specs, str(out / "table.csv"),
                                     str(out / "table.md"), str(out / "figure.png"))
@@ -165,7 +166,7 @@ def _dry_run_jobs(tmp_path: Path, config: Path) -> dict[str, list[str]]:
 
 def test_dry_run_builds_one_finetune_per_variant_and_the_right_label_presets(tmp_path):
     jobs = _dry_run_jobs(tmp_path, _tiny_config(tmp_path))
-    names = list(ablation.DEFAULT_VARIANTS)
+    names = list(ablation_plan.DEFAULT_VARIANTS)
     finetunes = sorted(o.split(",")[0] for o in jobs["ablation_finetune"])
     assert finetunes == sorted(f"results/ablation/finetune/{v}/refined.pth" for v in names)
     assert sorted(jobs["ablation_evaluate"]) == sorted(f"results/ablation/eval/heldout/{v}.csv" for v in names)
@@ -175,7 +176,7 @@ def test_dry_run_builds_one_finetune_per_variant_and_the_right_label_presets(tmp
     assert sorted(jobs["labels"]) == ["results/labels/flow/dog.zarr", "results/labels/flow/tree.zarr"]
     assert sorted(jobs["ablation_aggregate"]) == sorted(f"results/ablation/train/{c}/heldout.json"
                                                         for c in ("fb", "fb+colour", "none"))
-    assert "ablation_finetune_transductive" not in jobs and "finetune" not in jobs
+    assert "finetune" not in jobs
     assert len(jobs["ablation"]) == 1 and "results/ablation/table.csv" in jobs["ablation"][0]
 
 
@@ -184,10 +185,11 @@ def test_dry_run_with_chosen_variants_and_transductive(tmp_path):
                        ablation={"heldout": True, "transductive": True,
                                  "variants": {"recipe": {}, "fb-only": {"checks": "fb"}, "cycle": {"mode": "cycle"}}})
     jobs = _dry_run_jobs(tmp_path, cfg)
-    assert len(jobs["ablation_finetune"]) == 3
-    # One scene: one transductive fine-tune per variant, on the scene's own frames.
-    assert sorted(o.split(",")[0] for o in jobs["ablation_finetune_transductive"]) == sorted(
-        f"results/ablation/finetune/{v}/tinytex__s0/refined.pth" for v in ("recipe", "fb-only", "cycle"))
+    # One heldout fine-tune per variant, and (one scene) one transductive fine-tune per variant
+    # on the scene's own frames.
+    assert sorted(o.split(",")[0] for o in jobs["ablation_finetune"]) == sorted(
+        f"results/ablation/finetune/{v}{run}/refined.pth" for v in ("recipe", "fb-only", "cycle")
+        for run in ("", "/tinytex__s0"))
     # verify.checks is fb here, so the main chain serves fb and only fb+colour is extra.
     assert sorted(jobs["ablation_labels"]) == sorted(f"results/ablation/labels/fb+colour/{v}.zarr"
                                                      for v in ("tree", "dog", "tinytex__s0"))
@@ -232,12 +234,12 @@ def test_photometric_loss_of_the_exact_flow_of_a_real_texture_scene_is_near_zero
 def test_report_shows_the_ablation_table_only_when_it_exists(tmp_path):
     from motionrefine.report.page import ablation_section
 
-    assert ablation_section(tmp_path / "ablation") == ("", "")
+    d = tmp_path / "ablation"
+    assert ablation_section(d / "table.md", d / "figure.png") == ("", "")
     held = _eval_csv(tmp_path / "h.csv", "heldout", [("a", "pretrained", 2.0, .5, .9, .1),
                                                      ("a", "refined", 1.0, .5, .9, .1)])
-    d = tmp_path / "ablation"
-    ablation.build_ablation([("recipe", held)], {"recipe": dict(ablation.RECIPE)}, str(d / "table.csv"),
+    ablation.build_ablation([("recipe", held)], {"recipe": dict(ablation_plan.RECIPE)}, str(d / "table.csv"),
                             str(d / "table.md"), str(d / "figure.png"))
-    md, html = ablation_section(d)
+    md, html = ablation_section(d / "table.md", d / "figure.png")
     assert md.startswith("\n## Ablation") and (d / "table.md").read_text() in md
     assert re.search(r"<h2>[^<]*Ablation[^<]*</h2>", html) and "data:image/png;base64," in html and "| recipe |" in html

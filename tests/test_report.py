@@ -12,7 +12,9 @@ import torch
 from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
-from motionrefine.report.page import build_report, coverage_table, pick_videos, training_run
+from motionrefine.report.page import build_report, tracking_section
+from motionrefine.report.samples import pick_videos, training_run
+from motionrefine.report.tables import coverage_table
 from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4
@@ -141,6 +143,16 @@ def test_coverage_by_hand(report):
     assert cov.loc["clipA", "kept_fraction"] == pytest.approx(0.5)
     assert cov.loc["clipA", "kept_0-1px"] == pytest.approx(0.5)
     assert np.isnan(cov.loc["clipA", "kept_2-4.5px"])  # empty bin: no coverage, not zero
+
+
+def test_tracking_section_only_when_its_summary_exists(tmp_path, report):
+    md, png = tmp_path / "summary.md", tmp_path / "delta_avg.png"
+    assert tracking_section(md, png) == ("", "")
+    md.write_text("| scene | delta_avg |\n", encoding="utf-8")
+    text, page = tracking_section(md, png)
+    assert text.startswith("\n## Long-range tracking") and text.endswith("| scene | delta_avg |\n")
+    assert "<h2>8. Long-range tracking" in page and "nothing to show" in page  # no figure
+    assert "Long-range tracking" not in (report["out"] / "summary.md").read_text()  # not given: not shown
 
 
 def test_training_run_and_pick():

@@ -1,14 +1,16 @@
 # The paper's comparison (`snakemake ablation`, not in `all`): the recipe, its ablations and the
 # naive self-supervised baselines, each fine-tuned from the same weights on the same videos
-# with the same steps and schedule. Plan and table: motionrefine/report/ablation.py. The label,
-# aggregate, finetune and evaluate scripts are the main chain's, with other params and paths.
-from motionrefine.report import ablation as mrablation
+# with the same steps and schedule. Plan: motionrefine/config/ablation.py; table and figure:
+# motionrefine/report/ablation.py. The label, aggregate, finetune and evaluate scripts are the
+# main chain's, with other params and paths.
+from motionrefine.config import ablation as mrablation
 
 ABL_VARIANTS = mrablation.variants(config)
 ABL_RUNS = mrablation.runs(config, list(SAMPLES.index))
 ABL_VARIANT_PATTERN = "|".join(re.escape(v) for v in ABL_VARIANTS)
 ABL_CHECKS_PATTERN = "|".join(re.escape(c) for c in mrablation.label_presets(config))
-ABL_SCENE_RUN_PATTERN = "|".join(re.escape(r) for r in ABL_RUNS if r != plan.HELDOUT) or "(?!)"
+# Fine-tune folder below results/ablation/finetune/ -> (variant, run), for every planned pair.
+ABL_FINETUNES = {mrablation.finetune_name(v, r): (v, r) for r in ABL_RUNS for v in ABL_VARIANTS}
 
 
 rule ablation:
@@ -84,50 +86,30 @@ rule ablation_aggregate:
         "../scripts/aggregate.py"
 
 
+def ablation_fit(wildcards):
+    """(variant switches, run) of the fine-tune in results/ablation/finetune/{fit}/."""
+    variant, run = ABL_FINETUNES[wildcards.fit]
+    return ABL_VARIANTS[variant], run
+
+
 rule ablation_finetune:
-    """Heldout fine-tune of one variant (the main finetune script: resumable, fingerprinted)."""
+    """One variant's fine-tune, heldout (on the sample videos) or transductive (on one benchmark
+    scene's own frames); the main finetune script: resumable, fingerprinted."""
     input:
-        train=lambda wc: mrablation.train_index(ABL_VARIANTS[wc.variant], plan.HELDOUT),
+        train=lambda wc: mrablation.train_index(*ablation_fit(wc)),
         checkpoint=checkpoint_path,
     output:
-        weights="results/ablation/finetune/{variant}/refined.pth",
-        loss="results/ablation/finetune/{variant}/loss.tsv",
+        weights="results/ablation/finetune/{fit}/refined.pth",
+        loss="results/ablation/finetune/{fit}/loss.tsv",
     log:
-        "results/logs/ablation/finetune/{variant}.log",
+        "results/logs/ablation/finetune/{fit}.log",
+    # {fit}: the variant for its heldout run, variant/scene for a transductive one.
     wildcard_constraints:
-        variant=ABL_VARIANT_PATTERN,
+        fit="|".join(re.escape(f) for f in ABL_FINETUNES) or "(?!)",
     params:
-        settings=lambda wc: mrablation.variant_settings(config, ABL_VARIANTS[wc.variant]),
+        settings=lambda wc: mrablation.variant_settings(config, ablation_fit(wc)[0]),
         sha256=config["model"]["sha256"],
-        workdir=lambda wc: f"results/ablation/finetune/{wc.variant}",
-    threads: res("finetune", "threads")
-    resources:
-        mem_mb=res("finetune", "mem_mb"),
-        runtime=res("finetune", "runtime"),
-        gpu=res("finetune", "gpu"),
-    conda:
-        "../../envs/motionrefine.yaml"
-    script:
-        "../scripts/finetune.py"
-
-
-rule ablation_finetune_transductive:
-    """Transductive fine-tune of one variant on one benchmark scene's own frames."""
-    input:
-        train=lambda wc: mrablation.train_index(ABL_VARIANTS[wc.variant], wc.arun),
-        checkpoint=checkpoint_path,
-    output:
-        weights="results/ablation/finetune/{variant}/{arun}/refined.pth",
-        loss="results/ablation/finetune/{variant}/{arun}/loss.tsv",
-    log:
-        "results/logs/ablation/finetune/{variant}/{arun}.log",
-    wildcard_constraints:
-        variant=ABL_VARIANT_PATTERN,
-        arun=ABL_SCENE_RUN_PATTERN,
-    params:
-        settings=lambda wc: mrablation.variant_settings(config, ABL_VARIANTS[wc.variant]),
-        sha256=config["model"]["sha256"],
-        workdir=lambda wc: f"results/ablation/finetune/{wc.variant}/{wc.arun}",
+        workdir=lambda wc: f"results/ablation/finetune/{wc.fit}",
     threads: res("finetune", "threads")
     resources:
         mem_mb=res("finetune", "mem_mb"),

@@ -68,11 +68,14 @@ def write_array(group: zarr.Group, name: str, data: np.ndarray, chunks=None, **a
     return arr
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object], keep_suffix: bool = False) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place.
+
+    ``keep_suffix``: the temporary name ends in the target's suffix, for writers that pick
+    the format from it (matplotlib, the flow file writers)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}" + (p.suffix if keep_suffix else ""))
     try:
         write(tmp)
         os.replace(tmp, p)

@@ -1,15 +1,5 @@
-"""The paper's comparison: the two-stage recipe against its ablations and against naive
-self-supervised fine-tuning, on the same start weights, videos, steps and schedule.
-
-A variant is the recipe (fine-tune on pseudo-labels made with the forward-backward and
-colour checks, with augmentation, no speed re-balancing) with some of four switches
-changed: ``mode`` (labels | photometric | cycle), ``checks`` (none | fb | fb+colour),
-``augment`` and ``rebalance``. Everything else (steps, batch, crop, lr, seed, schedule)
-is the ``finetune`` section's, so only the switch differs between two rows.
-
-Protocols: ``heldout`` (train on the sample videos, evaluate on every benchmark scene;
-one fine-tune per variant) and optionally ``transductive`` (one fine-tune per variant and
-scene on that scene's own frames, evaluated on it).
+"""The table and figure of the paper's comparison (`snakemake ablation`; its plan of variants
+and runs: motionrefine/config/ablation.py).
 
 The table (:func:`ablation_table`): one row per (protocol, variant) with the mean over
 scenes of EPE before and after, the MEAN OF THE PER-SCENE % EPE CHANGES (not the change of
@@ -20,8 +10,6 @@ mean 1 px / 3 px accuracy and Fl-all before and after.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -29,138 +17,17 @@ import pandas as pd
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import before_after
-from motionrefine.config.plan import HELDOUT, finetune_settings, flow_scenes
-from motionrefine.report.page import fmt_number
-from motionrefine.core.store import write_text_atomic
+from motionrefine.config.ablation import SWITCHES, TRANSDUCTIVE
+from motionrefine.config.plan import HELDOUT
+from motionrefine.report.tables import fmt_number, markdown_table
+from motionrefine.core.store import write_atomic, write_text_atomic
 
 log = logging.getLogger("motionrefine")
 
-TRANSDUCTIVE = "transductive"
-SWITCHES = ("mode", "checks", "augment", "rebalance")
-# The recipe every variant departs from (the paper's two-stage recipe as this project runs it).
-RECIPE = {"mode": "labels", "checks": "fb+colour", "augment": True, "rebalance": False}
-DEFAULT_VARIANTS = {
-    "recipe": {},
-    "no-verify": {"checks": "none"},
-    "fb-only": {"checks": "fb"},
-    "no-augment": {"augment": False},
-    "rebalance": {"rebalance": True},
-    "photometric": {"mode": "photometric"},
-    "cycle": {"mode": "cycle"},
-}
 # Mean-over-scenes columns of the table: eval column -> table stem.
 MEAN_METRICS = {"epe": "epe", "acc_1px": "acc_1px", "acc_3px": "acc_3px", "fl_all": "fl_all"}
 CHANGE_PREFIX = "epe_change_pct_"
 
-
-# ------------------------------------------------------------------ plan
-
-def section(config: dict) -> dict:
-    return dict(config.get("ablation") or {})
-
-
-def variants(config: dict) -> dict[str, dict]:
-    """variant name -> its four switches (recipe values where the variant names none)."""
-    specs = section(config).get("variants")
-    if specs is None:
-        specs = DEFAULT_VARIANTS
-    out = {}
-    for name, spec in specs.items():
-        spec = dict(spec or {})
-        unknown = set(spec) - set(SWITCHES)
-        if unknown:
-            raise MotionRefineError(f"config key 'ablation.variants.{name}': unknown switches {sorted(unknown)}; "
-                                    f"expected some of {list(SWITCHES)}")
-        out[name] = {**RECIPE, **spec}
-    if not out:
-        raise MotionRefineError("config key 'ablation.variants': name at least one variant")
-    return out
-
-
-def variant_settings(config: dict, spec: dict) -> dict:
-    """The fine-tuning settings of one variant: the `finetune` section's (steps, schedule,
-    seed...) with the variant's mode, augmentation and re-balancing switches."""
-    s = finetune_settings(config)
-    s["mode"] = spec["mode"]
-    s["rebalance"] = bool(spec["rebalance"])
-    s["augment"] = {**s["augment"], "no_aug": not spec["augment"]}
-    return s
-
-
-def label_presets(config: dict) -> list[str]:
-    """The checks presets whose labels the variants train on (sorted, unique)."""
-    return sorted({v["checks"] for v in variants(config).values()})
-
-
-def label_store(config: dict, checks: str, video: str) -> str:
-    """The main chain's labels serve the preset it was made with; other presets get their own."""
-    if checks == (config.get("verify") or {}).get("checks", "fb+colour"):
-        return f"results/labels/flow/{video}.zarr"
-    return f"results/ablation/labels/{checks}/{video}.zarr"
-
-
-def protocols(config: dict) -> list[str]:
-    sec = section(config)
-    out = [HELDOUT] if sec.get("heldout", True) else []
-    if sec.get("transductive", False):
-        out.append(TRANSDUCTIVE)
-    return out
-
-
-def runs(config: dict, samples: Sequence[str]) -> dict[str, dict]:
-    """Ablation run -> {'protocol', 'train': [videos], 'eval': [Scene]}: 'heldout' trains on the
-    samples and evaluates on every flow scene; each scene's own run (transductive) on itself.
-    Empty when there is nothing to evaluate (see :func:`check_runs`)."""
-    scenes = flow_scenes(config)
-    out: dict[str, dict] = {}
-    if not scenes:
-        return out
-    protos = protocols(config)
-    if HELDOUT in protos and samples:
-        out[HELDOUT] = {"protocol": HELDOUT, "train": list(samples), "eval": scenes}
-    if TRANSDUCTIVE in protos:
-        for s in scenes:
-            out[s.video] = {"protocol": TRANSDUCTIVE, "train": [s.video], "eval": [s]}
-    return out
-
-
-def check_runs(config: dict, samples: Sequence[str]) -> dict[str, dict]:
-    """:func:`runs`, raising a config error when the ablation would have no run. Called when the
-    ablation is requested, so configs that never ask for it need not describe one."""
-    out = runs(config, samples)
-    if out:
-        return out
-    if not flow_scenes(config):
-        raise MotionRefineError("the ablation needs benchmark scenes to evaluate on (config key 'benchmarks')")
-    if not protocols(config):
-        raise MotionRefineError("config key 'ablation': switch on heldout or transductive")
-    raise MotionRefineError("config key 'ablation.heldout' needs sample videos to train on")
-
-
-def refined_path(variant: str, run: str) -> str:
-    """Heldout weights at finetune/{variant}/; a transductive run's one folder below."""
-    if run == HELDOUT:
-        return f"results/ablation/finetune/{variant}/refined.pth"
-    return f"results/ablation/finetune/{variant}/{run}/refined.pth"
-
-
-def eval_path(variant: str, run: str) -> str:
-    return f"results/ablation/eval/{run}/{variant}.csv"
-
-
-def train_index(spec: dict, run: str) -> str:
-    """A run's training-set index under the variant's checks preset (shared by the variants
-    that use the same preset)."""
-    return f"results/ablation/train/{spec['checks']}/{run}.json"
-
-
-def evaluations(config: dict, samples: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(variant, run, evaluation CSV) of every variant and run, runs outer; raises when the
-    config plans no run (:func:`check_runs`)."""
-    return [(v, r, eval_path(v, r)) for r in check_runs(config, samples) for v in variants(config)]
-
-
-# ------------------------------------------------------------------ table
 
 def load_evals(items: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """(variant, evaluation CSV of the evaluate script) pairs -> one long table with
@@ -222,8 +89,6 @@ def ablation_table(evals: pd.DataFrame, specs: dict[str, dict] | None = None) ->
 def table_markdown(table: pd.DataFrame, spread: float | None = None, settings: dict | None = None) -> str:
     """The table in GitHub markdown: EPE in px, changes in % (negative = better), accuracies
     and Fl-all in % of pixels, before → after."""
-    from motionrefine.report.page import markdown_table
-
     scene_cols = [c for c in table.columns if c.startswith(CHANGE_PREFIX)]
     lines = []
     for proto, df in table.groupby("protocol", sort=False):
@@ -283,10 +148,7 @@ def figure(table: pd.DataFrame, out_png: str) -> None:
     ax.set_title("Ablation: EPE change after fine-tuning, per variant")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out_png).with_name(f".{Path(out_png).name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out_png)
+    write_atomic(out_png, lambda tmp: fig.savefig(tmp, dpi=110), keep_suffix=True)
 
 
 def build_ablation(items: Sequence[tuple[str, str]], specs: dict[str, dict], out_csv: str, out_md: str,
@@ -297,10 +159,7 @@ def build_ablation(items: Sequence[tuple[str, str]], specs: dict[str, dict], out
     spread = before_spread(evals)
     if spread > 1e-6:
         log.warning("the pretrained EPE differs between variants by up to %.3g px", spread)
-    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out_csv).with_name(f".{Path(out_csv).name}.tmp-{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    write_atomic(out_csv, lambda tmp: table.to_csv(tmp, index=False))
     write_text_atomic(out_md, table_markdown(table, spread, settings))
     figure(table, out_png)
     log.info("ablation: %d rows -> %s", len(table), out_csv)

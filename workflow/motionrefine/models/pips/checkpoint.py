@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from motionrefine.core.errors import AssetMissingError, CheckpointError
-from motionrefine.models.checkpoint import load_state_strict, save_atomic, sha256_file
+from motionrefine.core.store import save_atomic, sha256_file
+from motionrefine.models.checkpoint import load_state_strict
 from motionrefine.models.pips.model import Pips
 
 PIPS_RELEASE = "https://github.com/aharley/pips (reference_model/model-000200000.pth)"
