@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune
-from motionrefine.flow.pairs import batch_indices
+from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune, make_scheduler
+from motionrefine.flow.guard import HoldOut
+from motionrefine.flow.pairs import PairDataset, batch_indices
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft
@@ -49,8 +50,9 @@ def training_set(tmp_path_factory):
 
 
 def tiny(**kw):
+    # The official schedule and order (and no held-back pixels), as the pinned curve was recorded with.
     base = dict(steps=4, batch_size=2, iters=4, augment={"crop": (64, 96)}, checkpoint_every=2,
-                keep_checkpoints=10, device="cpu")
+                keep_checkpoints=10, device="cpu", schedule_extra_steps=100, shuffle=False, holdout_every=0)
     base.update(kw)
     return FinetuneConfig(**base)
 
@@ -172,6 +174,50 @@ def test_config_and_batches():
     assert [batch_indices(2, 3, s, 0, False) for s in range(2)] == [[0, 1, 0], [1, 0, 1]]
     with pytest.raises(MotionRefineError):
         batch_indices(0, 2, 0, 0, False)
+
+
+@pytest.mark.parametrize("steps", [10, 100, 1000])
+def test_default_schedule_ends_near_zero(steps):
+    cfg = FinetuneConfig(steps=steps)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = make_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(cfg.lr)
+    assert lrs[-1] <= 0.05 * max(lrs)
+
+
+def test_shuffled_epochs_visit_every_video():
+    # 3 videos laid out one after the other, as the training index is, forward then backward.
+    videos = [v for v, n in (("tree", 46), ("dog_run", 46), ("carphone", 46)) for _ in range(n)]
+    cfg = FinetuneConfig()
+    assert cfg.shuffle
+    per_epoch = len(videos) // 2
+    for epoch in range(3):
+        seen = [videos[i] for s in range(epoch * per_epoch, (epoch + 1) * per_epoch)
+                for i in batch_indices(len(videos), 2, s, cfg.seed, cfg.shuffle)]
+        assert set(seen) == {"tree", "dog_run", "carphone"}
+        assert len(seen) == len(videos)  # an even count: nothing dropped
+        # and the last tenth of an epoch is not one video
+        assert len(set(seen[-len(seen) // 10:])) > 1
+
+
+def test_held_back_pixels_never_reach_the_loss(training_set):
+    pairs = load_training_pairs(training_set)
+    cfg = tiny(holdout_every=5, augment={"crop": (64, 96), "no_aug": True})
+    ds = PairDataset(pairs, cfg)
+    held = torch.from_numpy(HoldOut(cfg.holdout_block, cfg.holdout_every).mask(64, 96))
+    total = 0
+    for i in range(len(pairs)):
+        sample = ds[(0, 0, i)]
+        assert not (sample["valid"].bool() & held).any()
+        total += int(sample["valid"].sum())
+    assert total > 0
+    full = PairDataset(pairs, tiny(augment={"crop": (64, 96), "no_aug": True}))
+    assert sum(int(full[(0, 0, i)]["valid"][held].sum()) for i in range(len(pairs))) > 0
 
 
 def test_loss_log_is_trimmed_to_the_resumed_step(tmp_path):

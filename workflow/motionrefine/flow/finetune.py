@@ -54,7 +54,9 @@ class FinetuneConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-4
     adam_eps: float = 1e-8
-    schedule_extra_steps: int = 100  # OneCycleLR total_steps = steps + this (official: 1000 + 100)
+    # OneCycleLR total_steps = steps + this. 0: the rate anneals to ~0 at the last step. The
+    # official code uses 1000 + 100, which at a short budget stops mid-schedule.
+    schedule_extra_steps: int = 0
     pct_start: float = 0.1
     clip: float = 5.0
     iters: int | None = None  # refinement iterations in training; None: 12 (small) / 32 (large, official)
@@ -62,7 +64,13 @@ class FinetuneConfig:
     max_flow: float = 400.0
     seed: int = 125
     freeze_bn: bool = True
-    shuffle: bool = False  # official: no shuffling (drop_last batches in index order)
+    # A seeded permutation of all pairs each epoch (official: index order, which trains the
+    # last steps on the last videos only).
+    shuffle: bool = True
+    # Held back from every label for the guard (flow.guard.HoldOut): one block of
+    # `holdout_block` px in `holdout_every`; 0 = train on every verified pixel.
+    holdout_every: int = 5
+    holdout_block: int = 16
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
@@ -158,6 +166,15 @@ def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor,
     return loss, metrics
 
 
+def make_scheduler(optimizer, cfg: FinetuneConfig):
+    """One-cycle: linear warm-up over ``pct_start``, then linear anneal to ~0 at the last step."""
+    total = cfg.steps + cfg.schedule_extra_steps
+    # OneCycleLR needs a warm-up of at least 2 steps; very short runs get exactly that.
+    pct = max(cfg.pct_start, 2.0 / total)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct,
+                                               anneal_strategy="linear", cycle_momentum=False)
+
+
 def _pairs_digest(pairs: Sequence[TrainingPair]) -> str:
     return hashlib.sha256(json.dumps([(p.video, p.pair) for p in pairs]).encode()).hexdigest()
 
@@ -191,9 +208,7 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
     if cfg.freeze_bn:
         model.freeze_bn()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.steps + cfg.schedule_extra_steps, pct_start=cfg.pct_start,
-        anneal_strategy="linear", cycle_momentum=False)
+    scheduler = make_scheduler(optimizer, cfg)
     identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha,
                 "pairs_digest": _pairs_digest(pairs)}
     run = Training("fine-tuning", out_dir, model, optimizer, scheduler, identity, TSV_COLUMNS, cfg.steps, dev,

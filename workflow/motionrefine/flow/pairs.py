@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.flow.augment import augment, crop_size
+from motionrefine.flow.guard import HoldOut
 from motionrefine.flow.labels import TrainingPair
 from motionrefine.flow.rebalance import speed_bin_weights
 
@@ -91,6 +92,8 @@ class PairDataset(Dataset):
         else:
             flow = np.asarray(lab["flow"][p.pair], dtype=np.float32)
             valid = np.asarray(lab["keep"][p.pair], dtype=bool)
+        if self.cfg.holdout_every:
+            valid = valid & ~HoldOut(self.cfg.holdout_block, self.cfg.holdout_every).mask(*valid.shape)
         rng = np.random.default_rng([self.cfg.seed, step, slot])
         out = augment(img[0], img[1], flow, valid, rng=rng, config=self.cfg.augment, keep_raw=self.keep_raw)
         out.pop("crop_origin")
