@@ -4,7 +4,7 @@ rule finetune:
         train="results/train/{run}.json",
         checkpoint=checkpoint_path,
     output:
-        weights="results/finetune/{run}/refined.pth",
+        weights="results/finetune/{run}/trained.pth",
         loss="results/finetune/{run}/loss.tsv",
     log:
         "results/logs/finetune/{run}.log",
@@ -21,3 +21,31 @@ rule finetune:
         "../../envs/motionrefine.yaml"
     script:
         "../scripts/finetune.py"
+
+
+rule guard:
+    """Keep the fine-tuned weights only if they beat the pretrained ones on held-back label pixels."""
+    input:
+        trained="results/finetune/{run}/trained.pth",
+        pretrained=checkpoint_path,
+        train="results/train/{run}.json",
+    output:
+        weights="results/finetune/{run}/refined.pth",
+        verdict="results/finetune/{run}/guard.json",
+    log:
+        "results/logs/guard/{run}.log",
+    params:
+        guard=config["guard"],
+        holdout={k: FINETUNE[k] for k in ("holdout_block", "holdout_every")},
+        variant=config["model"]["variant"],
+        iters=config["model"]["iters"],
+        sha256=config["model"]["sha256"],
+    threads: res("guard", "threads")
+    resources:
+        mem_mb=res("guard", "mem_mb"),
+        runtime=res("guard", "runtime"),
+        gpu=res("guard", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/guard.py"

@@ -1,4 +1,4 @@
-"""Snakemake script of rule finetune: training set -> results/finetune/{run}/refined.pth + loss.tsv.
+"""Snakemake script of rule finetune: training set -> results/finetune/{run}/trained.pth + loss.tsv.
 
 Training state lives in a work folder named by a fingerprint of everything that changes the
 result (training set, settings, start weights), so a killed job resumes from its last
@@ -17,4 +17,4 @@ with job_log(snakemake.log[0]) as log:
                        expected_sha256=snakemake.params.sha256)
     shutil.copyfile(work / "loss.tsv", snakemake.output.loss)
     shutil.copyfile(summary["final"], snakemake.output.weights)
-    log.info("refined weights: %s (%s)", snakemake.output.weights, summary)
+    log.info("fine-tuned weights: %s (%s)", snakemake.output.weights, summary)

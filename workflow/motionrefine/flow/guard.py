@@ -109,3 +109,50 @@ def model_signals(estimator, groups: Sequence[tuple[np.ndarray, np.ndarray, np.n
         held = holdout.mask(*frames.shape[1:3])
         total.add(pair_signals(frames, fw, bw, lab_fw, keep_fw, lab_bw, keep_bw, held))
     return total.summary()
+
+
+def training_groups(pairs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """(frames, label_fw, keep_fw, label_bw, keep_bw) of every labelled pair of a training set."""
+    from motionrefine.core.store import open_group
+
+    groups, seen = [], set()
+    for p in pairs:
+        if (p.labels, p.pair) in seen:  # both directions of a pair are one group
+            continue
+        seen.add((p.labels, p.pair))
+        frames, lab = open_group(p.frames)["frames"], open_group(p.labels)
+        i = p.pair
+        groups.append((np.asarray(frames[i:i + 2]), np.asarray(lab["flow"][i:i + 1]), np.asarray(lab["keep"][i:i + 1]),
+                       np.asarray(lab["flow_bw"][i:i + 1]), np.asarray(lab["keep_bw"][i:i + 1])))
+    return groups
+
+
+def guard_weights(pretrained: str, trained: str, training_set, out_weights: str, out_json: str,
+                  variant: str = "small", iters: int = 12, holdout: HoldOut = HoldOut(), margin: float = 0.0,
+                  expected_sha256: str | None = None, device: str = "auto", threads: int | None = None) -> dict:
+    """Judge ``trained`` against ``pretrained`` on the training set's held-back pixels and
+    write the weights to keep to ``out_weights``, the verdict and signals to ``out_json``."""
+    import json
+    import shutil
+
+    from motionrefine import __version__
+    from motionrefine.core.device import pick_device
+    from motionrefine.core.store import sha256_file, write_atomic, write_text_atomic
+    from motionrefine.flow.inference import FlowEstimator
+    from motionrefine.flow.labels import load_training_pairs
+    from motionrefine.models.checkpoint import load_raft
+
+    dev = pick_device(device, threads)
+    groups = training_groups(load_training_pairs(training_set))
+    signals = {}
+    for name, path, sha in (("pretrained", pretrained, expected_sha256), ("refined", trained, None)):
+        model, _ = load_raft(path, variant, sha)
+        signals[name] = model_signals(FlowEstimator(model.to(dev), iters, device=dev), groups, holdout)
+    verdict = decide(signals["pretrained"], signals["refined"], margin)
+    chosen = trained if verdict["keep_refined"] else pretrained
+    write_atomic(out_weights, lambda tmp: shutil.copyfile(chosen, tmp))
+    result = {**verdict, "signals": signals, "pairs": len(groups), "holdout": vars(holdout),
+              "kept_weights": "refined" if verdict["keep_refined"] else "pretrained",
+              "weights_sha256": sha256_file(out_weights), "code_version": __version__}
+    write_text_atomic(out_json, json.dumps(result, indent=2))
+    return result
