@@ -1,4 +1,6 @@
-"""Shared fixtures: the project root and the assets beside the checkout (../shared)."""
+"""Shared fixtures: the project root, its schema files and the assets beside the checkout (../shared).
+
+A missing asset is a setup error, never a skip: :func:`require_asset` fails the test naming the file."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +11,15 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT.parent / "shared").resolve()
+CONFIG_SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+SAMPLES_SCHEMA = ROOT / "workflow/schemas/samples.schema.yaml"
+
+
+def require_asset(path: Path) -> Path:
+    """``path`` if it exists; otherwise fail the test, naming the missing file."""
+    if not path.exists():
+        pytest.fail(f"test asset missing: {path} (clone the project with shared/ beside it)")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +29,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
-    if not (SHARED / "data").is_dir():
-        pytest.fail(f"assets not found at {SHARED}: clone the project with shared/ beside it")
-    return SHARED
+    return require_asset(SHARED / "data").parent
 
 
 @pytest.fixture(scope="session")

@@ -1,21 +1,34 @@
 """Config schema, asset paths and sample sheet checks (motionrefine/config/schema.py), no Snakemake run."""
 from __future__ import annotations
 
+import pickle
 import re
 
 import pytest
 import yaml
 
+from conftest import CONFIG_SCHEMA, ROOT, SAMPLES_SCHEMA
+from motionrefine.config import plan, settings
 from motionrefine.config.schema import (
+    PROJECT_ROOT_ENV,
     ConfigError,
     load_config_file,
     load_samples,
     model_checkpoint,
     resolve_asset,
     rule_resources,
-    validate_config,
+    tracker_checkpoint,
 )
+from motionrefine.config.schema import validate_config as _validate_config
 from motionrefine.core.errors import AssetMissingError
+
+
+def validate_config(config: dict) -> dict:
+    return _validate_config(config, CONFIG_SCHEMA)
+
+
+def samples_of(config: dict):
+    return load_samples(config, ROOT, SAMPLES_SCHEMA)
 
 HEADER = "name\tpath\tstart\tend\tstride\tresize\n"
 
@@ -29,11 +42,11 @@ def write_sheet(tmp_path, text: str, config: dict) -> dict:
 
 def test_default_and_tiny_configs_are_valid(root, shared):
     for path in (root / "config.yaml", root / "tests/data/tiny/config.yaml"):
-        config = load_config_file(path)
-        samples = load_samples(config)
+        config = load_config_file(path, CONFIG_SCHEMA)
+        samples = samples_of(config)
         assert len(samples) >= 2
         assert samples["path"].map(lambda p: p.startswith(str(shared))).all()
-        assert model_checkpoint(config) == shared / "weights" / "raft-small.pth"
+        assert model_checkpoint(config, root) == shared / "weights" / "raft-small.pth"
 
 
 def test_schema_fills_defaults(base_config):
@@ -79,7 +92,7 @@ def test_missing_asset_names_file_where_and_source(base_config, tmp_path):
     base_config["asset_root"] = str(tmp_path)
     config = validate_config(base_config)
     with pytest.raises(AssetMissingError) as info:
-        resolve_asset(config, "raft_small")
+        resolve_asset(config, "raft_small", ROOT)
     msg = str(info.value)
     assert str(tmp_path / "weights" / "raft-small.pth") in msg
     assert "asset_root" in msg
@@ -92,12 +105,12 @@ def test_unknown_weights_key(base_config):
     base_config["model"]["checkpoint"] = "raft_huge"
     config = validate_config(base_config)
     with pytest.raises(ConfigError, match=r"weights\.raft_huge"):
-        model_checkpoint(config)
+        model_checkpoint(config, ROOT)
 
 
 def test_relative_paths_resolve_against_project_root_and_asset_root(base_config, root, shared, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
-    samples = load_samples(validate_config(base_config))
+    samples = samples_of(validate_config(base_config))
     assert samples.loc["tree", "path"] == str(shared / "data/videos/tree.avi")
     assert samples.loc["dog_run", "kind"] == "folder"
     assert samples.loc["tree", "end"] == 24 and isinstance(samples.loc["tree", "end"], int)
@@ -106,7 +119,7 @@ def test_relative_paths_resolve_against_project_root_and_asset_root(base_config,
 def test_sheet_defaults_and_absolute_path(base_config, shared, tmp_path):
     video = shared / "data/videos/tree.avi"
     config = write_sheet(tmp_path, f"name\tpath\na\t{video}\n", validate_config(base_config))
-    row = load_samples(config).loc["a"]
+    row = samples_of(config).loc["a"]
     assert (row["path"], row["start"], row["end"], row["stride"], row["resize"]) == (str(video), 0, None, 1, None)
 
 
@@ -131,23 +144,92 @@ def test_sheet_defaults_and_absolute_path(base_config, shared, tmp_path):
 def test_bad_sheet_rows_name_row_and_column(base_config, tmp_path, rows, pattern):
     config = write_sheet(tmp_path, HEADER + rows, validate_config(base_config))
     with pytest.raises(ConfigError, match=pattern) as info:
-        load_samples(config)
+        samples_of(config)
     assert str(tmp_path / "samples.tsv") in str(info.value)
 
 
 def test_unknown_column(base_config, tmp_path):
     config = write_sheet(tmp_path, "name\tpath\tfps\na\tdata/videos/tree.avi\t25\n", validate_config(base_config))
     with pytest.raises(ConfigError, match=re.escape("unknown column(s) ['fps']")):
-        load_samples(config)
+        samples_of(config)
 
 
 def test_missing_required_column_and_missing_sheet(base_config, tmp_path):
     config = write_sheet(tmp_path, "name\tstart\na\t0\n", validate_config(base_config))
     with pytest.raises(ConfigError, match=r"missing required column\(s\) \['path'\]"):
-        load_samples(config)
+        samples_of(config)
     config["samples"] = str(tmp_path / "nope.tsv")
     with pytest.raises(ConfigError, match="sample sheet not found"):
-        load_samples(config)
+        samples_of(config)
+
+
+def test_tracking_sections_are_checked_at_parse_time(base_config):
+    """tracking.labels and tracking.finetune list their library fields: a typo fails validation."""
+    base_config["tracking"]["labels"]["theta_rf"] = 8.0
+    with pytest.raises(ConfigError, match=r"config key 'tracking\.labels': .*'theta_rf' was unexpected"):
+        validate_config(base_config)
+    del base_config["tracking"]["labels"]["theta_rf"]
+    base_config["tracking"]["finetune"]["step"] = 3
+    with pytest.raises(ConfigError, match=r"config key 'tracking\.finetune': .*'step' was unexpected"):
+        validate_config(base_config)
+    del base_config["tracking"]["finetune"]["step"]
+    base_config["tracking"]["labels"]["queries"] = "sift"
+    with pytest.raises(ConfigError, match=r"config key 'tracking\.labels\.queries'"):
+        validate_config(base_config)
+
+
+def test_tracking_schema_lists_the_library_fields():
+    """Every TrackLabelConfig / TrackFinetuneConfig field the workflow does not set itself is in the schema."""
+    from dataclasses import fields
+
+    from motionrefine.track.finetune import TrackFinetuneConfig
+    from motionrefine.track.labels import TrackLabelConfig
+
+    tracking = yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]["tracking"]["properties"]
+    # Set by the workflow: tracking.size / tracking.sha256, the video, the rule's threads.
+    assert set(tracking["labels"]["properties"]) == {f.name for f in fields(TrackLabelConfig)} - {
+        "size", "expected_sha256", "video"}
+    assert set(tracking["finetune"]["properties"]) == {f.name for f in fields(TrackFinetuneConfig)} - {
+        "size", "threads"}
+
+
+def test_stage_settings_are_recorded_by_snakemake(base_config, shared):
+    """Rules pass settings as params: Snakemake records (and reruns on) a param only if it is a
+    builtin type, by its repr; so the repr must be deterministic and the objects picklable."""
+    from snakemake.persistence import PersistenceBase
+
+    config = validate_config(base_config)
+    built = settings.build(config)
+    assert built == settings.build(validate_config(yaml.safe_load((ROOT / "config.yaml").read_text())))
+    assert repr(built) == repr(settings.build(config))
+    scenes = plan.benchmark_scenes(config, shared)
+    for value in [*built, scenes, scenes[0]]:
+        # The persistence layer's own serializer (None: it does not use its instance).
+        assert PersistenceBase._serialize_param_builtin(None, value) == repr(value)
+        assert pickle.loads(pickle.dumps(value)) == value
+    for value in [*built, *scenes]:
+        hash(value)
+    assert built.labels.speed_bins == (0, 1, 2, 4.5)
+    assert built.track_labels.kwargs() == {**config["tracking"]["labels"], "size": "small",
+                                           "expected_sha256": config["tracking"]["sha256"]}
+
+
+def test_scenes_carry_source_and_reader_options(base_config, shared):
+    base_config["benchmarks"]["sintel"] = {"kind": "sintel", "path": "/data/sintel", "scenes": ["alley_1"],
+                                           "options": {"split": "clean"}}
+    scenes = {s.video: s for s in plan.benchmark_scenes(validate_config(base_config), shared)}
+    assert scenes["realtex__s1"].source == "results/benchmarks/realtex/s1.zarr"
+    assert scenes["middlebury__motorcycle"].source == str(shared / "data/stereo/motorcycle")
+    assert scenes["sintel__alley_1"].source == "/data/sintel"
+    assert scenes["sintel__alley_1"].reader_options == {"split": "clean"}
+    assert plan.benchmark_scenes(base_config)[-1].source is None  # no asset_root: names only
+
+
+def test_tracker_checkpoint_resolves_against_the_project_root(base_config, tmp_path):
+    config = validate_config(base_config)
+    assert tracker_checkpoint(config, ROOT) == ROOT / "weights/pips-small-synth.pth"
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "weights/pips-small-synth.pth"))):
+        tracker_checkpoint(config, tmp_path)
 
 
 def test_conda_env_pins_match_requirements(root):
@@ -170,3 +252,5 @@ def test_conda_env_pins_match_requirements(root):
     # snakemake and its SLURM plugin run the workflow; they are not needed inside a rule's env.
     runtime = {k: v for k, v in reqs.items() if not k.startswith("snakemake")}
     assert pins == runtime
+    # The rule scripts import the package: the env installs it from the project root.
+    assert f"-e ${{{PROJECT_ROOT_ENV}}}" in env["dependencies"][-1]["pip"]

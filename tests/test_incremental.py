@@ -48,6 +48,7 @@ WEIGHTS = SHARED / "weights" / "raft-small.pth"
 PINNED = "c7d41b9cc88442bb8aa911dbb33086dac55a226394b142937ff22d5578717332"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCENE = "tinytex__s0"  # the generated benchmark scene, as a video of the label chain
+CONFIG_SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared weights missing"),
@@ -296,7 +297,7 @@ def test_flow_and_labels_are_bit_identical_when_recomputed(run, tmp_path, keep_t
     flow_stage(str(frames), str(tmp_path / "flow.zarr"), str(WEIGHTS), iters=4, batch_size=2, threads=1,
                expected_sha256=PINNED, device="cpu", progress=False)
     same_store(run.path("results/flow/raft-small/tree.zarr"), tmp_path / "flow.zarr")
-    v = validate_config(copy.deepcopy(run.config))["verify"]  # as rule labels passes them
+    v = validate_config(copy.deepcopy(run.config), CONFIG_SCHEMA)["verify"]  # as rule labels passes them
     verify = {k: v[k] for k in ("alpha", "beta", "colour", "max_flow", "checks", "speed_bins")}
     for video in ("tree", "dog", SCENE):
         out = tmp_path / f"labels_{video}.zarr"
@@ -313,7 +314,7 @@ def test_benchmark_scene_is_bit_identical_from_its_seed(run, tmp_path):
 
 
 def test_finetune_gives_the_same_weights_as_the_workflow(run, tmp_path, keep_torch_threads):
-    config = validate_config(copy.deepcopy(run.config))
+    config = validate_config(copy.deepcopy(run.config), CONFIG_SCHEMA)
     settings = dict(finetune_settings(config), threads=1)  # as rule finetune passes them (1 thread here)
     summary = finetune(settings, run.path("results/train/heldout.json"), WEIGHTS, tmp_path / "ft",
                        expected_sha256=PINNED)

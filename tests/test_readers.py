@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SHARED, require_asset
 from motionrefine.io import flow_formats as flowio
 from motionrefine.io import readers
 from motionrefine.core.errors import AssetMissingError, MotionRefineError
 from motionrefine.core.geometry import backward_warp, inside_frame
 
-SHARED = Path(__file__).parents[2] / "shared"
 FIXTURES = SHARED / "data" / "fixtures" / "flow"
 MOTORCYCLE = SHARED / "data" / "stereo" / "motorcycle"
-
-
-def _need(path: Path) -> Path:
-    # Same policy as conftest's `shared` fixture: missing assets are a setup error, not a skip.
-    if not path.exists():
-        pytest.fail(f"shared test data missing: {path} (clone the project with shared/ beside it)")
-    return path
 
 
 def _write_rgb(path: Path, rgb: np.ndarray) -> None:
@@ -77,7 +70,7 @@ def test_flo_layout_is_row_major_uv_interleaved(tmp_path):
 
 
 def test_real_flo_fixture_and_byte_exact_round_trip(tmp_path):
-    src = _need(FIXTURES / "00001_flow.flo")
+    src = require_asset(FIXTURES / "00001_flow.flo")
     flow = flowio.read_flo(src)
     assert flow.shape == (50, 50, 2)
     assert np.isfinite(flow).all() and np.abs(flow).max() > 0.1
@@ -211,7 +204,7 @@ def test_sintel_reader(tmp_path):
 
 def test_sintel_layout_on_real_flyingthings_fixture(tmp_path):
     """The real FlyingThings crop, linked (not copied) into a Sintel layout."""
-    _need(FIXTURES / "0000000-img_0.png")
+    require_asset(FIXTURES / "0000000-img_0.png")
     tr = tmp_path / "training"
     links = {
         tr / "clean" / "things" / "frame_0001.png": FIXTURES / "0000000-img_0.png",
@@ -233,7 +226,7 @@ def test_sintel_layout_on_real_flyingthings_fixture(tmp_path):
 def test_real_chairs_flow_warps_frame2_onto_frame1():
     """FlyingChairs crop: backward-warping frame 2 with the .flo read must reproduce
     frame 1 far better than no motion, negated or u/v-swapped flow (checks order and sign)."""
-    _need(FIXTURES / "00001_flow.flo")
+    require_asset(FIXTURES / "00001_flow.flo")
     img1 = readers.read_rgb(FIXTURES / "00001_img1.ppm")
     img2 = readers.read_rgb(FIXTURES / "00001_img2.ppm")
     flow, valid = flowio.read_flow(FIXTURES / "00001_flow.flo")
@@ -289,7 +282,7 @@ def test_kitti2015_reader(tmp_path):
 
 
 def test_middlebury_motorcycle_stereo_as_flow():
-    _need(MOTORCYCLE / "motorcycle_disp.npz")
+    require_asset(MOTORCYCLE / "motorcycle_disp.npz")
     (sc,) = readers.read_middlebury_stereo(MOTORCYCLE)
     assert sc.name == "motorcycle"
     assert sc.frames.shape == (2, 500, 741, 3) and sc.flow.shape == (1, 500, 741, 2)

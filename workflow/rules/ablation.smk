@@ -51,8 +51,7 @@ rule ablation_labels:
     wildcard_constraints:
         checks=ABL_CHECKS_PATTERN,
     params:
-        verify=lambda wc: {**config["verify"], "checks": wc.checks},
-        batch_size=config["model"]["batch_size"],
+        settings=lambda wc: LABELS._replace(checks=wc.checks),
     threads: res("labels", "threads")
     resources:
         mem_mb=res("labels", "mem_mb"),
@@ -126,7 +125,7 @@ rule ablation_evaluate:
     input:
         pretrained=checkpoint_path,
         refined=lambda wc: mrablation.refined_path(wc.variant, wc.run),
-        scenes=lambda wc: [scene_source_of(s) for s in ABL_RUNS[wc.run]["eval"]],
+        scenes=lambda wc: [SCENES[s.video].source for s in ABL_RUNS[wc.run]["eval"]],
     output:
         "results/ablation/eval/{run}/{variant}.csv",
     log:
@@ -136,13 +135,9 @@ rule ablation_evaluate:
         run="|".join(re.escape(r) for r in ABL_RUNS) or "(?!)",
         variant=ABL_VARIANT_PATTERN,
     params:
-        scenes=lambda wc: [
-            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
-             "options": config["benchmarks"][s.benchmark].get("options", {})}
-            for s in ABL_RUNS[wc.run]["eval"]
-        ],
-        variant=config["model"]["variant"],
-        iters=config["model"]["iters"],
+        scenes=lambda wc: [SCENES[s.video] for s in ABL_RUNS[wc.run]["eval"]],
+        # Without alternate_corr_pixels, as this rule always ran (evaluate's default: never on demand).
+        settings=EVAL._replace(alternate_corr_pixels=None),
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -35,8 +35,7 @@ rule scene_frames:
     log:
         "results/logs/scene_frames/{bench}__{scene}.log",
     params:
-        kind=lambda wc: scene(wc).kind,
-        options=lambda wc: config["benchmarks"][wc.bench].get("options", {}),
+        scene=scene,
     threads: 1
     resources:
         mem_mb=res("benchmark", "mem_mb"),

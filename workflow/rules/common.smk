@@ -1,20 +1,29 @@
-# Config and sample sheet, checked once at parse time; the logic is in motionrefine/config/schema.py.
+# Config and sample sheet, checked once at parse time; the logic is in motionrefine/config/.
 import os
 import re
 from pathlib import Path
 
 from motionrefine.config import schema as mrconfig
 from motionrefine.config import plan
+from motionrefine.config import settings as mrsettings
 
 mrconfig.validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
-SAMPLES = mrconfig.load_samples(config)
+# Relative config paths resolve against the project root (the Snakefile's folder), not the working directory.
+PROJECT_ROOT = workflow.basedir
+mrconfig.export_project_root(PROJECT_ROOT)  # where envs/motionrefine.yaml installs the package from
+ASSET_ROOT = mrconfig.asset_root(config, PROJECT_ROOT)
+SAMPLES = mrconfig.load_samples(config, PROJECT_ROOT, workflow.source_path("../schemas/samples.schema.yaml"))
 MODEL = config["model"]["name"]
 plan.check_names(list(SAMPLES.index), config)
-SCENES = {s.video: s for s in plan.flow_scenes(config)}
+SCENES = {s.video: s for s in plan.flow_scenes(config, ASSET_ROOT)}
 # Point-tracking benchmarks (TAP-Vid): scored by the tracking comparison only.
-TRACK_SCENES = [s for s in plan.benchmark_scenes(config) if s.kind in plan.TRACK_KINDS]
-RUNS = plan.runs(config, list(SAMPLES.index))
+TRACK_SCENES = [s for s in plan.benchmark_scenes(config, ASSET_ROOT) if s.kind in plan.TRACK_KINDS]
+RUNS = plan.runs(config, list(SAMPLES.index), ASSET_ROOT)
 FINETUNE = plan.finetune_settings(config)
+# Each stage's settings, one param of its rule (motionrefine/config/settings.py).
+SETTINGS = mrsettings.build(config)
+FLOW, LABELS, EVAL = SETTINGS.flow, SETTINGS.labels, SETTINGS.evaluate
+TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
 RUN_PATTERN = "|".join(re.escape(r) for r in RUNS) or "(?!)"
@@ -44,17 +53,11 @@ def sample(wildcards):
 
 def checkpoint_path(wildcards):
     # Resolved lazily: a missing checkpoint only stops runs that need flow.
-    return str(mrconfig.model_checkpoint(config))
+    return str(mrconfig.model_checkpoint(config, PROJECT_ROOT))
 
 
 def tracker_checkpoint(wildcards):
-    value = config["tracking"].get("checkpoint")
-    if not value:
-        raise mrconfig.ConfigError("config key 'tracking.checkpoint' is not set (the tracker weights)")
-    path = Path(value) if Path(value).is_absolute() else mrconfig.PROJECT_ROOT / value
-    if not path.is_file():
-        raise mrconfig.ConfigError(f"config key 'tracking.checkpoint': tracker weights not found at {path}")
-    return str(path)
+    return str(mrconfig.tracker_checkpoint(config, PROJECT_ROOT))
 
 
 def tracking_enabled():
@@ -74,19 +77,16 @@ def scene(wildcards):
     return SCENES[f"{wildcards.bench}{plan.SCENE_SEP}{wildcards.scene}"]
 
 
-def scene_source_of(s):
-    """Generated scenes come from results/benchmarks; dataset scenes from their root folder."""
-    if s.kind in plan.GENERATED_KINDS:
-        return f"results/benchmarks/{s.benchmark}/{s.name}.zarr"
-    return str(mrconfig.asset_root(config) / config["benchmarks"][s.benchmark]["path"])
-
-
 def scene_source(wildcards):
-    return scene_source_of(scene(wildcards))
+    return scene(wildcards).source
+
+
+def eval_scenes(wildcards):
+    return RUNS[wildcards.run]["eval"]
 
 
 def eval_sources(wildcards):
-    return [scene_source_of(s) for s in RUNS[wildcards.run]["eval"]]
+    return [s.source for s in eval_scenes(wildcards)]
 
 
 def run_videos(wildcards):

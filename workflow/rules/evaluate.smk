@@ -9,14 +9,8 @@ rule evaluate:
     log:
         "results/logs/evaluate/{run}.log",
     params:
-        scenes=lambda wc: [
-            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
-             "options": config["benchmarks"][s.benchmark].get("options", {})}
-            for s in RUNS[wc.run]["eval"]
-        ],
-        variant=config["model"]["variant"],
-        iters=config["model"]["iters"],
-        alternate_corr_pixels=config["model"]["alternate_corr_pixels"],
+        scenes=eval_scenes,
+        settings=EVAL,
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
@@ -32,18 +26,14 @@ rule label_quality:
     """Kept fraction and accuracy of each benchmark scene's own pseudo-labels against ground truth."""
     input:
         labels=expand("results/labels/flow/{video}.zarr", video=list(SCENES)),
-        scenes=[scene_source_of(s) for s in SCENES.values()],
+        scenes=[s.source for s in SCENES.values()],
     output:
         "results/eval/label_quality.csv",
     log:
         "results/logs/label_quality.log",
     params:
-        scenes=[
-            {"benchmark": s.benchmark, "name": s.name, "kind": s.kind, "path": scene_source_of(s),
-             "video": s.video, "options": config["benchmarks"][s.benchmark].get("options", {})}
-            for s in SCENES.values()
-        ],
-        speed_bins=config["verify"]["speed_bins"],
+        scenes=list(SCENES.values()),
+        speed_bins=LABELS.speed_bins,
     threads: 1
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -11,11 +11,9 @@ rule flow:
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
     params:
-        variant=config["model"]["variant"],
-        iters=config["model"]["iters"],
-        batch_size=config["model"]["batch_size"],
+        settings=FLOW,
+        # Pinned for the configured checkpoint only; refined weights are made here.
         sha256=lambda wc: config["model"]["sha256"] if wc.model == MODEL else None,
-        alternate_corr_pixels=config["model"]["alternate_corr_pixels"],
     threads: res("flow", "threads")
     resources:
         mem_mb=res("flow", "mem_mb"),

@@ -8,8 +8,7 @@ rule labels:
     log:
         "results/logs/labels/{video}.log",
     params:
-        verify=config["verify"],
-        batch_size=config["model"]["batch_size"],
+        settings=LABELS,
     threads: res("labels", "threads")
     resources:
         mem_mb=res("labels", "mem_mb"),

@@ -8,8 +8,7 @@ rule track_labels:
     log:
         "results/logs/track_labels/{video}.log",
     params:
-        labels=lambda wc: dict(config["tracking"]["labels"], size=config["tracking"]["size"]),
-        sha256=config["tracking"].get("sha256"),
+        settings=TRACK_LABELS,
     threads: res("track_labels", "threads")
     resources:
         mem_mb=res("track_labels", "mem_mb"),
@@ -51,8 +50,8 @@ rule track_eval:
     """Long-range tracks on the real-texture scenes: chained RAFT before/after flow refinement,
     the pre-trained and the refined tracker. TAP-Vid metrics plus survival and MTE per scene."""
     input:
-        scenes=[scene_source_of(s) for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],
-        tapvid=sorted({scene_source_of(s) for s in TRACK_SCENES}),
+        scenes=[s.source for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],
+        tapvid=sorted({s.source for s in TRACK_SCENES}),
         raft_pretrained=checkpoint_path,
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",
         tracker_pretrained=tracker_checkpoint,
@@ -64,15 +63,8 @@ rule track_eval:
     log:
         "results/logs/track_eval.log",
     params:
-        size=config["tracking"]["size"],
-        iters=config["tracking"]["iters"],
-        raft_iters=config["model"]["iters"],
-        raft_variant=config["model"]["variant"],
-        tapvid=[
-            {"benchmark": s.benchmark, "name": s.name, "path": scene_source_of(s),
-             "options": config["benchmarks"][s.benchmark].get("options", {})}
-            for s in TRACK_SCENES
-        ],
+        settings=TRACK_EVAL,
+        tapvid=TRACK_SCENES,
     threads: res("track_eval", "threads")
     resources:
         mem_mb=res("track_eval", "mem_mb"),

@@ -10,11 +10,9 @@ with job_log(snakemake.log[0]):
     p = snakemake.params
     frames = []
     for s in p.scenes:
-        scene = load_flow_scene(s["kind"], s["name"], s["path"], s["benchmark"], s["options"])
+        scene = load_flow_scene(s.kind, s.name, s.source, s.benchmark, s.reader_options)
         df = evaluate_flow({"pretrained": snakemake.input.pretrained, "refined": snakemake.input.refined},
-                           [scene], variant=p.variant, iters=p.iters, threads=snakemake.threads,
-                           benchmark=s["benchmark"],
-                           alternate_corr_pixels=getattr(p, "alternate_corr_pixels", None))
+                           [scene], **p.settings._asdict(), threads=snakemake.threads, benchmark=s.benchmark)
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "run", snakemake.wildcards.run)

@@ -10,12 +10,9 @@ with job_log(snakemake.log[0]):
         frames_path=snakemake.input.frames,
         out_path=snakemake.output[0],
         checkpoint=snakemake.input.checkpoint,
-        variant=p.variant,
-        iters=p.iters,
-        batch_size=p.batch_size,
+        **p.settings._asdict(),
         threads=snakemake.threads,
         expected_sha256=p.sha256,
-        alternate_corr_pixels=p.alternate_corr_pixels,
         # A bar on an interactive terminal; logs and cluster jobs get the summary line only.
         progress=sys.stderr.isatty(),
     )

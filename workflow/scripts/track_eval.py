@@ -12,6 +12,8 @@ with job_log(snakemake.log[0]):
         scene_paths=list(i.scenes),
         raft={"chained RAFT (pretrained)": i.raft_pretrained, "chained RAFT (refined)": i.raft_refined},
         pips={"tracker (pretrained)": i.tracker_pretrained, "tracker (refined)": i.tracker_refined},
-        size=p.size, iters=p.iters, raft_iters=p.raft_iters, raft_variant=p.raft_variant, tapvid=p.tapvid,
+        **p.settings._asdict(),
+        tapvid=[{"benchmark": s.benchmark, "name": s.name, "path": s.source, "options": s.reader_options}
+                for s in p.tapvid],
         out_table=snakemake.output.table, out_figure=snakemake.output.figure, out_summary=snakemake.output.summary,
     )

@@ -8,5 +8,4 @@ from motionrefine.track.labels import make_track_labels
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     make_track_labels(snakemake.input.frames, snakemake.input.checkpoint, snakemake.output[0],
-                      expected_sha256=snakemake.params.sha256, video=snakemake.wildcards.video,
-                      **snakemake.params.labels)
+                      video=snakemake.wildcards.video, **snakemake.params.settings.kwargs())

@@ -14,7 +14,9 @@ whose frames store is written from the benchmark, so frames/flow/labels rules ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from pathlib import Path
+from typing import NamedTuple
 
 from motionrefine.core.errors import MotionRefineError
 
@@ -37,20 +39,37 @@ FINETUNE_PROFILES = {
 }
 
 
-@dataclass(frozen=True)
-class Scene:
+class Scene(NamedTuple):
+    """One benchmark scene and where to read it. A tuple, so a rule's params record it (Snakemake
+    reruns a job when a recorded param changes, and records only builtin types)."""
+
     benchmark: str
     name: str
     kind: str
+    # The scene's store (generated kinds) or its dataset root; None where the plan had no asset_root.
+    source: str | None = None
+    options: tuple = ()  # the benchmark's reader options as sorted (key, value) pairs
 
     @property
     def video(self) -> str:
         """Name of this scene as a video of the label-making chain."""
         return f"{self.benchmark}{SCENE_SEP}{self.name}"
 
+    @property
+    def reader_options(self) -> dict:
+        return dict(self.options)
 
-def benchmark_scenes(config: dict) -> list[Scene]:
-    """Every configured benchmark scene, in config order."""
+
+def scene_source(bench: str, spec: dict, name: str, asset_root: str | os.PathLike | None) -> str | None:
+    """Generated scenes come from results/benchmarks; dataset scenes from their root folder."""
+    if spec["kind"] in GENERATED_KINDS:
+        return f"results/benchmarks/{bench}/{name}.zarr"
+    return None if asset_root is None else str(Path(asset_root) / spec["path"])
+
+
+def benchmark_scenes(config: dict, asset_root: str | os.PathLike | None = None) -> list[Scene]:
+    """Every configured benchmark scene, in config order. ``asset_root`` (absolute) locates the
+    scenes read from disk; plans that need only the names may leave it out."""
     out = []
     for bench, spec in (config.get("benchmarks") or {}).items():
         kind = spec["kind"]
@@ -61,12 +80,13 @@ def benchmark_scenes(config: dict) -> list[Scene]:
             if not names:
                 raise MotionRefineError(f"config key 'benchmarks.{bench}.scenes': list the scenes to evaluate "
                                         f"(kind {kind!r} is read from disk)")
-        out.extend(Scene(bench, n, kind) for n in names)
+        options = tuple(sorted((spec.get("options") or {}).items()))
+        out.extend(Scene(bench, n, kind, scene_source(bench, spec, n, asset_root), options) for n in names)
     return out
 
 
-def flow_scenes(config: dict) -> list[Scene]:
-    return [s for s in benchmark_scenes(config) if s.kind not in TRACK_KINDS]
+def flow_scenes(config: dict, asset_root: str | os.PathLike | None = None) -> list[Scene]:
+    return [s for s in benchmark_scenes(config, asset_root) if s.kind not in TRACK_KINDS]
 
 
 def realtex_preset(spec: dict, index: int) -> str:
@@ -84,10 +104,10 @@ def check_names(samples: list[str], config: dict) -> None:
             raise MotionRefineError(f"benchmark name {bench!r}: '{SCENE_SEP}' is reserved")
 
 
-def runs(config: dict, samples: list[str]) -> dict[str, dict]:
+def runs(config: dict, samples: list[str], asset_root: str | os.PathLike | None = None) -> dict[str, dict]:
     """run name -> {'train': [videos], 'eval': [Scene]}."""
     refine = config.get("refine") or {}
-    scenes = flow_scenes(config)
+    scenes = flow_scenes(config, asset_root)
     out: dict[str, dict] = {}
     if refine.get("heldout", True) and samples and scenes:
         out[HELDOUT] = {"train": list(samples), "eval": scenes}

@@ -1,10 +1,11 @@
 """The workflow's configuration: schema validation, asset paths, the sample sheet.
 
 Pure Python so it is testable without running Snakemake; ``workflow/rules/common.smk``
-calls it. Path rules (also in the README):
+calls it with the project root (the folder holding the Snakefile) and the schema files,
+so the library assumes nothing about where it is installed. Path rules (also in the README):
 
-- relative ``asset_root`` and ``samples`` in the config resolve against the project
-  root (the folder holding the Snakefile), so ``--directory`` moves only the results;
+- relative ``asset_root``, ``samples`` and ``tracking.checkpoint`` in the config resolve
+  against the project root, so ``--directory`` moves only the results;
 - relative ``path`` cells of the sample sheet and the ``weights`` entries resolve
   against ``asset_root``; absolute paths (and ``~``) are used as they are.
 """
@@ -25,11 +26,6 @@ import yaml
 
 from motionrefine.core.errors import AssetMissingError, MotionRefineError
 from motionrefine.io.video import parse_resize
-
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_DIR = PROJECT_ROOT / "workflow" / "schemas"
-CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
-SAMPLES_SCHEMA = SCHEMA_DIR / "samples.schema.yaml"
 
 SAMPLE_COLUMNS = ("name", "path", "start", "end", "stride", "resize")
 _INT_COLUMNS = ("start", "end", "stride")
@@ -63,8 +59,9 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
-def validate_config(config: dict, schema: str | os.PathLike = CONFIG_SCHEMA) -> dict:
-    """Validate ``config`` in place with snakemake.utils.validate (fills schema defaults).
+def validate_config(config: dict, schema: str | os.PathLike) -> dict:
+    """Validate ``config`` in place against the ``schema`` file with snakemake.utils.validate
+    (fills schema defaults).
 
     Raises ConfigError naming the key and what was expected, e.g.
     ``config key 'model.iters': 'twelve' is not of type 'integer'``.
@@ -84,27 +81,27 @@ def validate_config(config: dict, schema: str | os.PathLike = CONFIG_SCHEMA) -> 
     return config
 
 
-def load_config_file(path: str | os.PathLike) -> dict:
+def load_config_file(path: str | os.PathLike, schema: str | os.PathLike) -> dict:
     """Read and validate a YAML config file (for tests and tools outside Snakemake)."""
     with open(path) as fh:
         config = yaml.safe_load(fh) or {}
-    return validate_config(config)
+    return validate_config(config, schema)
 
 
-def _resolve(path: str, base: Path) -> Path:
+def _resolve(path: str | os.PathLike, base: Path) -> Path:
     p = Path(os.path.expanduser(path))
     return p if p.is_absolute() else (base / p)
 
 
-def asset_root(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
-    return _resolve(config["asset_root"], project_root).resolve()
+def asset_root(config: dict, project_root: str | os.PathLike) -> Path:
+    return _resolve(config["asset_root"], Path(project_root).resolve()).resolve()
 
 
-def samples_path(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
-    return _resolve(config["samples"], project_root)
+def samples_path(config: dict, project_root: str | os.PathLike) -> Path:
+    return _resolve(config["samples"], Path(project_root).resolve())
 
 
-def resolve_asset(config: dict, key: str, project_root: Path = PROJECT_ROOT) -> Path:
+def resolve_asset(config: dict, key: str, project_root: str | os.PathLike) -> Path:
     """Absolute path of ``weights.<key>``; AssetMissingError naming the file, where, and where to get it."""
     weights = config.get("weights", {})
     if key not in weights:
@@ -125,8 +122,29 @@ def resolve_asset(config: dict, key: str, project_root: Path = PROJECT_ROOT) -> 
     )
 
 
-def model_checkpoint(config: dict, project_root: Path = PROJECT_ROOT) -> Path:
+def model_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
     return resolve_asset(config, config["model"]["checkpoint"], project_root)
+
+
+def tracker_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
+    """The tracker weights ``tracking.checkpoint`` (relative: to the project root, which ships them)."""
+    value = config["tracking"].get("checkpoint")
+    if not value:
+        raise ConfigError("config key 'tracking.checkpoint' is not set (the tracker weights)")
+    path = Path(value) if Path(value).is_absolute() else Path(project_root).resolve() / value
+    if not path.is_file():
+        raise ConfigError(f"config key 'tracking.checkpoint': tracker weights not found at {path}")
+    return path
+
+
+# envs/motionrefine.yaml installs the package with `pip install -e ${MOTIONREFINE_ROOT}`: Snakemake
+# builds a conda env from a copy of that file, so no path relative to it reaches the project.
+PROJECT_ROOT_ENV = "MOTIONREFINE_ROOT"
+
+
+def export_project_root(project_root: str | os.PathLike) -> None:
+    """Set :data:`PROJECT_ROOT_ENV` for the conda env builds of ``--sdm conda`` (run by this process)."""
+    os.environ[PROJECT_ROOT_ENV] = str(Path(project_root).resolve())
 
 
 def rule_resources(config: dict, rule: str) -> dict:
@@ -135,13 +153,13 @@ def rule_resources(config: dict, rule: str) -> dict:
     return {**res["default"], **res.get(rule, {})}
 
 
-def _load_samples_schema():
-    with open(SAMPLES_SCHEMA) as fh:
+def _load_samples_schema(path: str | os.PathLike):
+    with open(path) as fh:
         return jsonschema.Draft202012Validator(yaml.safe_load(fh))
 
 
-def load_samples(config: dict, project_root: Path = PROJECT_ROOT) -> pd.DataFrame:
-    """Read, type and check the sample sheet; index = sample name.
+def load_samples(config: dict, project_root: str | os.PathLike, schema: str | os.PathLike) -> pd.DataFrame:
+    """Read, type and check the sample sheet against the row ``schema`` file; index = sample name.
 
     Columns out: name, path (absolute), kind ('video' | 'folder'), start, end (None =
     to the last frame, exclusive), stride, resize (normalised string or None).
@@ -164,7 +182,7 @@ def load_samples(config: dict, project_root: Path = PROJECT_ROOT) -> pd.DataFram
         raise ConfigError(f"{sheet}: no samples listed")
 
     root = asset_root(config, project_root)
-    validator = _load_samples_schema()
+    validator = _load_samples_schema(schema)
     seen: dict[str, int] = {}
     records = []
     for i, row in enumerate(table.to_dict("records"), start=1):

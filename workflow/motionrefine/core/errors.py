@@ -1,7 +1,7 @@
 """One exception type for every user-facing input problem.
 
-Workflow scripts let these propagate; ``motionrefine.cli`` style entry points print
-the message alone (no traceback) because it already names the file or key at fault.
+Workflow scripts raise them inside ``config.schema.job_log``, which ends the job with the
+message alone (no traceback): it already names the file or key at fault.
 """
 
 

@@ -141,9 +141,3 @@ def _progress(total: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, disable=not enabled, desc=desc, unit="pair", mininterval=2.0)
-
-
-def open_flow(path: str):
-    """(flow_fw, flow_bw, attrs) of a flow store, arrays lazily read."""
-    g = open_group(path)
-    return g["flow_fw"], g["flow_bw"], dict(g.attrs)

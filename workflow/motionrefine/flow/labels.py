@@ -282,11 +282,6 @@ def load_training_pairs(index: str | os.PathLike | dict | Iterable[TrainingPair]
     return out
 
 
-def training_set_checkpoint(index: str | os.PathLike) -> str | None:
-    """sha256 of the checkpoint the index's labels were made with."""
-    return json.loads(Path(index).read_text()).get("checkpoint_sha256")
-
-
 def label_stats_table(label_paths: Sequence[str]) -> pd.DataFrame:
     """One row per (video, pair): kept fraction overall and per speed bin, rejection counts."""
     frames = []

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Flow-stage benchmarks (figures, not tests): speed, feature reuse, memory of both correlation paths.
 
-    python workflow/scripts/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4] [--repeat 3]
-    python workflow/scripts/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
-    python workflow/scripts/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256] [--repeat 3]
-    python workflow/scripts/benchmark_flow.py finetune [--profiles demo paper] [--steps 3]
-    python workflow/scripts/benchmark_flow.py all
+    python tools/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4] [--repeat 3]
+    python tools/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
+    python tools/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256] [--repeat 3]
+    python tools/benchmark_flow.py finetune [--profiles demo paper] [--steps 3]
+    python tools/benchmark_flow.py all
 
 Every figure is printed with the machine, torch threads and settings. Timings are repeated
 ``--repeat`` times and the median is printed (``"summary": true`` rows) next to every
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = ROOT.parent / "shared" / "weights" / "raft-small.pth"
 
 

@@ -1,0 +1,98 @@
+"""Typed settings of the workflow's stages, built once from the validated config.
+
+A rule passes its stage's settings as one param (``params: settings=FLOW``) and the rule
+script hands them to the library function (``flow_stage(..., **settings._asdict())``), so
+the field names are the library's keyword names.
+
+Each settings class is a NamedTuple: immutable, hashable, picklable (the script receives
+the params pickled), with a repr that depends only on the values. The tuple matters:
+Snakemake records a param (and reruns a job when it changes) only if it is a builtin type
+such as tuple; a dataclass param would be silently left out of that comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (YAML sequences) as tuples and mappings as sorted pairs, so settings stay hashable."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+class FlowSettings(NamedTuple):
+    """Rule flow: the frozen or refined RAFT over every frame pair (``inference.flow_stage``)."""
+
+    variant: str
+    iters: int
+    batch_size: int
+    alternate_corr_pixels: int | None
+
+
+class LabelSettings(NamedTuple):
+    """Rule labels: cycle verification of the frozen model's flow (``labels.make_flow_labels``)."""
+
+    alpha: float
+    beta: float
+    colour: float
+    max_flow: float
+    checks: str
+    speed_bins: tuple
+    batch_size: int
+
+
+class EvalSettings(NamedTuple):
+    """Rule evaluate: the pretrained and refined RAFT on benchmark scenes (``evaluate.evaluate_flow``)."""
+
+    variant: str
+    iters: int
+    alternate_corr_pixels: int | None
+
+
+class TrackLabelSettings(NamedTuple):
+    """Rule track_labels (``track.labels.make_track_labels``). ``options`` are the
+    ``tracking.labels`` keys the config sets, as sorted pairs; the rest keep the library's defaults."""
+
+    size: str
+    expected_sha256: str | None
+    options: tuple
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of make_track_labels (TrackLabelConfig fields)."""
+        return {**dict(self.options), "size": self.size, "expected_sha256": self.expected_sha256}
+
+
+class TrackEvalSettings(NamedTuple):
+    """Rule track_eval (``track.evaluate.tracker_comparison``)."""
+
+    size: str
+    iters: int
+    raft_iters: int
+    raft_variant: str
+
+
+class Settings(NamedTuple):
+    flow: FlowSettings
+    labels: LabelSettings
+    evaluate: EvalSettings
+    track_labels: TrackLabelSettings
+    track_eval: TrackEvalSettings
+
+
+def build(config: dict) -> Settings:
+    """Every stage's settings from a config validated against workflow/schemas/config.schema.yaml
+    (which filled the defaults)."""
+    model, verify, tracking = config["model"], config["verify"], config["tracking"]
+    return Settings(
+        flow=FlowSettings(model["variant"], model["iters"], model["batch_size"], model["alternate_corr_pixels"]),
+        labels=LabelSettings(verify["alpha"], verify["beta"], verify["colour"], verify["max_flow"], verify["checks"],
+                             _frozen(verify["speed_bins"]), model["batch_size"]),
+        evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),
+        track_labels=TrackLabelSettings(tracking["size"], tracking.get("sha256"),
+                                        _frozen(tracking.get("labels") or {})),
+        track_eval=TrackEvalSettings(tracking["size"], tracking["iters"], model["iters"], model["variant"]),
+    )
