@@ -40,10 +40,11 @@ def test_default_config_dry_run(tmp_path):
     # Also checks that config.yaml next to the Snakefile is found from another working directory.
     proc = snakemake(tmp_path, "-n", "--quiet", "rules", config=None)
     out = proc.stdout + proc.stderr
-    # 3 sample videos; 3 generated scenes + Motorcycle enter the chain as videos too; one
-    # fine-tune per protocol run (heldout + 4 transductive).
-    expected = {"frames": "3", "scene_frames": "4", "benchmark_scene": "3", "flow": "7", "labels": "7",
-                "finetune": "5", "evaluate": "5", "report": "1"}
+    # 3 sample videos; 3 generated scenes + Motorcycle enter the chain as videos too, labelled
+    # from the teacher's flow; one fine-tune and guard per protocol run (heldout + 4
+    # transductive); student flow of the sample videos, pretrained (tracking) and refined.
+    expected = {"frames": "3", "scene_frames": "4", "benchmark_scene": "3", "teacher": "7", "labels": "7",
+                "flow": "6", "finetune": "5", "guard": "5", "evaluate": "5", "report": "1"}
     rows = {r.split()[0]: r.split()[1] for r in out.splitlines() if len(r.split()) == 2}
     for rule, count in expected.items():
         assert rows.get(rule) == count, (rule, out)

@@ -11,6 +11,8 @@ ABL_VARIANT_PATTERN = "|".join(re.escape(v) for v in ABL_VARIANTS)
 ABL_CHECKS_PATTERN = "|".join(re.escape(c) for c in mrablation.label_presets(config))
 # Fine-tune folder below results/ablation/finetune/ -> (variant, run), for every planned pair.
 ABL_FINETUNES = {mrablation.finetune_name(v, r): (v, r) for r in ABL_RUNS for v in ABL_VARIANTS}
+# ... and -> (that variant's switches, run).
+ABL_FITS = {fit: (ABL_VARIANTS[v], r) for fit, (v, r) in ABL_FINETUNES.items()}
 
 
 rule ablation:
@@ -85,17 +87,11 @@ rule ablation_aggregate:
         "../scripts/aggregate.py"
 
 
-def ablation_fit(wildcards):
-    """(variant switches, run) of the fine-tune in results/ablation/finetune/{fit}/."""
-    variant, run = ABL_FINETUNES[wildcards.fit]
-    return ABL_VARIANTS[variant], run
-
-
 rule ablation_finetune:
     """One variant's fine-tune, heldout (on the sample videos) or transductive (on one benchmark
     scene's own frames); the main finetune script: resumable, fingerprinted."""
     input:
-        train=lambda wc: mrablation.train_index(*ablation_fit(wc)),
+        train=lambda wc: mrablation.train_index(*ABL_FITS[wc.fit]),
         checkpoint=checkpoint_path,
     output:
         weights="results/ablation/finetune/{fit}/refined.pth",
@@ -106,7 +102,7 @@ rule ablation_finetune:
     wildcard_constraints:
         fit="|".join(re.escape(f) for f in ABL_FINETUNES) or "(?!)",
     params:
-        settings=lambda wc: mrablation.variant_settings(config, ablation_fit(wc)[0]),
+        settings=lambda wc: mrablation.variant_settings(config, ABL_FITS[wc.fit][0]),
         sha256=config["model"]["sha256"],
         workdir=lambda wc: f"results/ablation/finetune/{wc.fit}",
     threads: res("finetune", "threads")

@@ -23,6 +23,7 @@ FINETUNE = plan.finetune_settings(config)
 # Each stage's settings, one param of its rule (motionrefine/config/settings.py).
 SETTINGS = mrsettings.build(config)
 FLOW, LABELS, EVAL = SETTINGS.flow, SETTINGS.labels, SETTINGS.evaluate
+TEACHER, GUARD = SETTINGS.teacher, SETTINGS.guard
 TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
@@ -67,6 +68,13 @@ def tracking_enabled():
     )
 
 
+def label_flow(wildcards):
+    """The flow the labels verify: the teacher's, or the student's own store when the teacher is the student."""
+    if TEACHER.is_student(config["model"]["iters"]):
+        return f"results/flow/{MODEL}/{wildcards.video}.zarr"
+    return f"results/teacher/{wildcards.video}.zarr"
+
+
 def flow_checkpoint(wildcards):
     if wildcards.model == MODEL:
         return checkpoint_path(wildcards)
@@ -98,6 +106,9 @@ def all_targets():
         "results/flow/{model}/{video}.zarr", model=MODEL, video=SAMPLES.index
     )
     targets += expand("results/labels/flow/{video}.zarr", video=SAMPLES.index)
+    if plan.HELDOUT in RUNS:
+        # The user's deliverable: their videos' flow from the refined model.
+        targets += expand("results/flow/refined-{run}/{video}.zarr", run=plan.HELDOUT, video=SAMPLES.index)
     if RUNS:
         targets += ["results/report/index.html"]
     if tracking_enabled():

@@ -1,7 +1,9 @@
 rule evaluate:
-    """Pretrained and refined model on the run's benchmark scenes: one row per (model, scene)."""
+    """Pretrained, fine-tuned and refined (the guard's choice) model on the run's benchmark
+    scenes: one row per (model, scene)."""
     input:
         pretrained=checkpoint_path,
+        trained="results/finetune/{run}/trained.pth",
         refined="results/finetune/{run}/refined.pth",
         scenes=eval_sources,
     output:

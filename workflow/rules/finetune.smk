@@ -24,7 +24,8 @@ rule finetune:
 
 
 rule guard:
-    """Keep the fine-tuned weights only if they beat the pretrained ones on held-back label pixels."""
+    """Keep the fine-tuned weights only if they beat the pretrained ones on held-back label pixels
+    (guard.enabled false: keep them unjudged)."""
     input:
         trained="results/finetune/{run}/trained.pth",
         pretrained=checkpoint_path,
@@ -35,10 +36,7 @@ rule guard:
     log:
         "results/logs/guard/{run}.log",
     params:
-        guard=config["guard"],
-        holdout={k: FINETUNE[k] for k in ("holdout_block", "holdout_every")},
-        variant=config["model"]["variant"],
-        iters=config["model"]["iters"],
+        settings=GUARD,
         sha256=config["model"]["sha256"],
     threads: res("guard", "threads")
     resources:

@@ -1,8 +1,8 @@
 rule labels:
-    """Cycle-verify the frozen model's flow of one video: the sparse pseudo-label store."""
+    """Cycle-verify the teacher's flow of one video: the sparse pseudo-label store."""
     input:
         frames="results/frames/{video}.zarr",
-        flow=f"results/flow/{MODEL}/{{video}}.zarr",
+        flow=label_flow,
     output:
         directory("results/labels/flow/{video}.zarr"),
     log:

@@ -1,4 +1,4 @@
-"""Snakemake script of rule evaluate: pretrained vs refined on a run's scenes -> results/eval/{run}.csv."""
+"""Snakemake script of rule evaluate: pretrained, fine-tuned, refined on a run's scenes -> results/eval/{run}.csv."""
 
 import pandas as pd
 
@@ -11,7 +11,11 @@ with job_log(snakemake.log[0]):
     frames = []
     for s in p.scenes:
         scene = load_flow_scene(s.kind, s.name, s.source, s.benchmark, s.reader_options)
-        df = evaluate_flow({"pretrained": snakemake.input.pretrained, "refined": snakemake.input.refined},
+        # The ablation evaluates one variant's weights: no guard, so no separate "trained".
+        models = {"pretrained": snakemake.input.pretrained, "trained": snakemake.input.get("trained"),
+                  "refined": snakemake.input.refined}
+        models = {k: v for k, v in models.items() if v}
+        df = evaluate_flow(models,
                            [scene], **p.settings._asdict(), threads=snakemake.threads, benchmark=s.benchmark)
         frames.append(df)
     out = pd.concat(frames, ignore_index=True)

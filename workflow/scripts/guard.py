@@ -4,10 +4,9 @@ from motionrefine.config.schema import job_log
 from motionrefine.flow.guard import HoldOut, guard_weights
 
 with job_log(snakemake.log[0]) as log:
-    p = snakemake.params
-    holdout = HoldOut(block=p.holdout["holdout_block"], every=p.holdout["holdout_every"])
+    s = snakemake.params.settings
     verdict = guard_weights(snakemake.input.pretrained, snakemake.input.trained, snakemake.input.train,
-                            snakemake.output.weights, snakemake.output.verdict, variant=p.variant, iters=p.iters,
-                            holdout=holdout, margin=p.guard["margin"], expected_sha256=p.sha256,
-                            threads=snakemake.threads)
+                            snakemake.output.weights, snakemake.output.verdict, variant=s.variant, iters=s.iters,
+                            holdout=HoldOut(block=s.holdout_block, every=s.holdout_every), margin=s.margin,
+                            enabled=s.enabled, expected_sha256=snakemake.params.sha256, threads=snakemake.threads)
     log.info("guard: %s", verdict["reason"])

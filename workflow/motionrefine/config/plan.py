@@ -127,4 +127,8 @@ def finetune_settings(config: dict) -> dict:
     settings["variant"] = config["model"]["variant"]
     # FinetuneConfig keeps crop and the augmentation switch together.
     settings["augment"] = {"crop": list(settings.pop("crop")), "no_aug": not settings.pop("augment", True)}
+    # The guard's blocks are held back from training only when a guard will judge the run.
+    guard = config.get("guard") or {}
+    settings["holdout_every"] = guard.get("holdout_every", 5) if guard.get("enabled", True) else 0
+    settings["holdout_block"] = guard.get("holdout_block", 16)
     return settings

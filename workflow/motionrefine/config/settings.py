@@ -33,6 +33,32 @@ class FlowSettings(NamedTuple):
     alternate_corr_pixels: int | None
 
 
+class TeacherStageSettings(NamedTuple):
+    """Rule teacher: the frozen model at the teacher's settings (``inference.flow_stage``)."""
+
+    variant: str
+    batch_size: int
+    alternate_corr_pixels: int | None
+    scales: tuple
+    iters: int
+    flip: bool
+    max_pixels: int
+
+    def is_student(self, student_iters: int) -> bool:
+        return tuple(self.scales) == (1.0,) and not self.flip and self.iters == student_iters
+
+
+class GuardSettings(NamedTuple):
+    """Rule guard (``guard.guard_weights``)."""
+
+    enabled: bool
+    variant: str
+    iters: int
+    margin: float
+    holdout_block: int
+    holdout_every: int
+
+
 class LabelSettings(NamedTuple):
     """Rule labels: cycle verification of the frozen model's flow (``labels.make_flow_labels``)."""
 
@@ -77,6 +103,8 @@ class TrackEvalSettings(NamedTuple):
 
 class Settings(NamedTuple):
     flow: FlowSettings
+    teacher: TeacherStageSettings
+    guard: GuardSettings
     labels: LabelSettings
     evaluate: EvalSettings
     track_labels: TrackLabelSettings
@@ -87,8 +115,14 @@ def build(config: dict) -> Settings:
     """Every stage's settings from a config validated against workflow/schemas/config.schema.yaml
     (which filled the defaults)."""
     model, verify, tracking = config["model"], config["verify"], config["tracking"]
+    teacher, guard = config["teacher"], config["guard"]
     return Settings(
         flow=FlowSettings(model["variant"], model["iters"], model["batch_size"], model["alternate_corr_pixels"]),
+        teacher=TeacherStageSettings(model["variant"], model["batch_size"], model["alternate_corr_pixels"],
+                                     tuple(float(x) for x in teacher["scales"]), teacher["iters"], teacher["flip"],
+                                     teacher["max_pixels"]),
+        guard=GuardSettings(guard["enabled"], model["variant"], model["iters"], guard["margin"], guard["holdout_block"],
+                            guard["holdout_every"]),
         labels=LabelSettings(verify["alpha"], verify["beta"], verify["colour"], verify["max_flow"], verify["checks"],
                              _frozen(verify["speed_bins"]), model["batch_size"]),
         evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),

@@ -129,9 +129,11 @@ def training_groups(pairs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 def guard_weights(pretrained: str, trained: str, training_set, out_weights: str, out_json: str,
                   variant: str = "small", iters: int = 12, holdout: HoldOut = HoldOut(), margin: float = 0.0,
-                  expected_sha256: str | None = None, device: str = "auto", threads: int | None = None) -> dict:
+                  enabled: bool = True, expected_sha256: str | None = None, device: str = "auto",
+                  threads: int | None = None) -> dict:
     """Judge ``trained`` against ``pretrained`` on the training set's held-back pixels and
-    write the weights to keep to ``out_weights``, the verdict and signals to ``out_json``."""
+    write the weights to keep to ``out_weights``, the verdict and signals to ``out_json``.
+    ``enabled`` False: keep ``trained`` unjudged (nothing was held back from its training)."""
     import json
     import shutil
 
@@ -145,10 +147,13 @@ def guard_weights(pretrained: str, trained: str, training_set, out_weights: str,
     dev = pick_device(device, threads)
     groups = training_groups(load_training_pairs(training_set))
     signals = {}
-    for name, path, sha in (("pretrained", pretrained, expected_sha256), ("refined", trained, None)):
-        model, _ = load_raft(path, variant, sha)
-        signals[name] = model_signals(FlowEstimator(model.to(dev), iters, device=dev), groups, holdout)
-    verdict = decide(signals["pretrained"], signals["refined"], margin)
+    if enabled:
+        for name, path, sha in (("pretrained", pretrained, expected_sha256), ("refined", trained, None)):
+            model, _ = load_raft(path, variant, sha)
+            signals[name] = model_signals(FlowEstimator(model.to(dev), iters, device=dev), groups, holdout)
+        verdict = decide(signals["pretrained"], signals["refined"], margin)
+    else:
+        verdict = {"keep_refined": True, "reason": "guard disabled: fine-tuned weights kept unjudged", "margin": margin}
     chosen = trained if verdict["keep_refined"] else pretrained
     write_atomic(out_weights, lambda tmp: shutil.copyfile(chosen, tmp))
     result = {**verdict, "signals": signals, "pairs": len(groups), "holdout": vars(holdout),

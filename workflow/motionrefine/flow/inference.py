@@ -17,6 +17,7 @@ import torch
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.models.checkpoint import load_raft
+from motionrefine.flow.teacher import Teacher, TeacherSettings
 from motionrefine.models.raft import RAFT, InputPadder
 from motionrefine.core.store import atomic_group, create_array, open_group
 from motionrefine.io.video import frames_source
@@ -75,8 +76,11 @@ class FlowEstimator:
 def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = "small", iters: int = 12,
                batch_size: int = 4, threads: int = 1, expected_sha256: str | None = None, padding: str = "even",
                dtype: str = "float32", alternate_corr_pixels: int | None = None, device: str = "auto",
-               progress: bool = True) -> dict:
+               progress: bool = True, teacher: TeacherSettings | None = None) -> dict:
     """Forward and backward flow for every consecutive pair of a frames store → Zarr.
+
+    ``teacher``: run the frozen model as the label-maker (``flow.teacher``: its views and
+    iterations replace ``iters``); the store records the teacher's settings.
 
     Frames are processed in windows of ``batch_size`` pairs that share their boundary
     frame, so memory is bounded by the window, not the video. Non-finite flow values are
@@ -85,9 +89,13 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
     dev = pick_device(device, threads)
     model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
     model.to(dev)
-    est = FlowEstimator(model, iters, padding, dev)
     frames = open_group(frames_path)["frames"]
     t, h, w, _ = frames.shape
+    if teacher is not None:
+        iters = teacher.iters
+        est = Teacher(FlowEstimator(model, iters, padding, dev), teacher)
+    else:
+        est = FlowEstimator(model, iters, padding, dev)
     if t < 2:
         from motionrefine.core.errors import VideoError
 
@@ -124,6 +132,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
             "nonfinite_values": nonfinite, "device": str(dev), "seconds": round(elapsed, 3),
             "frames_source": frames_source(frames_attrs), "code_version": __version__,
             "convention": "flow_fw[t]: frame t -> t+1; flow_bw[t]: frame t+1 -> t; (u, v) in pixels",
+            "teacher": None if teacher is None else {**teacher.as_attrs(), "views": est.views(h, w)},
         })
     log.info("%s: %d pairs in %.1f s (%.2f s/pair), %d non-finite values", out_path, n_pairs, elapsed,
              elapsed / n_pairs, nonfinite)

@@ -182,7 +182,7 @@ def _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max
                              "source": frames_source(dict(frames_g.attrs)),
                              "fingerprint": _fingerprint(frames, 0, t - 1)},
             "flow_store": {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
-                           **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "code_version")}},
+                           **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "teacher", "code_version")}},
             "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; flow_bw[p]: frame p+1 -> p "
                           "where keep_bw[p]; (u, v) in pixels",
         })
