@@ -103,27 +103,42 @@ def decide(pretrained: dict, refined: dict, margin: float = 0.0) -> dict:
 def model_signals(estimator, groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                   holdout: HoldOut) -> dict:
     """Summed signals of ``estimator`` over (frames, label_fw, keep_fw, label_bw, keep_bw) groups."""
+    return _signals(estimator, groups, holdout).summary()
+
+
+def _signals(estimator, groups, holdout: HoldOut) -> PairSignals:
     total = PairSignals()
     for frames, lab_fw, keep_fw, lab_bw, keep_bw in groups:
         fw, bw = estimator.pairs(frames)
         held = holdout.mask(*frames.shape[1:3])
         total.add(pair_signals(frames, fw, bw, lab_fw, keep_fw, lab_bw, keep_bw, held))
-    return total.summary()
+    return total
 
 
-def training_groups(pairs) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """(frames, label_fw, keep_fw, label_bw, keep_bw) of every labelled pair of a training set."""
+def video_signals(estimator, groups: dict[str, list], holdout: HoldOut) -> tuple[dict, dict[str, dict]]:
+    """Signals over all videos (pixel-weighted) and per video: the user's view of their footage."""
+    total, per_video = PairSignals(), {}
+    for video, g in groups.items():
+        sig = _signals(estimator, g, holdout)
+        per_video[video] = sig.summary()
+        total.add(sig)
+    return total.summary(), per_video
+
+
+def training_groups(pairs) -> dict[str, list[tuple[np.ndarray, ...]]]:
+    """Per video, (frames, label_fw, keep_fw, label_bw, keep_bw) of every labelled pair of a training set."""
     from motionrefine.core.store import open_group
 
-    groups, seen = [], set()
+    groups, seen = {}, set()
     for p in pairs:
         if (p.labels, p.pair) in seen:  # both directions of a pair are one group
             continue
         seen.add((p.labels, p.pair))
         frames, lab = open_group(p.frames)["frames"], open_group(p.labels)
         i = p.pair
-        groups.append((np.asarray(frames[i:i + 2]), np.asarray(lab["flow"][i:i + 1]), np.asarray(lab["keep"][i:i + 1]),
-                       np.asarray(lab["flow_bw"][i:i + 1]), np.asarray(lab["keep_bw"][i:i + 1])))
+        groups.setdefault(p.video, []).append((
+            np.asarray(frames[i:i + 2]), np.asarray(lab["flow"][i:i + 1]), np.asarray(lab["keep"][i:i + 1]),
+            np.asarray(lab["flow_bw"][i:i + 1]), np.asarray(lab["keep_bw"][i:i + 1])))
     return groups
 
 
@@ -146,17 +161,19 @@ def guard_weights(pretrained: str, trained: str, training_set, out_weights: str,
 
     dev = pick_device(device, threads)
     groups = training_groups(load_training_pairs(training_set))
-    signals = {}
+    signals, videos = {}, {}
     if enabled:
         for name, path, sha in (("pretrained", pretrained, expected_sha256), ("refined", trained, None)):
             model, _ = load_raft(path, variant, sha)
-            signals[name] = model_signals(FlowEstimator(model.to(dev), iters, device=dev), groups, holdout)
+            signals[name], videos[name] = video_signals(FlowEstimator(model.to(dev), iters, device=dev), groups,
+                                                        holdout)
         verdict = decide(signals["pretrained"], signals["refined"], margin)
     else:
         verdict = {"keep_refined": True, "reason": "guard disabled: fine-tuned weights kept unjudged", "margin": margin}
     chosen = trained if verdict["keep_refined"] else pretrained
     write_atomic(out_weights, lambda tmp: shutil.copyfile(chosen, tmp))
-    result = {**verdict, "signals": signals, "pairs": len(groups), "holdout": vars(holdout),
+    result = {**verdict, "signals": signals, "videos": videos, "pairs": sum(map(len, groups.values())),
+              "holdout": vars(holdout),
               "kept_weights": "refined" if verdict["keep_refined"] else "pretrained",
               "weights_sha256": sha256_file(out_weights), "code_version": __version__}
     write_text_atomic(out_json, json.dumps(result, indent=2))
