@@ -45,7 +45,7 @@ rule teacher:
     conda:
         "../../envs/motionrefine.yaml"
     script:
-        "../scripts/teacher.py"
+        "../scripts/flow.py"
 
 
 rule export_flow:

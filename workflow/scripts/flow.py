@@ -1,4 +1,5 @@
-"""Snakemake script of rule flow: frames store -> results/flow/{model}/{video}.zarr (forward + backward)."""
+"""Snakemake script of rules flow and teacher: frames store -> forward + backward flow store
+(results/flow/{model}/{video}.zarr, or results/teacher/{video}.zarr at the teacher settings)."""
 import sys
 
 from motionrefine.config.schema import job_log
@@ -10,7 +11,7 @@ with job_log(snakemake.log[0]):
         frames_path=snakemake.input.frames,
         out_path=snakemake.output[0],
         checkpoint=snakemake.input.checkpoint,
-        **p.settings._asdict(),
+        **p.settings.stage_kwargs(),
         threads=snakemake.threads,
         expected_sha256=p.sha256,
         # A bar on an interactive terminal; logs and cluster jobs get the summary line only.

@@ -32,6 +32,9 @@ class FlowSettings(NamedTuple):
     batch_size: int
     alternate_corr_pixels: int | None
 
+    def stage_kwargs(self) -> dict:
+        return self._asdict()
+
 
 class TeacherStageSettings(NamedTuple):
     """Rule teacher: the frozen model at the teacher's settings (``inference.flow_stage``)."""
@@ -45,7 +48,17 @@ class TeacherStageSettings(NamedTuple):
     max_pixels: int
 
     def is_student(self, student_iters: int) -> bool:
-        return tuple(self.scales) == (1.0,) and not self.flip and self.iters == student_iters
+        return self.teacher().is_student(student_iters)
+
+    def teacher(self):
+        from motionrefine.flow.teacher import TeacherSettings
+
+        return TeacherSettings(scales=tuple(self.scales), iters=self.iters, flip=self.flip, max_pixels=self.max_pixels)
+
+    def stage_kwargs(self) -> dict:
+        """``flow_stage`` keywords: the student's model settings and the teacher's views."""
+        return {"variant": self.variant, "batch_size": self.batch_size,
+                "alternate_corr_pixels": self.alternate_corr_pixels, "teacher": self.teacher()}
 
 
 class GuardSettings(NamedTuple):

@@ -18,14 +18,17 @@ from motionrefine.models.raft import RAFT
 RAFT_RELEASE = "https://github.com/princeton-vl/RAFT (models.zip: raft-small.pth, raft-things.pth, ...)"
 
 
-def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
-    """Read a state_dict, strip a ``module.`` prefix, check the pinned sha256 if given."""
+def read_torch_file(path: str | os.PathLike, expected_sha256: str | None = None,
+                    release: str = RAFT_RELEASE) -> tuple[object, str]:
+    """``torch.load`` a checkpoint file after checking it exists and matches the pinned sha256.
+
+    Every failure is one CheckpointError (or AssetMissingError naming ``release``) naming the file."""
     p = Path(path)
     if p.exists() and not p.is_file():
         raise CheckpointError(f"checkpoint {p} is not a file")
     if not p.is_file():
         raise AssetMissingError(
-            f"checkpoint not found: {p} (looked for {p.resolve()}); get the official RAFT weights from {RAFT_RELEASE}")
+            f"checkpoint not found: {p} (looked for {p.resolve()}); get the official weights from {release}")
     try:
         digest = sha256_file(p)
     except OSError as exc:  # permissions, I/O error: say which file, in one line
@@ -33,13 +36,18 @@ def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None)
     if expected_sha256 and digest.lower() != expected_sha256.lower():
         raise CheckpointError(f"checkpoint {p} has sha256 {digest}, but the config pins {expected_sha256}")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True), digest
     except Exception as exc:  # pickle errors, truncated zip, not a torch file
         raise CheckpointError(f"checkpoint {p} cannot be read by torch.load: {exc}") from exc
+
+
+def read_state_dict(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[dict, str]:
+    """Read a RAFT state_dict, strip a ``module.`` prefix, check the pinned sha256 if given."""
+    obj, digest = read_torch_file(path, expected_sha256)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"checkpoint {p} is not a state_dict of tensors")
+        raise CheckpointError(f"checkpoint {path} is not a state_dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}, digest
 
 

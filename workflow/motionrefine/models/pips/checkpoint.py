@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from motionrefine.core.errors import AssetMissingError, CheckpointError
-from motionrefine.core.store import save_atomic, sha256_file
-from motionrefine.models.checkpoint import load_state_strict
+from motionrefine.core.errors import CheckpointError
+from motionrefine.core.store import save_atomic
+from motionrefine.models.checkpoint import load_state_strict, read_torch_file
 from motionrefine.models.pips.model import Pips
 
 PIPS_RELEASE = "https://github.com/aharley/pips (reference_model/model-000200000.pth)"
@@ -19,17 +19,8 @@ def read_pips_state(path: str | os.PathLike, expected_sha256: str | None = None)
     """Read a PIPs state_dict from the released layout ({'model_state_dict': ..., 'optimizer_state_dict':
     ...}), a plain state_dict, or one nested under 'state_dict'; strip a 'module.' or 'model.' prefix
     when every key has it. Returns (state, sha256)."""
+    obj, digest = read_torch_file(path, expected_sha256, PIPS_RELEASE)
     p = Path(path)
-    if not p.is_file():
-        raise AssetMissingError(
-            f"checkpoint not found: {p} (looked for {p.resolve()}); get the official PIPs weights from {PIPS_RELEASE}")
-    digest = sha256_file(p)
-    if expected_sha256 and digest.lower() != expected_sha256.lower():
-        raise CheckpointError(f"checkpoint {p} has sha256 {digest}, but the config pins {expected_sha256}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, not a torch file
-        raise CheckpointError(f"checkpoint {p} cannot be read by torch.load: {exc}") from exc
     if isinstance(obj, dict):
         for key in ("model_state_dict", "state_dict", "model"):
             if isinstance(obj.get(key), dict):
