@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import require_asset
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune, make_scheduler
 from motionrefine.flow.guard import HoldOut
@@ -27,7 +28,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 WEIGHTS = SHARED / "weights" / "raft-small.pth"
 FRAMES = SHARED / "data" / "frames" / "dog_run"
 
-pytestmark = pytest.mark.skipif(not WEIGHTS.is_file() or not FRAMES.is_dir(), reason="shared weights/frames missing")
+@pytest.fixture(autouse=True)
+def _shared_assets():
+    """A missing asset fails the test naming the file (never a silent skip)."""
+    for path in (WEIGHTS, FRAMES):
+        require_asset(path)
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from dryrun import dry_run_jobs
+from conftest import require_asset
 from motionrefine import __version__
 from motionrefine.bench.scenes import build_realtex_scene, load_flow_scene
 from motionrefine.config.schema import validate_config
@@ -51,9 +52,14 @@ SCENE = "tinytex__s0"  # the generated benchmark scene, as a video of the label 
 CONFIG_SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not WEIGHTS.is_file(), reason="shared weights missing"),
               # Snakemake's marker file inside directory() outputs, next to the Zarr arrays.
               pytest.mark.filterwarnings("ignore:Object at .snakemake_timestamp is not recognized")]
+
+
+@pytest.fixture(autouse=True)
+def _shared_assets():
+    """A missing asset fails the test naming the file (never a silent skip)."""
+    require_asset(WEIGHTS)
 
 
 class Run:

@@ -32,6 +32,7 @@ import yaml
 from zarr.storage import LocalStore
 
 from dryrun import dry_run_jobs
+from conftest import require_asset
 from motionrefine.core.errors import AssetMissingError, CheckpointError, StoreWriteError, VideoError
 from motionrefine.flow.finetune import finetune
 from motionrefine.train.curve import read_loss_curve
@@ -52,7 +53,11 @@ PINNED = "c7d41b9cc88442bb8aa911dbb33086dac55a226394b142937ff22d5578717332"
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 NON_FINITE = 3  # column of "non_finite" in the labels' rejected table (cycle.REASONS)
 
-pytestmark = pytest.mark.skipif(not WEIGHTS.is_file() or not DOG.is_dir(), reason="shared assets missing")
+@pytest.fixture(autouse=True)
+def _shared_assets():
+    """A missing asset fails the test naming the file (never a silent skip)."""
+    for path in (WEIGHTS, DOG):
+        require_asset(path)
 
 
 def assert_nothing_left(out: Path) -> None:
