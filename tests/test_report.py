@@ -2,6 +2,7 @@
 checkpoints) -> index.html / summary.md / before_after.csv; and the flow colour coding."""
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -12,9 +13,10 @@ import torch
 from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
+from motionrefine.report.guard import agreement_line, display_guard, guard_table, read_guards
 from motionrefine.report.page import build_report, tracking_section
 from motionrefine.report.samples import pick_videos, training_run
-from motionrefine.report.tables import coverage_table
+from motionrefine.report.tables import coverage_table, load_evals
 from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4
@@ -53,14 +55,36 @@ def _labels(path, video):
         g.attrs.update({"kind": "flow_labels", "video": video, "checks": "fb+colour", "checkpoint_sha256": "x"})
 
 
-def _eval_rows(run, scenes, pre_sha, ref_sha):
+def _eval_rows(run, scenes, pre_sha, ref_sha, trained=None):
+    """Pretrained and refined rows per scene; ``trained``: scene -> EPE of the unguarded weights."""
     rows = []
     for scene, (before, after) in scenes.items():
-        for model, epe, sha in (("pretrained", before, pre_sha), ("refined", after, ref_sha)):
+        models = [("pretrained", before, pre_sha), ("refined", after, ref_sha)]
+        if trained is not None:
+            models.append(("trained", trained[scene], ref_sha))
+        for model, epe, sha in models:
             rows.append({"run": run, "scene": scene, "epe": epe, "acc_1px": 0.5, "acc_3px": 0.8, "acc_5px": 0.9,
                          "fl_all": 0.1, "n_px": H * W * 3, "benchmark": "bench", "model": model,
                          "checkpoint_sha256": sha, "pairs": 3, "iters": 2})
     return pd.DataFrame(rows)
+
+
+def _signals(agree, rate, photo):
+    return {"agreement_epe": agree, "agreement_pixels": 500, "fb_consistent_rate": rate, "photometric_error": photo}
+
+
+def _guard(path, keep, pre, ref, videos=None):
+    """A guard.json as guard_weights writes it; ``pre``/``ref``: (agreement, fb rate, photometric)
+    or None for a disabled guard (no signals)."""
+    judged = pre is not None
+    verdict = {"keep_refined": keep, "reason": f"made-up reason keep={keep}", "margin": 0.0,
+               "signals": {"pretrained": _signals(*pre), "refined": _signals(*ref)} if judged else {},
+               "videos": videos or ({"pretrained": {}, "refined": {}} if judged else {}), "pairs": 3,
+               "holdout": {"block": 16, "every": 5}, "kept_weights": "refined" if keep else "pretrained",
+               "weights_sha256": "x", "code_version": "0"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(verdict), encoding="utf-8")
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +94,12 @@ def report(tmp_path_factory):
     pre_sha = save_raft(RAFT("small"), root / "pretrained.pth")
     runs = ["heldout", "bench__alley"]
     videos = ["clipA", "bench__alley"]
-    refined, losses, evals = [], [], []
+    refined, losses, evals, guards = [], [], [], []
     scenes = {"heldout": {"alley": (2.0, 1.5), "market": (1.0, 1.2)}, "bench__alley": {"alley": (2.0, 1.0)}}
+    # Both guards kept the fine-tuned weights, so trained = refined; heldout's mean EPE 1.5 -> 1.35
+    # and bench__alley's 2.0 -> 1.0 both fell: the guard agreed on 2 of 2 runs.
+    verdicts = {"heldout": ((0.50, 0.70, 0.020), (0.40, 0.75, 0.019)),
+                "bench__alley": ((0.30, 0.80, 0.010), (0.25, 0.82, 0.009))}
     for i, run in enumerate(runs):
         torch.manual_seed(i + 1)
         d = root / "finetune" / run
@@ -82,7 +110,9 @@ def report(tmp_path_factory):
         losses.append(str(d / "loss.tsv"))
         evals.append(str(root / "eval" / f"{run}.csv"))
         (root / "eval").mkdir(exist_ok=True)
-        _eval_rows(run, scenes[run], pre_sha, ref_sha).to_csv(evals[-1], index=False)
+        trained = {sc: after for sc, (_, after) in scenes[run].items()}
+        _eval_rows(run, scenes[run], pre_sha, ref_sha, trained).to_csv(evals[-1], index=False)
+        guards.append(_guard(d / "guard.json", True, *verdicts[run]))
     lq = root / "eval" / "label_quality.csv"
     pd.DataFrame([{"scene": "alley", "benchmark": "bench", "kept_fraction": 0.5, "label_epe": 0.4,
                    "label_acc_1px": 0.9, "n_kept": 6000, "kept_fraction_0-1px": 0.6}]).to_csv(lq, index=False)
@@ -99,7 +129,7 @@ def report(tmp_path_factory):
               "finetune": {"profile": "demo", "mode": "labels", "lr": 1e-4}, "refine": {"heldout": True}}
     build_report(evals, str(lq), labels, frames, losses, refined, runs, videos, str(root / "pretrained.pth"),
                  "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
-                 device="cpu")
+                 device="cpu", guards=guards)
     return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
 
 
@@ -152,7 +182,52 @@ def test_tracking_section_only_when_its_summary_exists(tmp_path, report):
     text, page = tracking_section(md, png)
     assert text.startswith("\n## Long-range tracking") and text.endswith("| scene | delta_avg |\n")
     assert "<h2>8. Long-range tracking" in page and "nothing to show" in page  # no figure
+    assert "<h2>11. Long-range" in tracking_section(md, png, number=11)[1]
     assert "Long-range tracking" not in (report["out"] / "summary.md").read_text()  # not given: not shown
+
+
+def test_guard_section_in_report(report):
+    md = (report["out"] / "summary.md").read_text()
+    guard = md.split("## Guard")[1].split("\n## ")[0]
+    rows = [ln for ln in guard.splitlines() if ln.startswith("| heldout |") or ln.startswith("| bench__alley |")]
+    assert len(rows) == 2
+    # run, protocol, kept, reason, agreement, fb %, photometric, GT scenes, true EPE, change %, agreed
+    assert rows[0].startswith("| heldout | heldout | refined | made-up reason keep=True | 0.500 → 0.400 | "
+                              "70.0 → 75.0 | 0.0200 → 0.0190 | 2 | 1.500 → 1.350 | -10.00 | yes |")
+    assert rows[1].startswith("| bench__alley | transductive | refined |") and "| 2.000 → 1.000 | -50.00 | yes |" in rows[1]
+    assert "guard agreed with the true EPE change on 2 of 2 runs." in guard
+    page = (report["out"] / "index.html").read_text()
+    assert "<h2>2. Guard</h2>" in page and "guard agreed with the true EPE change on 2 of 2 runs." in page
+    assert re.search(r"<h2>\d+\. Provenance</h2>", page)
+
+
+def test_guard_agreement_from_files(tmp_path):
+    """Kept refined with a lower trained EPE agrees; kept pretrained with a lower one does not;
+    a disabled guard, or a run without trained rows, is not counted."""
+    runs = {"a": (True, {"s": (2.0, 1.0)}), "b": (False, {"s": (1.0, 0.8), "t": (1.0, 1.4)}),
+            "c": (False, {"s": (1.0, 0.7)}), "d": (True, {"s": (1.0, 0.5)}), "e": (True, None)}
+    paths, evals = [], []
+    for run, (keep, scenes) in runs.items():
+        sig = None if run == "d" else ((1.0, 0.5, 0.02), (0.9 if keep else 1.1, 0.6, 0.01))
+        paths.append(_guard(tmp_path / run / "guard.json", keep, *(sig or (None, None))))
+        rows = _eval_rows(run, scenes or {"s": (1.0, 1.0)}, "p", "r",
+                          {k: v[1] for k, v in scenes.items()} if scenes else None)
+        evals.append(str(tmp_path / f"{run}.csv"))
+        rows.to_csv(evals[-1], index=False)
+    table = guard_table(read_guards(paths, list(runs)), load_evals(evals)).set_index("run")
+    assert table["kept"].to_dict() == {"a": "refined", "b": "pretrained", "c": "pretrained", "d": "refined",
+                                       "e": "refined"}
+    # b: mean over both scenes, 1.0 -> 1.1, not lower, and the guard kept pretrained: agreed.
+    assert table.loc["b", "true_epe_trained"] == pytest.approx(1.1) and table.loc["b", "scenes"] == 2
+    assert table["agreed"].to_dict() == {"a": True, "b": True, "c": False, "d": None, "e": None}
+    assert table.loc["a", "agreement_epe_refined"] == pytest.approx(0.9)
+    assert np.isnan(table.loc["d", "agreement_epe_pretrained"])  # disabled: no signals
+    assert agreement_line(table.reset_index()).startswith("guard agreed with the true EPE change on 2 of 3 runs (2 runs")
+    shown = display_guard(table.reset_index()).set_index("run")
+    assert shown.loc["c", "agreed"] == "no" and shown.loc["d", "agreed"] == "–"
+    assert shown.loc["e", "true EPE change %"] == "–"
+    with pytest.raises(Exception, match="2 runs but 1 guard"):
+        read_guards(paths[:1], ["a", "b"])
 
 
 def test_training_run_and_pick():

@@ -1,5 +1,5 @@
 rule report:
-    """Before/after tables, per-scene % EPE change, label coverage, sample flows, loss curves."""
+    """Before/after tables, per-scene % EPE change, guard verdicts, label coverage, sample flows, loss curves."""
     input:
         evals=expand("results/eval/{run}.csv", run=list(RUNS)),
         label_quality="results/eval/label_quality.csv" if SCENES else [],
@@ -7,6 +7,8 @@ rule report:
         frames=expand("results/frames/{video}.zarr", video=list(SAMPLES.index) + list(SCENES)),
         losses=expand("results/finetune/{run}/loss.tsv", run=list(RUNS)),
         refined=expand("results/finetune/{run}/refined.pth", run=list(RUNS)),
+        # The guard's verdict per run (same order as runs): the Guard section.
+        guards=expand("results/finetune/{run}/guard.json", run=list(RUNS)),
         pretrained=checkpoint_path,
         # The tracking comparison's summary and figure (built first so the report includes them).
         tracking=["results/tracking/summary.md", "results/tracking/delta_avg.png"] if tracking_enabled() else [],

@@ -12,4 +12,5 @@ with job_log(snakemake.log[0]):
                  losses=list(i.losses), refined=list(i.refined), runs=list(p.runs), videos=list(p.videos),
                  pretrained=i.pretrained, variant=p.variant, iters=p.iters, config=shown,
                  out_html=o.html, out_summary=o.summary, out_table=o.table, threads=snakemake.threads,
-                 tracking=list(i.tracking) or None, ablation=list(p.ablation))
+                 tracking=list(i.tracking) or None, ablation=list(p.ablation),
+                 guards=list(i.guards))
