@@ -13,7 +13,8 @@ import torch
 from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
-from motionrefine.report.guard import agreement_line, display_guard, guard_table, read_guards
+from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
+                                       read_guards)
 from motionrefine.report.page import build_report, tracking_section
 from motionrefine.report.samples import pick_videos, training_run
 from motionrefine.report.tables import coverage_table, load_evals
@@ -87,6 +88,11 @@ def _guard(path, keep, pre, ref, videos=None):
     return str(path)
 
 
+# The heldout run's per-video signals: clipA improved on every signal, clipB agrees worse.
+VIDEOS = {"pretrained": {"clipA": _signals(0.60, 0.60, 0.030), "clipB": _signals(0.40, 0.80, 0.010)},
+          "refined": {"clipA": _signals(0.45, 0.66, 0.025), "clipB": _signals(0.44, 0.79, 0.012)}}
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
@@ -112,7 +118,7 @@ def report(tmp_path_factory):
         (root / "eval").mkdir(exist_ok=True)
         trained = {sc: after for sc, (_, after) in scenes[run].items()}
         _eval_rows(run, scenes[run], pre_sha, ref_sha, trained).to_csv(evals[-1], index=False)
-        guards.append(_guard(d / "guard.json", True, *verdicts[run]))
+        guards.append(_guard(d / "guard.json", True, *verdicts[run], videos=VIDEOS if run == "heldout" else None))
     lq = root / "eval" / "label_quality.csv"
     pd.DataFrame([{"scene": "alley", "benchmark": "bench", "kept_fraction": 0.5, "label_epe": 0.4,
                    "label_acc_1px": 0.9, "n_kept": 6000, "kept_fraction_0-1px": 0.6}]).to_csv(lq, index=False)
@@ -199,6 +205,26 @@ def test_guard_section_in_report(report):
     page = (report["out"] / "index.html").read_text()
     assert "<h2>2. Guard</h2>" in page and "guard agreed with the true EPE change on 2 of 2 runs." in page
     assert re.search(r"<h2>\d+\. Provenance</h2>", page)
+
+
+def test_your_footage_section(report):
+    md = (report["out"] / "summary.md").read_text()
+    footage = md.split("## Your footage")[1].split("\n## ")[0]
+    rows = [ln for ln in footage.splitlines() if ln.startswith("| clip")]
+    # video, agreement, fb %, photometric (pretrained → refined), agreement change %, held-back px
+    assert rows == ["| clipA | 0.600 → 0.450 | 60.0 → 66.0 | 0.0300 → 0.0250 | -25.0 | 500 |",
+                    "| clipB | 0.400 → 0.440 | 80.0 → 79.0 | 0.0100 → 0.0120 | +10.0 | 500 |"]
+    assert md.index("## Guard") < md.index("## Your footage") < md.index("## Label quality")
+    assert "<h2>3. Your footage</h2>" in (report["out"] / "index.html").read_text()
+
+
+def test_footage_only_for_a_judged_heldout_run(tmp_path):
+    judged = json.loads(open(_guard(tmp_path / "h.json", True, (1, 1, 1), (1, 1, 1), videos=VIDEOS)).read())
+    assert footage_table({"bench__s": judged}).empty  # no heldout run: nothing about the user's footage
+    assert footage_table({"heldout": json.loads(open(_guard(tmp_path / "d.json", True, None, None)).read())}).empty
+    t = footage_table({"heldout": judged}).set_index("video")
+    assert list(t.index) == ["clipA", "clipB"] and t.loc["clipB", "photometric_error_refined"] == pytest.approx(0.012)
+    assert display_footage(t.reset_index())["agreement change %"].tolist() == ["-25.0", "+10.0"]
 
 
 def test_guard_agreement_from_files(tmp_path):

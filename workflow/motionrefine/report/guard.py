@@ -1,6 +1,8 @@
 """The guard's verdicts in the report: per run, what the guard kept and why, its label-free
 signals before and after, and whether the true EPE change of the unguarded fine-tune (on
-the scenes with ground truth) agreed with the decision.
+the scenes with ground truth) agreed with the decision; per sample video of the heldout
+run, the same signals, so a user sees whether their own footage got better (no ground truth
+there: the signals are all there is).
 
 Everything is read from guard.json (``flow.guard.guard_weights``) and the eval CSVs.
 """
@@ -13,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from motionrefine.config.plan import HELDOUT
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.report.tables import fmt_number, protocol_of
 
@@ -116,4 +119,33 @@ def display_guard(table: pd.DataFrame) -> pd.DataFrame:
         for a, b in zip(table["true_epe_pretrained"], table["true_epe_trained"])]
     out["true EPE change %"] = table["true_epe_change_pct"].map(lambda x: fmt_number(x, "+.2f"))
     out["agreed"] = table["agreed"].map(lambda a: "–" if a is None or pd.isna(a) else ("yes" if a else "no"))
+    return out
+
+
+def footage_table(guards: Mapping[str, dict], run: str = HELDOUT) -> pd.DataFrame:
+    """Per sample video of ``run``: each signal pretrained and refined, and the held-back pixels
+    behind the agreement. Empty when the run is absent or its guard judged nothing."""
+    g = guards.get(run)
+    videos = (g or {}).get("videos") or {}
+    pre, ref = videos.get("pretrained") or {}, videos.get("refined") or {}
+    rows = []
+    for video in list(dict.fromkeys([*pre, *ref])):
+        row = {"video": video, "agreement_pixels": (pre.get(video) or ref.get(video) or {}).get("agreement_pixels")}
+        for key, _, _ in SIGNALS:
+            row[f"{key}_pretrained"] = _signal(pre.get(video), key)
+            row[f"{key}_refined"] = _signal(ref.get(video), key)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def display_footage(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    out = pd.DataFrame({"video": table["video"]})
+    for key, name, how in SIGNALS:
+        out[f"{name} pretrained→refined"] = [_before_after(r, key, how) for _, r in table.iterrows()]
+    pre, ref = table["agreement_epe_pretrained"], table["agreement_epe_refined"]
+    # The decision signal's change per video: negative = the refined weights agree better.
+    out["agreement change %"] = (100.0 * (ref / pre - 1.0)).map(lambda x: fmt_number(x, "+.1f"))
+    out["held-back px"] = table["agreement_pixels"].map(lambda x: fmt_number(x, ".0f"))
     return out

@@ -25,7 +25,8 @@ import pandas as pd
 from motionrefine import __version__
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.train.curve import read_loss_curve
-from motionrefine.report.guard import agreement_line, display_guard, guard_table, read_guards
+from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
+                                       read_guards)
 from motionrefine.report.figures import (figure_change, figure_coverage, figure_flows, figure_label_quality,
                                          figure_legend, figure_losses)
 from motionrefine.report.provenance import provenance
@@ -96,6 +97,16 @@ def guard_section(table: pd.DataFrame) -> dict:
                     "the true EPE change is that of the unguarded fine-tuned (trained) weights against the "
                     "pretrained ones, mean EPE over the run's ground-truth scenes. Agreed: kept refined and the "
                     "trained EPE is lower, or kept pretrained and it is not."}
+
+
+def footage_section(table: pd.DataFrame) -> dict:
+    """The heldout run's sample videos: did the user's own footage get better?"""
+    return {"title": "Your footage", "table": display_footage(table), "line": "",
+            "note": "Your videos have no ground truth, so these are the guard's label-free signals per video, "
+                    "pretrained → refined (fine-tuned weights of the heldout run): held-back agreement EPE with "
+                    "the teacher (lower is better; the guard's decision signal), the forward-backward consistent "
+                    "share of pixels and the photometric error of the warp (both reward self-consistent or "
+                    "smooth flow, not necessarily correct flow)."}
 
 
 def _extra_md(extra: Sequence[dict]) -> list[str]:
@@ -239,7 +250,11 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     write_atomic(out_table, lambda tmp: table.assign(**extra).to_csv(tmp, index=False))
     sections = []
     if guards:
-        sections.append(guard_section(guard_table(read_guards(guards, runs), ev)))
+        verdicts = read_guards(guards, runs)
+        sections.append(guard_section(guard_table(verdicts, ev)))
+        footage = footage_table(verdicts)
+        if not footage.empty:
+            sections.append(footage_section(footage))
     page, last = _html(table, lq, cov, prov, text, figs, sections)
     # The optional sections follow the provenance, numbered on from it.
     trk_md, trk_html = tracking_section(*tracking, number=last + 1) if tracking else ("", "")
