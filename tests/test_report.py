@@ -18,6 +18,7 @@ from motionrefine.report.guard import (agreement_line, display_footage, display_
 from motionrefine.report.page import build_report, tracking_section
 from motionrefine.report.samples import pick_videos, training_run
 from motionrefine.report.tables import coverage_table, load_evals
+from motionrefine.report.teacher import teacher_table
 from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4
@@ -119,6 +120,11 @@ def report(tmp_path_factory):
         trained = {sc: after for sc, (_, after) in scenes[run].items()}
         _eval_rows(run, scenes[run], pre_sha, ref_sha, trained).to_csv(evals[-1], index=False)
         guards.append(_guard(d / "guard.json", True, *verdicts[run], videos=VIDEOS if run == "heldout" else None))
+    teacher = root / "eval" / "teacher.csv"
+    pd.DataFrame([{"scene": sc, "benchmark": "bench", "model": m, "epe": epe, "seconds_per_pair": sec, "iters": it}
+                  for sc, m, epe, sec, it in (("alley", "student", 2.0, 0.1, 2), ("alley", "teacher", 1.2, 0.8, 32),
+                                              ("market", "student", 1.0, 0.1, 2), ("market", "teacher", 1.1, 0.5, 32))
+                  ]).to_csv(teacher, index=False)
     lq = root / "eval" / "label_quality.csv"
     pd.DataFrame([{"scene": "alley", "benchmark": "bench", "kept_fraction": 0.5, "label_epe": 0.4,
                    "label_acc_1px": 0.9, "n_kept": 6000, "kept_fraction_0-1px": 0.6}]).to_csv(lq, index=False)
@@ -135,7 +141,7 @@ def report(tmp_path_factory):
               "finetune": {"profile": "demo", "mode": "labels", "lr": 1e-4}, "refine": {"heldout": True}}
     build_report(evals, str(lq), labels, frames, losses, refined, runs, videos, str(root / "pretrained.pth"),
                  "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
-                 device="cpu", guards=guards)
+                 device="cpu", guards=guards, teacher_eval=str(teacher))
     return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
 
 
@@ -216,6 +222,25 @@ def test_your_footage_section(report):
                     "| clipB | 0.400 → 0.440 | 80.0 → 79.0 | 0.0100 → 0.0120 | +10.0 | 500 |"]
     assert md.index("## Guard") < md.index("## Your footage") < md.index("## Label quality")
     assert "<h2>3. Your footage</h2>" in (report["out"] / "index.html").read_text()
+
+
+def test_teacher_section(report):
+    md = (report["out"] / "summary.md").read_text()
+    sec = md.split("## Teacher (label-maker) vs student: EPE and cost")[1].split("\n## ")[0]
+    # benchmark, scene, student EPE, teacher EPE, refined EPE (heldout, transductive), s/pair, cost ratio
+    assert "| bench | alley | 2.000 | 1.200 | 1.500 | 1.000 | 0.100 | 0.800 | 8.0 |" in sec
+    assert "| bench | market | 1.000 | 1.100 | 1.200 | – | 0.100 | 0.500 | 5.0 |" in sec  # no transductive run
+    assert "lower than the student's on 1 of 2 scenes; it costs 6.5x the student per pair (median)." in sec
+    assert "<h2>4. Teacher (label-maker) vs student: EPE and cost</h2>" in (report["out"] / "index.html").read_text()
+
+
+def test_teacher_table_absent_or_malformed(tmp_path):
+    ev = _eval_rows("heldout", {"alley": (2.0, 1.5)}, "p", "r")
+    assert teacher_table(None, ev).empty and teacher_table(str(tmp_path / "none.csv"), ev).empty
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"scene": ["alley"], "epe": [1.0]}).to_csv(bad, index=False)
+    with pytest.raises(Exception, match="not a teacher evaluation table"):
+        teacher_table(str(bad), ev)
 
 
 def test_footage_only_for_a_judged_heldout_run(tmp_path):

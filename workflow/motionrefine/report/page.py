@@ -27,6 +27,7 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.train.curve import read_loss_curve
 from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
                                        read_guards)
+from motionrefine.report.teacher import display_teacher, teacher_line, teacher_table
 from motionrefine.report.figures import (figure_change, figure_coverage, figure_flows, figure_label_quality,
                                          figure_legend, figure_losses)
 from motionrefine.report.provenance import provenance
@@ -107,6 +108,16 @@ def footage_section(table: pd.DataFrame) -> dict:
                     "the teacher (lower is better; the guard's decision signal), the forward-backward consistent "
                     "share of pixels and the photometric error of the warp (both reward self-consistent or "
                     "smooth flow, not necessarily correct flow)."}
+
+
+def teacher_section(table: pd.DataFrame) -> dict:
+    """The label-maker beside the student it teaches: EPE and seconds per pair."""
+    return {"title": "Teacher (label-maker) vs student: EPE and cost", "table": display_teacher(table),
+            "line": teacher_line(table),
+            "note": "The pretrained model at the teacher's settings (upsampled input, more iterations, mirror "
+                    "averaging) and at the student's, on every benchmark scene, with measured inference seconds "
+                    "per pair and the cost ratio teacher/student; the refined student's EPE (from the evaluation "
+                    "above) beside them. Fine-tuning aims at the teacher's EPE at the student's cost."}
 
 
 def _extra_md(extra: Sequence[dict]) -> list[str]:
@@ -215,7 +226,7 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
                  variant: str, iters: int, config: dict, out_html: str, out_summary: str, out_table: str,
                  max_videos: int = 6, device: str = "auto", threads: int = 1,
                  tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None,
-                 guards: Sequence[str] | None = None) -> None:
+                 guards: Sequence[str] | None = None, teacher_eval: str | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
@@ -223,6 +234,7 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     finetune, refine). ``tracking``: (summary.md, delta_avg.png) of the tracking comparison;
     ``ablation``: (table.md, figure.png) of the ablation; each is shown when given and there.
     ``guards``: each run's guard.json (pairs with ``runs``), shown as the Guard section.
+    ``teacher_eval``: results/eval/teacher.csv, shown as the teacher-vs-student section.
     """
     if len(losses) != len(runs) or len(refined) != len(runs):
         raise MotionRefineError(f"report: {len(runs)} runs but {len(losses)} loss curves and {len(refined)} refined checkpoints")
@@ -255,6 +267,9 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         footage = footage_table(verdicts)
         if not footage.empty:
             sections.append(footage_section(footage))
+    teach = teacher_table(teacher_eval, ev)
+    if not teach.empty:
+        sections.append(teacher_section(teach))
     page, last = _html(table, lq, cov, prov, text, figs, sections)
     # The optional sections follow the provenance, numbered on from it.
     trk_md, trk_html = tracking_section(*tracking, number=last + 1) if tracking else ("", "")
