@@ -2,6 +2,7 @@
 checkpoints) -> index.html / summary.md / before_after.csv; and the flow colour coding."""
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -12,9 +13,12 @@ import torch
 from motionrefine.report.flowviz import colour_wheel, flow_to_rgb, robust_max, wheel_legend
 from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
+from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
+                                       read_guards)
 from motionrefine.report.page import build_report, tracking_section
 from motionrefine.report.samples import pick_videos, training_run
-from motionrefine.report.tables import coverage_table
+from motionrefine.report.tables import coverage_table, load_evals
+from motionrefine.report.teacher import teacher_table
 from motionrefine.core.store import atomic_group, write_array
 
 H, W, T = 64, 64, 4
@@ -53,14 +57,41 @@ def _labels(path, video):
         g.attrs.update({"kind": "flow_labels", "video": video, "checks": "fb+colour", "checkpoint_sha256": "x"})
 
 
-def _eval_rows(run, scenes, pre_sha, ref_sha):
+def _eval_rows(run, scenes, pre_sha, ref_sha, trained=None):
+    """Pretrained and refined rows per scene; ``trained``: scene -> EPE of the unguarded weights."""
     rows = []
     for scene, (before, after) in scenes.items():
-        for model, epe, sha in (("pretrained", before, pre_sha), ("refined", after, ref_sha)):
+        models = [("pretrained", before, pre_sha), ("refined", after, ref_sha)]
+        if trained is not None:
+            models.append(("trained", trained[scene], ref_sha))
+        for model, epe, sha in models:
             rows.append({"run": run, "scene": scene, "epe": epe, "acc_1px": 0.5, "acc_3px": 0.8, "acc_5px": 0.9,
                          "fl_all": 0.1, "n_px": H * W * 3, "benchmark": "bench", "model": model,
                          "checkpoint_sha256": sha, "pairs": 3, "iters": 2})
     return pd.DataFrame(rows)
+
+
+def _signals(agree, rate, photo):
+    return {"agreement_epe": agree, "agreement_pixels": 500, "fb_consistent_rate": rate, "photometric_error": photo}
+
+
+def _guard(path, keep, pre, ref, videos=None):
+    """A guard.json as guard_weights writes it; ``pre``/``ref``: (agreement, fb rate, photometric)
+    or None for a disabled guard (no signals)."""
+    judged = pre is not None
+    verdict = {"keep_refined": keep, "reason": f"made-up reason keep={keep}", "margin": 0.0,
+               "signals": {"pretrained": _signals(*pre), "refined": _signals(*ref)} if judged else {},
+               "videos": videos or ({"pretrained": {}, "refined": {}} if judged else {}), "pairs": 3,
+               "holdout": {"block": 16, "every": 5}, "kept_weights": "refined" if keep else "pretrained",
+               "weights_sha256": "x", "code_version": "0"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(verdict), encoding="utf-8")
+    return str(path)
+
+
+# The heldout run's per-video signals: clipA improved on every signal, clipB agrees worse.
+VIDEOS = {"pretrained": {"clipA": _signals(0.60, 0.60, 0.030), "clipB": _signals(0.40, 0.80, 0.010)},
+          "refined": {"clipA": _signals(0.45, 0.66, 0.025), "clipB": _signals(0.44, 0.79, 0.012)}}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +101,12 @@ def report(tmp_path_factory):
     pre_sha = save_raft(RAFT("small"), root / "pretrained.pth")
     runs = ["heldout", "bench__alley"]
     videos = ["clipA", "bench__alley"]
-    refined, losses, evals = [], [], []
+    refined, losses, evals, guards = [], [], [], []
     scenes = {"heldout": {"alley": (2.0, 1.5), "market": (1.0, 1.2)}, "bench__alley": {"alley": (2.0, 1.0)}}
+    # Both guards kept the fine-tuned weights, so trained = refined; heldout's mean EPE 1.5 -> 1.35
+    # and bench__alley's 2.0 -> 1.0 both fell: the guard agreed on 2 of 2 runs.
+    verdicts = {"heldout": ((0.50, 0.70, 0.020), (0.40, 0.75, 0.019)),
+                "bench__alley": ((0.30, 0.80, 0.010), (0.25, 0.82, 0.009))}
     for i, run in enumerate(runs):
         torch.manual_seed(i + 1)
         d = root / "finetune" / run
@@ -82,7 +117,14 @@ def report(tmp_path_factory):
         losses.append(str(d / "loss.tsv"))
         evals.append(str(root / "eval" / f"{run}.csv"))
         (root / "eval").mkdir(exist_ok=True)
-        _eval_rows(run, scenes[run], pre_sha, ref_sha).to_csv(evals[-1], index=False)
+        trained = {sc: after for sc, (_, after) in scenes[run].items()}
+        _eval_rows(run, scenes[run], pre_sha, ref_sha, trained).to_csv(evals[-1], index=False)
+        guards.append(_guard(d / "guard.json", True, *verdicts[run], videos=VIDEOS if run == "heldout" else None))
+    teacher = root / "eval" / "teacher.csv"
+    pd.DataFrame([{"scene": sc, "benchmark": "bench", "model": m, "epe": epe, "seconds_per_pair": sec, "iters": it}
+                  for sc, m, epe, sec, it in (("alley", "student", 2.0, 0.1, 2), ("alley", "teacher", 1.2, 0.8, 32),
+                                              ("market", "student", 1.0, 0.1, 2), ("market", "teacher", 1.1, 0.5, 32))
+                  ]).to_csv(teacher, index=False)
     lq = root / "eval" / "label_quality.csv"
     pd.DataFrame([{"scene": "alley", "benchmark": "bench", "kept_fraction": 0.5, "label_epe": 0.4,
                    "label_acc_1px": 0.9, "n_kept": 6000, "kept_fraction_0-1px": 0.6}]).to_csv(lq, index=False)
@@ -99,7 +141,7 @@ def report(tmp_path_factory):
               "finetune": {"profile": "demo", "mode": "labels", "lr": 1e-4}, "refine": {"heldout": True}}
     build_report(evals, str(lq), labels, frames, losses, refined, runs, videos, str(root / "pretrained.pth"),
                  "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
-                 device="cpu")
+                 device="cpu", guards=guards, teacher_eval=str(teacher))
     return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
 
 
@@ -152,7 +194,91 @@ def test_tracking_section_only_when_its_summary_exists(tmp_path, report):
     text, page = tracking_section(md, png)
     assert text.startswith("\n## Long-range tracking") and text.endswith("| scene | delta_avg |\n")
     assert "<h2>8. Long-range tracking" in page and "nothing to show" in page  # no figure
+    assert "<h2>11. Long-range" in tracking_section(md, png, number=11)[1]
     assert "Long-range tracking" not in (report["out"] / "summary.md").read_text()  # not given: not shown
+
+
+def test_guard_section_in_report(report):
+    md = (report["out"] / "summary.md").read_text()
+    guard = md.split("## Guard")[1].split("\n## ")[0]
+    rows = [ln for ln in guard.splitlines() if ln.startswith("| heldout |") or ln.startswith("| bench__alley |")]
+    assert len(rows) == 2
+    # run, protocol, kept, reason, agreement, fb %, photometric, GT scenes, true EPE, change %, agreed
+    assert rows[0].startswith("| heldout | heldout | refined | made-up reason keep=True | 0.500 → 0.400 | "
+                              "70.0 → 75.0 | 0.0200 → 0.0190 | 2 | 1.500 → 1.350 | -10.00 | yes |")
+    assert rows[1].startswith("| bench__alley | transductive | refined |") and "| 2.000 → 1.000 | -50.00 | yes |" in rows[1]
+    assert "guard agreed with the true EPE change on 2 of 2 runs." in guard
+    page = (report["out"] / "index.html").read_text()
+    assert "<h2>2. Guard</h2>" in page and "guard agreed with the true EPE change on 2 of 2 runs." in page
+    assert re.search(r"<h2>\d+\. Provenance</h2>", page)
+
+
+def test_your_footage_section(report):
+    md = (report["out"] / "summary.md").read_text()
+    footage = md.split("## Your footage")[1].split("\n## ")[0]
+    rows = [ln for ln in footage.splitlines() if ln.startswith("| clip")]
+    # video, agreement, fb %, photometric (pretrained → refined), agreement change %, held-back px
+    assert rows == ["| clipA | 0.600 → 0.450 | 60.0 → 66.0 | 0.0300 → 0.0250 | -25.0 | 500 |",
+                    "| clipB | 0.400 → 0.440 | 80.0 → 79.0 | 0.0100 → 0.0120 | +10.0 | 500 |"]
+    assert md.index("## Guard") < md.index("## Your footage") < md.index("## Label quality")
+    assert "<h2>3. Your footage</h2>" in (report["out"] / "index.html").read_text()
+
+
+def test_teacher_section(report):
+    md = (report["out"] / "summary.md").read_text()
+    sec = md.split("## Teacher (label-maker) vs student: EPE and cost")[1].split("\n## ")[0]
+    # benchmark, scene, student EPE, teacher EPE, refined EPE (heldout, transductive), s/pair, cost ratio
+    assert "| bench | alley | 2.000 | 1.200 | 1.500 | 1.000 | 0.100 | 0.800 | 8.0 |" in sec
+    assert "| bench | market | 1.000 | 1.100 | 1.200 | – | 0.100 | 0.500 | 5.0 |" in sec  # no transductive run
+    assert "lower than the student's on 1 of 2 scenes; it costs 6.5x the student per pair (median)." in sec
+    assert "<h2>4. Teacher (label-maker) vs student: EPE and cost</h2>" in (report["out"] / "index.html").read_text()
+
+
+def test_teacher_table_absent_or_malformed(tmp_path):
+    ev = _eval_rows("heldout", {"alley": (2.0, 1.5)}, "p", "r")
+    assert teacher_table(None, ev).empty and teacher_table(str(tmp_path / "none.csv"), ev).empty
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"scene": ["alley"], "epe": [1.0]}).to_csv(bad, index=False)
+    with pytest.raises(Exception, match="not a teacher evaluation table"):
+        teacher_table(str(bad), ev)
+
+
+def test_footage_only_for_a_judged_heldout_run(tmp_path):
+    judged = json.loads(open(_guard(tmp_path / "h.json", True, (1, 1, 1), (1, 1, 1), videos=VIDEOS)).read())
+    assert footage_table({"bench__s": judged}).empty  # no heldout run: nothing about the user's footage
+    assert footage_table({"heldout": json.loads(open(_guard(tmp_path / "d.json", True, None, None)).read())}).empty
+    t = footage_table({"heldout": judged}).set_index("video")
+    assert list(t.index) == ["clipA", "clipB"] and t.loc["clipB", "photometric_error_refined"] == pytest.approx(0.012)
+    assert display_footage(t.reset_index())["agreement change %"].tolist() == ["-25.0", "+10.0"]
+
+
+def test_guard_agreement_from_files(tmp_path):
+    """Kept refined with a lower trained EPE agrees; kept pretrained with a lower one does not;
+    a disabled guard, or a run without trained rows, is not counted."""
+    runs = {"a": (True, {"s": (2.0, 1.0)}), "b": (False, {"s": (1.0, 0.8), "t": (1.0, 1.4)}),
+            "c": (False, {"s": (1.0, 0.7)}), "d": (True, {"s": (1.0, 0.5)}), "e": (True, None)}
+    paths, evals = [], []
+    for run, (keep, scenes) in runs.items():
+        sig = None if run == "d" else ((1.0, 0.5, 0.02), (0.9 if keep else 1.1, 0.6, 0.01))
+        paths.append(_guard(tmp_path / run / "guard.json", keep, *(sig or (None, None))))
+        rows = _eval_rows(run, scenes or {"s": (1.0, 1.0)}, "p", "r",
+                          {k: v[1] for k, v in scenes.items()} if scenes else None)
+        evals.append(str(tmp_path / f"{run}.csv"))
+        rows.to_csv(evals[-1], index=False)
+    table = guard_table(read_guards(paths, list(runs)), load_evals(evals)).set_index("run")
+    assert table["kept"].to_dict() == {"a": "refined", "b": "pretrained", "c": "pretrained", "d": "refined",
+                                       "e": "refined"}
+    # b: mean over both scenes, 1.0 -> 1.1, not lower, and the guard kept pretrained: agreed.
+    assert table.loc["b", "true_epe_trained"] == pytest.approx(1.1) and table.loc["b", "scenes"] == 2
+    assert table["agreed"].to_dict() == {"a": True, "b": True, "c": False, "d": None, "e": None}
+    assert table.loc["a", "agreement_epe_refined"] == pytest.approx(0.9)
+    assert np.isnan(table.loc["d", "agreement_epe_pretrained"])  # disabled: no signals
+    assert agreement_line(table.reset_index()).startswith("guard agreed with the true EPE change on 2 of 3 runs (2 runs")
+    shown = display_guard(table.reset_index()).set_index("run")
+    assert shown.loc["c", "agreed"] == "no" and shown.loc["d", "agreed"] == "–"
+    assert shown.loc["e", "true EPE change %"] == "–"
+    with pytest.raises(Exception, match="2 runs but 1 guard"):
+        read_guards(paths[:1], ["a", "b"])
 
 
 def test_training_run_and_pick():

@@ -24,6 +24,32 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+rule evaluate_teacher:
+    """The label-maker as a baseline: the pretrained model at the teacher's settings and at the
+    student's on every benchmark scene, with seconds per pair of each."""
+    input:
+        pretrained=checkpoint_path,
+        scenes=[s.source for s in SCENES.values()],
+    output:
+        "results/eval/teacher.csv",
+    log:
+        "results/logs/evaluate_teacher.log",
+    params:
+        scenes=list(SCENES.values()),
+        student=EVAL,
+        teacher=TEACHER,
+    threads: res("evaluate", "threads")
+    resources:
+        mem_mb=res("evaluate", "mem_mb"),
+        # The teacher's passes (upsampled, more iterations, mirrored) dominate the time.
+        runtime=res("teacher", "runtime"),
+        gpu=res("evaluate", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/evaluate_teacher.py"
+
+
 rule label_quality:
     """Kept fraction and accuracy of each benchmark scene's own pseudo-labels against ground truth."""
     input:

@@ -1,12 +1,16 @@
 rule report:
-    """Before/after tables, per-scene % EPE change, label coverage, sample flows, loss curves."""
+    """Before/after tables, per-scene % EPE change, guard verdicts, teacher vs student, label coverage, sample flows, loss curves."""
     input:
         evals=expand("results/eval/{run}.csv", run=list(RUNS)),
         label_quality="results/eval/label_quality.csv" if SCENES else [],
+        # The teacher (label-maker) and the student on every benchmark scene, timed.
+        teacher_eval="results/eval/teacher.csv" if SCENES else [],
         labels=expand("results/labels/flow/{video}.zarr", video=list(SAMPLES.index) + list(SCENES)),
         frames=expand("results/frames/{video}.zarr", video=list(SAMPLES.index) + list(SCENES)),
         losses=expand("results/finetune/{run}/loss.tsv", run=list(RUNS)),
         refined=expand("results/finetune/{run}/refined.pth", run=list(RUNS)),
+        # The guard's verdict per run (same order as runs): the Guard section.
+        guards=expand("results/finetune/{run}/guard.json", run=list(RUNS)),
         pretrained=checkpoint_path,
         # The tracking comparison's summary and figure (built first so the report includes them).
         tracking=["results/tracking/summary.md", "results/tracking/delta_avg.png"] if tracking_enabled() else [],

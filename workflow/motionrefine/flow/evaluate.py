@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.flow.inference import FlowEstimator
+from motionrefine.flow.teacher import Teacher, TeacherSettings
 from motionrefine.bench.metrics import flow_scene_metrics
 from motionrefine.models.checkpoint import load_raft
 from motionrefine.io.readers import FlowScene
@@ -41,11 +43,15 @@ def scene_sha256(scene: FlowScene) -> str:
 
 def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], variant: str = "small",
                   iters: int = 12, padding: str = "even", threads: int = 1, benchmark: str = "",
-                  device: str = "auto", alternate_corr_pixels: int | None = None) -> pd.DataFrame:
+                  device: str = "auto", alternate_corr_pixels: int | None = None,
+                  teacher: TeacherSettings | None = None, timed: bool = False) -> pd.DataFrame:
     """One row per (model, scene): EPE, 1/3/5 px accuracy, Fl-all (and _noc/_occ where masks exist).
 
     ``models`` maps a label (e.g. 'pretrained', 'refined') to a checkpoint path. Every model sees
     the same frames and the same metric code, so the rows compare like with like.
+    ``teacher``: run each model as the label-maker (``flow.teacher``; its iterations replace
+    ``iters``). ``timed``: add ``seconds_per_pair``, the scene's inference time per pair after
+    one warm-up pair.
     """
     dev = pick_device(device, threads)
     scenes = list(scenes)
@@ -53,13 +59,23 @@ def evaluate_flow(models: Mapping[str, str], scenes: Iterable[FlowScene], varian
     rows = []
     for label, path in models.items():
         model, digest = load_raft(path, variant, alternate_corr_pixels=alternate_corr_pixels)
-        est = FlowEstimator(model.to(dev), iters=iters, padding=padding, device=dev)
+        run_iters = teacher.iters if teacher is not None else iters
+        est = FlowEstimator(model.to(dev), iters=run_iters, padding=padding, device=dev)
+        if teacher is not None:
+            est = Teacher(est, teacher)
         for scene, scene_digest in zip(scenes, digests):
+            if timed:
+                # The first pass pays for allocation and kernel selection: not the model's cost.
+                est.pairs(scene.frames[:2], backward=False)
+            started = time.perf_counter()
             pred = predict_scene(est, scene)
+            seconds = time.perf_counter() - started  # pairs() returns numpy: the device is done
             row = flow_scene_metrics(scene, pred)
             row.update({"benchmark": benchmark or scene.meta.get("benchmark", ""), "model": label,
-                        "checkpoint_sha256": digest, "pairs": scene.num_pairs, "iters": iters,
+                        "checkpoint_sha256": digest, "pairs": scene.num_pairs, "iters": run_iters,
                         "variant": variant, "scene_sha256": scene_digest, "code_version": __version__})
+            if timed:
+                row["seconds_per_pair"] = seconds / max(scene.num_pairs, 1)
             rows.append(row)
             log.info("%s %s/%s: EPE %.3f", label, row["benchmark"], scene.name, row["epe"])
     return pd.DataFrame(rows)
@@ -74,3 +90,17 @@ def before_after(df: pd.DataFrame, before: str = "pretrained", after: str = "ref
     wide = a.add_suffix(f"_{before}").join(b.add_suffix(f"_{after}"), how="inner")
     wide["epe_change_pct"] = 100.0 * (wide[f"epe_{after}"] / wide[f"epe_{before}"] - 1.0)
     return wide.reset_index()
+
+
+TEACHER_COLUMNS = ("scene", "benchmark", "model", "epe", "seconds_per_pair")
+
+
+def teacher_vs_student(checkpoint: str, scenes: Iterable[FlowScene], teacher: TeacherSettings,
+                       **student) -> pd.DataFrame:
+    """The checkpoint at the student's settings (``student``: evaluate_flow keywords) and at the
+    teacher's on the same scenes, timed: rows with model 'student' and 'teacher'."""
+    scenes = list(scenes)
+    df = pd.concat([evaluate_flow({"student": checkpoint}, scenes, **student, timed=True),
+                    evaluate_flow({"teacher": checkpoint}, scenes, **student, teacher=teacher, timed=True)],
+                   ignore_index=True)
+    return df[list(TEACHER_COLUMNS) + [c for c in df.columns if c not in TEACHER_COLUMNS]]

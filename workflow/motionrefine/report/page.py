@@ -25,6 +25,9 @@ import pandas as pd
 from motionrefine import __version__
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.train.curve import read_loss_curve
+from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
+                                       read_guards)
+from motionrefine.report.teacher import display_teacher, teacher_line, teacher_table
 from motionrefine.report.figures import (figure_change, figure_coverage, figure_flows, figure_label_quality,
                                          figure_legend, figure_losses)
 from motionrefine.report.provenance import provenance
@@ -87,7 +90,54 @@ def _html_table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, escape=True, border=0) if not df.empty else '<p class="note">(none)</p>'
 
 
-def _summary_md(table, lq, cov, prov, text) -> str:
+def guard_section(table: pd.DataFrame) -> dict:
+    """The guard's verdict per run beside the true EPE change of the weights it judged."""
+    return {"title": "Guard", "table": display_guard(table), "line": agreement_line(table),
+            "note": "The guard keeps the fine-tuned weights only if they agree better with the teacher on pixel "
+                    "blocks held back from training (no ground truth). Signals pretrained → refined (fine-tuned); "
+                    "the true EPE change is that of the unguarded fine-tuned (trained) weights against the "
+                    "pretrained ones, mean EPE over the run's ground-truth scenes. Agreed: kept refined and the "
+                    "trained EPE is lower, or kept pretrained and it is not."}
+
+
+def footage_section(table: pd.DataFrame) -> dict:
+    """The heldout run's sample videos: did the user's own footage get better?"""
+    return {"title": "Your footage", "table": display_footage(table), "line": "",
+            "note": "Your videos have no ground truth, so these are the guard's label-free signals per video, "
+                    "pretrained → refined (fine-tuned weights of the heldout run): held-back agreement EPE with "
+                    "the teacher (lower is better; the guard's decision signal), the forward-backward consistent "
+                    "share of pixels and the photometric error of the warp (both reward self-consistent or "
+                    "smooth flow, not necessarily correct flow)."}
+
+
+def teacher_section(table: pd.DataFrame) -> dict:
+    """The label-maker beside the student it teaches: EPE and seconds per pair."""
+    return {"title": "Teacher (label-maker) vs student: EPE and cost", "table": display_teacher(table),
+            "line": teacher_line(table),
+            "note": "The pretrained model at the teacher's settings (upsampled input, more iterations, mirror "
+                    "averaging) and at the student's, on every benchmark scene, with measured inference seconds "
+                    "per pair and the cost ratio teacher/student; the refined student's EPE (from the evaluation "
+                    "above) beside them. Fine-tuning aims at the teacher's EPE at the student's cost."}
+
+
+def _extra_md(extra: Sequence[dict]) -> list[str]:
+    out = []
+    for sec in extra:
+        out += [f"## {sec['title']}", "", sec["note"], "", markdown_table(sec["table"])]
+        if sec.get("line"):
+            out += [sec["line"], ""]
+    return out
+
+
+def _extra_html(sec: dict, number: int) -> list[str]:
+    out = [f"<h2>{number}. {html.escape(sec['title'])}</h2>", f"<p class='note'>{html.escape(sec['note'])}</p>",
+           _html_table(sec["table"])]
+    if sec.get("line"):
+        out.append(f"<p>{html.escape(sec['line'])}</p>")
+    return out
+
+
+def _summary_md(table, lq, cov, prov, text, extra=()) -> str:
     shown = display_before_after(table)
     out = ["# motionrefine report", "",
            f"Generated {prov['date']} · motionrefine {prov['code_version']} · "
@@ -95,6 +145,7 @@ def _summary_md(table, lq, cov, prov, text) -> str:
     out += ["## Before / after", "", "EPE in px; % change negative = better; accuracies and Fl-all in % of pixels.", ""]
     for proto, df in shown.groupby("protocol", sort=False):
         out += [f"### {proto}", "", markdown_table(df.drop(columns=["protocol"]))]
+    out += _extra_md(extra)
     out += ["## Label quality against ground truth", "",
             "Kept pseudo-labels of each benchmark scene against its ground truth; the pretrained EPE is over all "
             "valid pixels of the same scene.", "", markdown_table(display_label_quality(lq))]
@@ -109,7 +160,9 @@ def _summary_md(table, lq, cov, prov, text) -> str:
     return "\n".join(out)
 
 
-def _html(table, lq, cov, prov, text, figs) -> str:
+def _html(table, lq, cov, prov, text, figs, extra=()) -> tuple[str, int]:
+    """The page and the number of its last section (provenance); ``extra`` follow the before/after."""
+    num = iter(range(1, 100))
     shown = display_before_after(table)
     stale = [r["run"] for r in prov["runs"]
              if r["evaluated_refined_matches"] is False or r["evaluated_pretrained_matches"] is False]
@@ -121,24 +174,27 @@ def _html(table, lq, cov, prov, text, figs) -> str:
         parts.append(f"<p class='bad'>Evaluation tables of {html.escape(', '.join(stale))} were made with "
                      "different checkpoints than the ones beside them: rerun the evaluation.</p>")
     parts += ["<h2>Reading</h2>", f"<p>{html.escape(text)}</p>",
-              "<h2>1. Per-scene EPE change</h2>", _img(figs["change"], "per-scene EPE change")]
+              f"<h2>{next(num)}. Per-scene EPE change</h2>", _img(figs["change"], "per-scene EPE change")]
     for proto, df in shown.groupby("protocol", sort=False):
         parts += [f"<h3>{html.escape(proto)}</h3>", _html_table(df.drop(columns=["protocol"]))]
-    parts += ["<h2>2. Pseudo-label coverage</h2>", _img(figs["coverage"], "label coverage"),
+    for sec in extra:
+        parts += _extra_html(sec, next(num))
+    parts += [f"<h2>{next(num)}. Pseudo-label coverage</h2>", _img(figs["coverage"], "label coverage"),
               _html_table(display_coverage(cov)),
-              "<h2>3. Label quality against ground truth</h2>",
+              f"<h2>{next(num)}. Label quality against ground truth</h2>",
               "<p class='note'>Kept labels are measured on kept pixels only; the pretrained EPE is over all valid "
               "pixels of the same scene.</p>",
               _img(figs["quality"], "label quality"), _html_table(display_label_quality(lq)),
-              "<h2>4. Sample flows (middle pair)</h2>",
+              f"<h2>{next(num)}. Sample flows (middle pair)</h2>",
               "<p class='note'>Middlebury colour coding, one magnitude scale per row; the keep mask is white where "
               "the pseudo-label passed the cycle check. Colour key:</p>",
               _img(figs["legend"], "flow colour key"), _img(figs["flows"], "sample flows"),
-              "<h2>5. Fine-tuning curves</h2>", _img(figs["losses"], "loss curves"),
-              "<h2>6. Provenance</h2>",
+              f"<h2>{next(num)}. Fine-tuning curves</h2>", _img(figs["losses"], "loss curves")]
+    last = next(num)
+    parts += [f"<h2>{last}. Provenance</h2>",
               f"<pre>{html.escape(json.dumps(prov, indent=1, default=str))}</pre>",
               "</body></html>"]
-    return "\n".join(parts)
+    return "\n".join(parts), last
 
 
 def optional_section(md_path: str | os.PathLike, png_path: str | os.PathLike, title: str,
@@ -153,28 +209,32 @@ def optional_section(md_path: str | os.PathLike, png_path: str | os.PathLike, ti
             f"<h2>{number}. {html.escape(title)}</h2>{_img(fig, title)}<pre>{html.escape(body)}</pre>")
 
 
-def ablation_section(table_md: str | os.PathLike, figure_png: str | os.PathLike) -> tuple[str, str]:
+def ablation_section(table_md: str | os.PathLike, figure_png: str | os.PathLike, number: int = 7) -> tuple[str, str]:
     """The ablation's table.md (+ figure.png) when the ablation has been built."""
-    return optional_section(table_md, figure_png, "Ablation (`snakemake ablation`)", 7)
+    return optional_section(table_md, figure_png, "Ablation (`snakemake ablation`)", number)
 
 
-def tracking_section(summary_md: str | os.PathLike, figure_png: str | os.PathLike) -> tuple[str, str]:
+def tracking_section(summary_md: str | os.PathLike, figure_png: str | os.PathLike,
+                     number: int = 8) -> tuple[str, str]:
     """The tracking comparison's summary.md (+ per-scene δ_avg bars) when it ran."""
     return optional_section(summary_md, figure_png,
-                            "Long-range tracking: chained RAFT and the tracker, before and after", 8)
+                            "Long-range tracking: chained RAFT and the tracker, before and after", number)
 
 
 def build_report(evals: list[str], label_quality: str | None, label_stores: list[str], frame_stores: list[str],
                  losses: list[str], refined: list[str], runs: list[str], videos: list[str], pretrained: str,
                  variant: str, iters: int, config: dict, out_html: str, out_summary: str, out_table: str,
                  max_videos: int = 6, device: str = "auto", threads: int = 1,
-                 tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None) -> None:
+                 tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None,
+                 guards: Sequence[str] | None = None, teacher_eval: str | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
     ``frame_stores``. ``config`` holds the sections the report shows (model, verify,
     finetune, refine). ``tracking``: (summary.md, delta_avg.png) of the tracking comparison;
     ``ablation``: (table.md, figure.png) of the ablation; each is shown when given and there.
+    ``guards``: each run's guard.json (pairs with ``runs``), shown as the Guard section.
+    ``teacher_eval``: results/eval/teacher.csv, shown as the teacher-vs-student section.
     """
     if len(losses) != len(runs) or len(refined) != len(runs):
         raise MotionRefineError(f"report: {len(runs)} runs but {len(losses)} loss curves and {len(refined)} refined checkpoints")
@@ -200,9 +260,20 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         scene_ids = ev.drop_duplicates(["benchmark", "scene"]).set_index(["benchmark", "scene"])["scene_sha256"]
         extra["scene_sha256"] = [scene_ids.get((b, sc)) for b, sc in zip(table["benchmark"], table["scene"])]
     write_atomic(out_table, lambda tmp: table.assign(**extra).to_csv(tmp, index=False))
-    abl_md, abl_html = ablation_section(*ablation) if ablation else ("", "")
-    trk_md, trk_html = tracking_section(*tracking) if tracking else ("", "")
-    write_text_atomic(out_summary, _summary_md(table, lq, cov, prov, text) + trk_md + abl_md)
-    write_text_atomic(out_html, _html(table, lq, cov, prov, text, figs).replace(
-        "</body></html>", trk_html + abl_html + "</body></html>"))
+    sections = []
+    if guards:
+        verdicts = read_guards(guards, runs)
+        sections.append(guard_section(guard_table(verdicts, ev)))
+        footage = footage_table(verdicts)
+        if not footage.empty:
+            sections.append(footage_section(footage))
+    teach = teacher_table(teacher_eval, ev)
+    if not teach.empty:
+        sections.append(teacher_section(teach))
+    page, last = _html(table, lq, cov, prov, text, figs, sections)
+    # The optional sections follow the provenance, numbered on from it.
+    trk_md, trk_html = tracking_section(*tracking, number=last + 1) if tracking else ("", "")
+    abl_md, abl_html = ablation_section(*ablation, number=last + 1 + bool(trk_html)) if ablation else ("", "")
+    write_text_atomic(out_summary, _summary_md(table, lq, cov, prov, text, sections) + trk_md + abl_md)
+    write_text_atomic(out_html, page.replace("</body></html>", trk_html + abl_html + "</body></html>"))
     log.info("report: %d runs, %d scene rows, %d sample flows -> %s", len(runs), len(table), len(samples), out_html)
