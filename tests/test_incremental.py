@@ -119,15 +119,18 @@ def reasons(output: str) -> str:
     return "\n".join(ln.strip() for ln in output.splitlines() if ln.strip().startswith(("output:", "reason:")))
 
 
-def downstream(*extra: tuple[str, str]) -> set[tuple[str, str]]:
-    """Jobs after the label stage of the heldout run: they follow any change to its labels."""
-    return {("aggregate", "results/train/heldout.json"), ("finetune", "results/finetune/heldout/refined.pth"),
-            ("evaluate", "results/eval/heldout.csv"), ("report", "results/report/index.html"), *extra}
+def downstream(*extra: tuple[str, str], videos=("tree", "dog")) -> set[tuple[str, str]]:
+    """Jobs after the label stage of the heldout run: they follow any change to its labels
+    (the refined model's flow of every sample video included)."""
+    return {("aggregate", "results/train/heldout.json"), ("finetune", "results/finetune/heldout/trained.pth"),
+            ("guard", "results/finetune/heldout/refined.pth"), ("evaluate", "results/eval/heldout.csv"),
+            ("report", "results/report/index.html"),
+            *{("flow", f"results/flow/refined-heldout/{v}.zarr") for v in videos}, *extra}
 
 
 def chain(video: str) -> set[tuple[str, str]]:
-    return {("frames", f"results/frames/{video}.zarr"), ("flow", f"results/flow/raft-small/{video}.zarr"),
-            ("labels", f"results/labels/flow/{video}.zarr")}
+    return {("frames", f"results/frames/{video}.zarr"), ("teacher", f"results/teacher/{video}.zarr"),
+            ("flow", f"results/flow/raft-small/{video}.zarr"), ("labels", f"results/labels/flow/{video}.zarr")}
 
 
 @pytest.fixture(scope="module")
@@ -175,19 +178,19 @@ def test_new_video_schedules_only_its_chain_and_what_follows(run):
         counts, jobs, out = run.dry_run()
     finally:
         run.sheet.write_text(original)
-    assert jobs == chain("tree2") | downstream(), reasons(out)
-    assert counts == {"frames": 1, "flow": 1, "labels": 1, "aggregate": 1, "finetune": 1, "evaluate": 1,
-                      "report": 1, "all": 1}
+    assert jobs == chain("tree2") | downstream(videos=("tree", "dog", "tree2")), reasons(out)
+    assert counts == {"frames": 1, "teacher": 1, "flow": 4, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
+                      "evaluate": 1, "report": 1, "all": 1}
 
 
 def test_changed_verify_threshold_reruns_labels_and_after_not_frames_or_flow(run):
     config = copy.deepcopy(run.config)
-    config["verify"] = {"beta": 0.2}  # the default is 0.1
+    config["verify"] = {"beta": 0.2}  # the default is 0.5
     counts, jobs, out = run.dry_run(run.write_config(config, run.root / "beta.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
     assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
-    assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "evaluate": 1, "report": 1,
-                      "all": 1}
+    assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
+                      "flow": 2, "report": 1, "all": 1}
     assert "Params have changed since last execution" in out
 
 
@@ -204,8 +207,8 @@ def test_video_replaced_in_place_reruns_its_chain(run):
         run.video.write_bytes(original)
         os.utime(run.video, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert jobs == chain("tree") | downstream(), reasons(out)
-    assert counts == {"frames": 1, "flow": 1, "labels": 1, "aggregate": 1, "finetune": 1, "evaluate": 1,
-                      "report": 1, "all": 1}
+    assert counts == {"frames": 1, "teacher": 1, "flow": 3, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
+                      "evaluate": 1, "report": 1, "all": 1}
     assert f"Updated input files: {run.video}" in out
 
 
@@ -262,14 +265,16 @@ def test_training_set_and_finetune_record_checkpoint_settings_and_input(run):
     summary = json.loads(summary_path.read_text())
     assert summary["init_sha256"] == PINNED and summary["code_version"] == __version__
     assert (summary["config"]["steps"], summary["config"]["iters"], summary["steps_done"]) == (2, 2, 2)
-    assert summary["final_sha256"] == sha256_file(run.path("results/finetune/heldout/refined.pth"))
+    assert summary["final_sha256"] == sha256_file(run.path("results/finetune/heldout/trained.pth"))
 
 
 def test_eval_and_report_tables_record_checkpoints_settings_code_and_scene(run):
     refined = sha256_file(run.path("results/finetune/heldout/refined.pth"))
     scene = load_flow_scene("real-texture", "s0", str(run.path("results/benchmarks/tinytex/s0.zarr")), "tinytex")
     ev = pd.read_csv(run.path("results/eval/heldout.csv"))
-    assert ev.set_index("model")["checkpoint_sha256"].to_dict() == {"pretrained": PINNED, "refined": refined}
+    trained = sha256_file(run.path("results/finetune/heldout/trained.pth"))
+    assert ev.set_index("model")["checkpoint_sha256"].to_dict() == {"pretrained": PINNED, "trained": trained,
+                                                                    "refined": refined}
     assert set(ev["iters"]) == {4} and set(ev["variant"]) == {"small"} and set(ev["code_version"]) == {__version__}
     assert set(ev["scene_sha256"]) == {scene_sha256(scene)} and set(ev["scene"]) == {"s0"}
 
@@ -325,7 +330,7 @@ def test_finetune_gives_the_same_weights_as_the_workflow(run, tmp_path, keep_tor
     summary = finetune(settings, run.path("results/train/heldout.json"), WEIGHTS, tmp_path / "ft",
                        expected_sha256=PINNED)
     ours = load_raft(summary["final"])[0].state_dict()
-    theirs = load_raft(run.path("results/finetune/heldout/refined.pth"))[0].state_dict()
+    theirs = load_raft(run.path("results/finetune/heldout/trained.pth"))[0].state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert summary["final_sha256"] == hashlib.sha256(run.path("results/finetune/heldout/refined.pth")
+    assert summary["final_sha256"] == hashlib.sha256(run.path("results/finetune/heldout/trained.pth")
                                                      .read_bytes()).hexdigest()
