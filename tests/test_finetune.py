@@ -181,7 +181,7 @@ def test_config_and_batches():
         batch_indices(0, 2, 0, 0, False)
 
 
-@pytest.mark.parametrize("steps", [10, 100, 1000])
+@pytest.mark.parametrize("steps", [3, 10, 100, 1000])
 def test_default_schedule_ends_near_zero(steps):
     cfg = FinetuneConfig(steps=steps)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
@@ -193,6 +193,16 @@ def test_default_schedule_ends_near_zero(steps):
         sched.step()
     assert max(lrs) == pytest.approx(cfg.lr)
     assert lrs[-1] <= 0.05 * max(lrs)
+
+
+def test_toy_runs_have_a_schedule():
+    for steps in (1, 2):
+        cfg = FinetuneConfig(steps=steps)
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        sched = make_scheduler(opt, cfg)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
 
 
 def test_shuffled_epochs_visit_every_video():

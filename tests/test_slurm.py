@@ -138,6 +138,10 @@ def project(tmp_path_factory) -> Path:
     for name in ("Snakefile", "workflow", "envs", "profiles"):
         (proj / name).symlink_to(ROOT / name)
     config = yaml.safe_load(TINY.read_text())
+    # Relative config paths resolve against the project folder (the Snakefile's), so point them
+    # at this checkout and the shared/ beside it.
+    config["samples"] = str(ROOT / config["samples"])
+    config["asset_root"] = str((ROOT / config["asset_root"]).resolve())
     # GPU declarations as in the real config.yaml; the rest stays tiny.
     for rule, entry in yaml.safe_load((ROOT / "config.yaml").read_text())["resources"].items():
         if rule != "default" and entry.get("gpu", 0) > 0:

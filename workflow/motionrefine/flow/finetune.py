@@ -168,8 +168,9 @@ def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor,
 
 def make_scheduler(optimizer, cfg: FinetuneConfig):
     """One-cycle: linear warm-up over ``pct_start``, then linear anneal to ~0 at the last step."""
-    total = cfg.steps + cfg.schedule_extra_steps
-    # OneCycleLR needs a warm-up of at least 2 steps; very short runs get exactly that.
+    # OneCycleLR needs a warm-up of at least 2 steps and an anneal of at least one: toy runs
+    # (under 3 steps) follow the first steps of a 3-step cycle.
+    total = max(3, cfg.steps + cfg.schedule_extra_steps)
     pct = max(cfg.pct_start, 2.0 / total)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct,
                                                anneal_strategy="linear", cycle_momentum=False)
