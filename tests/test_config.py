@@ -20,7 +20,7 @@ from motionrefine.config.schema import (
     tracker_checkpoint,
 )
 from motionrefine.config.schema import validate_config as _validate_config
-from motionrefine.core.errors import AssetMissingError
+from motionrefine.core.errors import AssetMissingError, MotionRefineError
 
 
 def validate_config(config: dict) -> dict:
@@ -254,3 +254,18 @@ def test_conda_env_pins_match_requirements(root):
     assert pins == runtime
     # The rule scripts import the package: the env installs it from the project root.
     assert f"-e ${{{PROJECT_ROOT_ENV}}}" in env["dependencies"][-1]["pip"]
+
+
+def test_settings_from_mappings_refuse_unknown_keys():
+    from motionrefine.flow.augment import AugmentConfig
+    from motionrefine.flow.finetune import FinetuneConfig
+    from motionrefine.track.finetune import TrackFinetuneConfig
+    from motionrefine.track.labels import TrackLabelConfig
+    from motionrefine.track.pretrain import PretrainConfig
+
+    for cls, what in ((AugmentConfig, "augmentation"), (FinetuneConfig, "fine-tuning config"),
+                      (TrackFinetuneConfig, "track fine-tuning config"), (TrackLabelConfig, "track-label config"),
+                      (PretrainConfig, "pre-training config")):
+        assert cls.from_dict({}) == cls()
+        with pytest.raises(MotionRefineError, match=rf"unknown {what} keys: \['bogus', 'zz'\]"):
+            cls.from_dict({"zz": 1, "bogus": 2})

@@ -16,13 +16,14 @@ that fits (RAFT needs multiples of 8), so small videos still train, at their own
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
 
 from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.mapping import from_mapping
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -49,11 +50,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "AugmentConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MotionRefineError(f"unknown augmentation keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_mapping(cls, d, "augmentation")
 
     def to_dict(self) -> dict:
         d = asdict(self)

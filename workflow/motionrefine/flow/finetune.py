@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.augment import AugmentConfig
 from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, fb_consistency
 from motionrefine.flow.labels import TrainingPair, load_training_pairs
@@ -117,10 +118,7 @@ class FinetuneConfig:
                 raise MotionRefineError("crop given both at the top level and under augment")
             aug["crop"] = d.pop("crop")
             d["augment"] = aug
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MotionRefineError(f"unknown fine-tuning config keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_mapping(cls, d, "fine-tuning config")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -34,6 +34,7 @@ import torch
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.mapping import from_mapping
 from motionrefine.core.store import open_group
 from motionrefine.flow.augment import AugmentConfig, apply_jitter, crop_size, jitter_params
 from motionrefine.models.checkpoint import load_state_strict
@@ -87,11 +88,7 @@ class TrackFinetuneConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackFinetuneConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MotionRefineError(f"unknown track fine-tuning config keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_mapping(cls, d, "track fine-tuning config")
 
     def to_dict(self) -> dict:
         d = asdict(self)

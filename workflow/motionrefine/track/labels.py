@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +39,7 @@ from motionrefine.track.densify import (corner_queries, grid_queries, resolution
                       verify_and_densify, window_starts)
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.rebalance import cap_bins, speed_filter, track_speed
 from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.track.chain import pips_track_fn
@@ -100,11 +101,7 @@ class TrackLabelConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackLabelConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MotionRefineError(f"unknown track-label config keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_mapping(cls, d, "track-label config")
 
     def to_dict(self) -> dict:
         d = asdict(self)

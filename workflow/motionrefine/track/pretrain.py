@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
@@ -33,6 +33,7 @@ from motionrefine import __version__
 from motionrefine.bench import synth
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.mapping import from_mapping
 from motionrefine.models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
 from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
@@ -211,11 +212,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PretrainConfig":
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise MotionRefineError(f"unknown pre-training config keys: {sorted(unknown)}")
-        return cls(**d)
+        return from_mapping(cls, d, "pre-training config")
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
