@@ -37,6 +37,7 @@ from motionrefine.config.schema import validate_config
 from motionrefine.flow.evaluate import scene_sha256
 from motionrefine.flow.finetune import finetune
 from motionrefine.flow.inference import flow_stage
+from motionrefine.flow.teacher import TeacherSettings
 from motionrefine.flow.labels import make_flow_labels
 from motionrefine.models.checkpoint import load_raft
 from motionrefine.config.plan import finetune_settings
@@ -245,16 +246,21 @@ def test_benchmark_scene_records_seed_settings_and_sources(run):
 def test_flow_and_label_stores_record_checkpoint_settings_and_input(run, video):
     identity = frames_source(attrs(run, f"results/frames/{video}.zarr"))
     assert identity  # never the empty dict
-    flow = attrs(run, f"results/flow/raft-small/{video}.zarr")
-    assert flow["checkpoint_sha256"] == PINNED and flow["checkpoint"] == str(WEIGHTS)
-    assert (flow["model"], flow["iters"], flow["padding"]) == ("raft-small", 4, "even")
-    assert flow["frames_source"] == identity and flow["code_version"] == __version__
+    if video != SCENE:  # the student's flow is made for the sample videos (tracking, the refined flow)
+        flow = attrs(run, f"results/flow/raft-small/{video}.zarr")
+        assert flow["checkpoint_sha256"] == PINNED and flow["checkpoint"] == str(WEIGHTS)
+        assert (flow["model"], flow["iters"], flow["padding"], flow["teacher"]) == ("raft-small", 4, "even", None)
+        assert flow["frames_source"] == identity and flow["code_version"] == __version__
+    teacher = attrs(run, f"results/teacher/{video}.zarr")
+    assert teacher["checkpoint_sha256"] == PINNED and teacher["frames_source"] == identity
+    assert teacher["iters"] == 6 and teacher["teacher"]["scales"] == [2.0] and teacher["teacher"]["flip"] is True
     lab = attrs(run, f"results/labels/flow/{video}.zarr")
     assert lab["checkpoint_sha256"] == PINNED and lab["code_version"] == __version__
-    assert lab["thresholds"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400}
+    assert lab["thresholds"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400}
     assert lab["checks"] == "fb+colour" and lab["speed_bins"] == [0, 1, 2, 4.5]
     assert lab["frames_store"]["source"] == identity and len(lab["frames_store"]["fingerprint"]) == 64
-    assert lab["flow_store"]["iters"] == 4 and lab["flow_store"]["code_version"] == __version__
+    assert lab["flow_store"]["iters"] == 6 and lab["flow_store"]["teacher"]["scales"] == [2.0]
+    assert lab["flow_store"]["code_version"] == __version__
 
 
 def test_training_set_and_finetune_record_checkpoint_settings_and_input(run):
@@ -308,12 +314,16 @@ def test_flow_and_labels_are_bit_identical_when_recomputed(run, tmp_path, keep_t
     flow_stage(str(frames), str(tmp_path / "flow.zarr"), str(WEIGHTS), iters=4, batch_size=2, threads=1,
                expected_sha256=PINNED, device="cpu", progress=False)
     same_store(run.path("results/flow/raft-small/tree.zarr"), tmp_path / "flow.zarr")
+    flow_stage(str(frames), str(tmp_path / "teacher.zarr"), str(WEIGHTS), batch_size=2, threads=1,
+               expected_sha256=PINNED, device="cpu", progress=False,
+               teacher=TeacherSettings(scales=(2.0,), iters=6, flip=True))  # the tiny config's teacher
+    same_store(run.path("results/teacher/tree.zarr"), tmp_path / "teacher.zarr")
     v = validate_config(copy.deepcopy(run.config), CONFIG_SCHEMA)["verify"]  # as rule labels passes them
     verify = {k: v[k] for k in ("alpha", "beta", "colour", "max_flow", "checks", "speed_bins")}
     for video in ("tree", "dog", SCENE):
         out = tmp_path / f"labels_{video}.zarr"
         make_flow_labels(str(run.path(f"results/frames/{video}.zarr")),
-                         str(run.path(f"results/flow/raft-small/{video}.zarr")), str(out), batch_size=2, **verify)
+                         str(run.path(f"results/teacher/{video}.zarr")), str(out), batch_size=2, **verify)
         same_store(run.path(f"results/labels/flow/{video}.zarr"), out)
 
 

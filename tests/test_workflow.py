@@ -5,6 +5,7 @@ never touch the checkout's results/ nor lock it against other runs.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,15 +95,23 @@ def test_tiny_end_to_end(tmp_path):
         lab = zarr.open_group(str(tmp_path / f"results/labels/flow/{video}.zarr"), mode="r")
         keep = lab["keep"][:]
         assert keep.shape == (5, 64, 96) and keep.dtype == bool
-        assert np.array_equal(lab["flow"][:][keep], g["flow_fw"][:][keep])  # labels are the verified flow
+        teacher = zarr.open_group(str(tmp_path / f"results/teacher/{video}.zarr"), mode="r")
+        assert teacher["flow_fw"].shape == (5, 64, 96, 2) and teacher.attrs["teacher"]["flip"] is True
+        # The labels are the teacher's verified flow, which is not the student's.
+        assert np.array_equal(lab["flow"][:][keep], teacher["flow_fw"][:][keep])
+        assert not np.array_equal(teacher["flow_fw"][:], g["flow_fw"][:])
         assert not lab["flow"][:][~keep].any()
     scene = zarr.open_group(str(tmp_path / "results/benchmarks/tinytex/s0.zarr"), mode="r")
     assert scene["flow_fw"].shape == (3, 64, 96, 2) and scene.attrs["self_check"]["ok"]
     loss = pd.read_csv(tmp_path / "results/finetune/heldout/loss.tsv", sep="\t")
     assert list(loss["step"]) == [1, 2] and np.isfinite(loss["loss"]).all()
     ev = pd.read_csv(tmp_path / "results/eval/heldout.csv")
-    assert sorted(ev["model"]) == ["pretrained", "refined"] and set(ev["scene"]) == {"s0"}
-    assert ev["epe"].notna().all() and ev["checkpoint_sha256"].nunique() == 2
+    assert sorted(ev["model"]) == ["pretrained", "refined", "trained"] and set(ev["scene"]) == {"s0"}
+    sha = ev.set_index("model")["checkpoint_sha256"]
+    guard = json.loads((tmp_path / "results/finetune/heldout/guard.json").read_text())
+    # refined.pth is the guard's choice: the fine-tuned weights or the pretrained ones.
+    assert sha["refined"] == sha["trained" if guard["keep_refined"] else "pretrained"]
+    assert ev["epe"].notna().all() and sha["trained"] != sha["pretrained"]
     html = (tmp_path / "results/report/index.html").read_text()
     assert "s0" in html and "<img" in html
     again = snakemake(tmp_path)
