@@ -291,7 +291,7 @@ def test_eval_and_report_tables_record_checkpoints_settings_code_and_scene(run):
     md = run.path("results/report/summary.md").read_text()
     assert f"pretrained: `{WEIGHTS}` sha256 `{PINNED}`" in md
     assert f"refined [heldout]: sha256 `{refined}` (evaluated file matches: True)" in md
-    assert '"beta": 0.1' in md and '"steps": 2' in md and f"code version {__version__}" in md
+    assert '"beta": 0.5' in md and '"steps": 2' in md and f"code version {__version__}" in md
     html = run.path("results/report/index.html").read_text()
     assert PINNED in html and refined in html
 

@@ -247,8 +247,10 @@ def test_tiny_run_on_slurm_matches_local_run(slurm, project, tmp_path):
     if FULL:
         assert {"rule_flow", "rule_finetune", "rule_evaluate"} <= set(kinds), kinds  # tiny has no tracking
     else:
-        # One job per flow; the frames of both videos in one batch, their labels in another.
-        expected = ["group_frames_batch", "group_labels_batch", "rule_flow", "rule_flow"]
+        # One job per flow and per teacher flow; the frames of both videos in one batch, their
+        # labels in another.
+        expected = ["group_frames_batch", "group_labels_batch", "rule_flow", "rule_flow", "rule_teacher",
+                    "rule_teacher"]
         assert len(kinds) == len(expected) and all(map(str.startswith, kinds, expected)), (kinds, out)
     # Exactly the model jobs were submitted with a GPU request (read back from slurmctld).
     for jobid, log in jobs.items():
