@@ -15,14 +15,22 @@ pretrained model's by more than ``margin`` (relative).
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from motionrefine import __version__
+from motionrefine.core.device import pick_device
 from motionrefine.core.geometry import flow_magnitude
+from motionrefine.core.store import open_group, sha256_file, write_atomic, write_text_atomic
 from motionrefine.flow.cycle import colour_error, fb_consistency
+from motionrefine.flow.inference import FlowEstimator
+from motionrefine.flow.labels import load_training_pairs
+from motionrefine.models.checkpoint import load_raft
 
 # Loose forward-backward test for the consistency *rate* (UnFlow's constants, non-squared
 # norms): the label thresholds are strict on purpose and would leave a near-empty signal.
@@ -127,14 +135,15 @@ def video_signals(estimator, groups: dict[str, list], holdout: HoldOut) -> tuple
 
 def training_groups(pairs) -> dict[str, list[tuple[np.ndarray, ...]]]:
     """Per video, (frames, label_fw, keep_fw, label_bw, keep_bw) of every labelled pair of a training set."""
-    from motionrefine.core.store import open_group
-
-    groups, seen = {}, set()
+    groups, seen, stores = {}, set(), {}
     for p in pairs:
         if (p.labels, p.pair) in seen:  # both directions of a pair are one group
             continue
         seen.add((p.labels, p.pair))
-        frames, lab = open_group(p.frames)["frames"], open_group(p.labels)
+        for path in (p.frames, p.labels):  # each store opened once, not once per pair
+            if path not in stores:
+                stores[path] = open_group(path)
+        frames, lab = stores[p.frames]["frames"], stores[p.labels]
         i = p.pair
         groups.setdefault(p.video, []).append((
             np.asarray(frames[i:i + 2]), np.asarray(lab["flow"][i:i + 1]), np.asarray(lab["keep"][i:i + 1]),
@@ -149,16 +158,6 @@ def guard_weights(pretrained: str, trained: str, training_set, out_weights: str,
     """Judge ``trained`` against ``pretrained`` on the training set's held-back pixels and
     write the weights to keep to ``out_weights``, the verdict and signals to ``out_json``.
     ``enabled`` False: keep ``trained`` unjudged (nothing was held back from its training)."""
-    import json
-    import shutil
-
-    from motionrefine import __version__
-    from motionrefine.core.device import pick_device
-    from motionrefine.core.store import sha256_file, write_atomic, write_text_atomic
-    from motionrefine.flow.inference import FlowEstimator
-    from motionrefine.flow.labels import load_training_pairs
-    from motionrefine.models.checkpoint import load_raft
-
     dev = pick_device(device, threads)
     groups = training_groups(load_training_pairs(training_set))
     signals, videos = {}, {}
