@@ -97,6 +97,11 @@ def eval_sources(wildcards):
     return [s.source for s in eval_scenes(wildcards)]
 
 
+def run_finetune(wildcards):
+    """The fine-tuning settings of one run: the config's, with the run's own seed (seed repeats)."""
+    return {**FINETUNE, "seed": RUNS[wildcards.run]["seed"]}
+
+
 def run_videos(wildcards):
     return RUNS[wildcards.run]["train"]
 

@@ -9,7 +9,7 @@ rule finetune:
     log:
         "results/logs/finetune/{run}.log",
     params:
-        settings=FINETUNE,
+        settings=run_finetune,
         sha256=config["model"]["sha256"],
         workdir=lambda wc: f"results/finetune/{wc.run}",
     threads: res("finetune", "threads")

@@ -15,9 +15,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from motionrefine.config.plan import HELDOUT
+from motionrefine.config.plan import HELDOUT, protocol_of
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.report.tables import fmt_number, protocol_of
+from motionrefine.report.tables import fmt_number
 
 # (guard.json key, shown name, how it is shown); the first is the guard's decision signal.
 SIGNALS = (("agreement_epe", "held-back agreement EPE (px)", "epe"),

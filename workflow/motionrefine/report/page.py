@@ -33,7 +33,8 @@ from motionrefine.report.figures import (figure_change, figure_coverage, figure_
 from motionrefine.report.provenance import provenance
 from motionrefine.report.samples import sample_flows
 from motionrefine.report.tables import (before_after_table, coverage_table, display_before_after, display_coverage,
-                                        display_label_quality, label_quality_table, load_evals, markdown_table)
+                                        display_label_quality, display_seeds, label_quality_table, load_evals,
+                                        markdown_table, seeds_table)
 from motionrefine.core.store import write_atomic, write_text_atomic
 
 log = logging.getLogger("motionrefine")
@@ -108,6 +109,14 @@ def footage_section(table: pd.DataFrame) -> dict:
                     "the teacher (lower is better; the guard's decision signal), the forward-backward consistent "
                     "share of pixels and the photometric error of the warp (both reward self-consistent or "
                     "smooth flow, not necessarily correct flow)."}
+
+
+def seeds_section(table: pd.DataFrame) -> dict:
+    """Seed repeats of every run: the EPE change's mean and spread."""
+    return {"title": "Seeds: EPE change mean ± sd", "table": display_seeds(table), "line": "",
+            "note": "Every run repeated with finetune.seeds fine-tuning seeds (same labels, different sample "
+                    "order, crops and jitter): % EPE change against the pretrained model, mean ± sample sd over "
+                    "the seeds, of the fine-tuned (trained) weights and of the guard's choice (refined)."}
 
 
 def teacher_section(table: pd.DataFrame) -> dict:
@@ -261,6 +270,9 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         extra["scene_sha256"] = [scene_ids.get((b, sc)) for b, sc in zip(table["benchmark"], table["scene"])]
     write_atomic(out_table, lambda tmp: table.assign(**extra).to_csv(tmp, index=False))
     sections = []
+    seeds = seeds_table(ev)
+    if not seeds.empty and seeds["seeds"].max() > 1:
+        sections.append(seeds_section(seeds))
     if guards:
         verdicts = read_guards(guards, runs)
         sections.append(guard_section(guard_table(verdicts, ev)))

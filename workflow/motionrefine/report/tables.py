@@ -14,15 +14,11 @@ import pandas as pd
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import before_after
 from motionrefine.flow.labels import label_stats_table
-from motionrefine.config.plan import HELDOUT
+from motionrefine.config.plan import base_run, protocol_of
 from motionrefine.core.store import open_group
 
 EVAL_COLUMNS = ("run", "scene", "benchmark", "model", "epe", "acc_1px", "acc_3px", "acc_5px", "fl_all")
 METRICS = ("epe", "acc_1px", "acc_3px", "acc_5px", "fl_all")
-
-
-def protocol_of(run: str) -> str:
-    return "heldout" if run == HELDOUT else "transductive"
 
 
 def load_evals(paths: Sequence[str]) -> pd.DataFrame:
@@ -57,6 +53,25 @@ def before_after_table(evals: pd.DataFrame) -> pd.DataFrame:
     # Heldout first, as in the figure; scenes in the order they were evaluated.
     order = {"heldout": 0, "transductive": 1}
     return out.sort_values("protocol", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def seeds_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per run (seed repeats folded together) and scene: seeds, EPE change % of the trained
+    (unguarded) and the refined (guard's choice) weights, mean and sample sd over the seeds."""
+    rows = []
+    ev = evals.assign(base=evals["run"].map(base_run))
+    for (base, bench, scene), df in ev.groupby(["base", "benchmark", "scene"], sort=False):
+        pre = df[df["model"] == "pretrained"].set_index("run")["epe"]
+        row = {"protocol": protocol_of(base), "run": base, "benchmark": bench, "scene": scene,
+               "seeds": int(pre.size), "epe_pretrained": float(pre.mean())}
+        for model in ("trained", "refined"):
+            change = 100.0 * (df[df["model"] == model].set_index("run")["epe"] / pre - 1.0)
+            change = change.dropna()
+            row[f"{model}_change_mean"] = float(change.mean()) if change.size else np.nan
+            # Sample sd (ddof 1): undefined for a single seed.
+            row[f"{model}_change_sd"] = float(change.std(ddof=1)) if change.size > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def coverage_table(label_stores: Sequence[str]) -> pd.DataFrame:
@@ -125,6 +140,19 @@ def display_before_after(table: pd.DataFrame) -> pd.DataFrame:
         out[f"{name} % before→after"] = [f"{_pct(a)} → {_pct(b)}"
                                          for a, b in zip(table[f"{m}_pretrained"], table[f"{m}_refined"])]
     return out
+
+
+def display_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """EPE change as 'mean ± sd' over the seeds."""
+    def pm(mean, sd):
+        return fmt_number(mean, "+.1f") + ("" if pd.isna(sd) else " ± " + fmt_number(sd, ".1f"))
+    return pd.DataFrame({
+        "protocol": table["protocol"], "run": table["run"], "benchmark": table["benchmark"],
+        "scene": table["scene"], "seeds": table["seeds"],
+        "EPE before": table["epe_pretrained"].map(lambda x: fmt_number(x, ".3f")),
+        "trained EPE change %": [pm(m, s) for m, s in zip(table["trained_change_mean"], table["trained_change_sd"])],
+        "refined EPE change %": [pm(m, s) for m, s in zip(table["refined_change_mean"], table["refined_change_sd"])],
+    })
 
 
 def display_label_quality(lq: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,8 @@ import pandas as pd
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import TEACHER_COLUMNS
-from motionrefine.report.tables import fmt_number, protocol_of
+from motionrefine.config.plan import protocol_of
+from motionrefine.report.tables import fmt_number
 
 
 def teacher_table(path: str | None, evals: pd.DataFrame) -> pd.DataFrame:
