@@ -231,3 +231,33 @@ def test_aggregate_refuses_mismatched_frames(tmp_path):
         aggregate_labels([str(out)], [str(tmp_path / "b" / "frames.zarr")], str(tmp_path / "i.json"))
     with pytest.raises(MotionRefineError, match="do not fit"):
         make_flow_labels(str(tmp_path / "b" / "frames.zarr"), str(tmp_path / "a" / "flow.zarr"), str(tmp_path / "x.zarr"))
+
+
+def test_gradient_normalised_colour_error_estimates_the_flow_error():
+    # A horizontal ramp of slope g per px, flat (constant) on the left half. Forward flow is
+    # wrong by 0.5 px in x: the raw colour error is g·0.5 on the ramp and 0 on the flat part,
+    # so a raw threshold between them keeps only the flat pixels; the normalised error is the
+    # 0.5 px flow error on the ramp, whatever its slope, and the threshold means pixels.
+    from motionrefine.flow.cycle import GRADIENT_FLOOR, colour_error
+    h, w = 16, 64
+    x = torch.arange(w, dtype=torch.float32)
+    ramp = torch.where(x < w // 2, torch.zeros(()), (x - w // 2) * 6.0)  # 6 grey levels / px
+    img = (ramp + 40.0).expand(1, 3, h, w).contiguous()
+    flow = torch.zeros(1, 2, h, w)
+    flow[:, 0] = 0.5  # truth: zero motion (image2 == image1)
+    raw = colour_error(img, img, flow)
+    norm = colour_error(img, img, flow, normalise=True)
+    inner = slice(w // 2 + 2, w - 2)
+    g = 6.0 / 255.0
+    assert raw[0, 4:-4, inner] == pytest.approx(torch.full_like(raw[0, 4:-4, inner], 0.5 * g), abs=1e-5)
+    assert norm[0, 4:-4, inner] == pytest.approx(torch.full_like(norm[0, 4:-4, inner], 0.5), abs=1e-4)
+    # Flat pixels: zero error either way (the floor only prevents division by zero).
+    assert float(norm[0, :, 2:w // 2 - 2].abs().max()) < 1e-4
+    assert GRADIENT_FLOOR > 0
+    # verify_flow with colour_norm="gradient" keeps the ramp at a 1 px bound, rejects it at 0.25 px.
+    res_loose = verify_flow(flow, -flow, img, img, beta=10.0, colour=1.0, colour_norm="gradient")
+    res_tight = verify_flow(flow, -flow, img, img, beta=10.0, colour=0.25, colour_norm="gradient")
+    assert bool(res_loose.keep[0, 4:-4, inner].all())
+    assert not bool(res_tight.keep[0, 4:-4, inner].any())
+    with pytest.raises(MotionRefineError, match="colour_norm"):
+        verify_flow(flow, -flow, img, img, colour_norm="census")

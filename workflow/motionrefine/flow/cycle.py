@@ -4,7 +4,8 @@ For a pair (t, t+1) with forward flow F_f and backward flow F_b, pixel x is kept
 
 1. forward-backward: ‖F_f(x) + Ŵ_b(x)‖ < α·(‖F_f(x)‖ + ‖Ŵ_b(x)‖) + β, with
    Ŵ_b(x) = F_b(x + F_f(x)) sampled bilinearly (``geometry.sample_bilinear``, zero padding);
-2. colour constancy: mean over RGB of |I_t(x) − I_{t+1}(x + F_f(x))| < c, images in [−0.5, 0.5];
+2. colour constancy: mean over RGB of |I_t(x) − I_{t+1}(x + F_f(x))| < c, images in [−0.5, 0.5]
+   (``colour_norm="gradient"``: that error over the local image gradient, an estimate in px);
 3. x + F_f(x) lies inside the frame and ‖F_f(x)‖ < max_flow;
 4. every value involved is finite.
 
@@ -31,6 +32,7 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.geometry import coords_grid, flow_magnitude, sample_bilinear
 
 REASONS = ("inconsistent", "colour", "out_of_frame", "non_finite")
+COLOUR_NORMS = ("raw", "gradient")
 DEFAULT_SPEED_EDGES = (0.0, 1.0, 2.0, 4.5, math.inf)
 
 # Ablation presets: which of the two verification tests run. In-frame, max_flow and
@@ -49,8 +51,13 @@ class CycleThresholds:
     colour: float = 0.005
     max_flow: float = 400.0
     checks: str = "fb+colour"
+    # "raw": ``colour`` bounds the colour error; "gradient": it bounds the gradient-normalised
+    # error (an estimate of the flow error in px, see ``colour_error``).
+    colour_norm: str = "raw"
 
     def __post_init__(self):
+        if self.colour_norm not in COLOUR_NORMS:
+            raise MotionRefineError(f"colour_norm must be one of {COLOUR_NORMS}, got {self.colour_norm!r}")
         resolve_checks(self.checks)
         if self.alpha < 0 or self.beta < 0 or self.colour < 0 or self.max_flow <= 0:
             raise MotionRefineError(f"cycle thresholds must be non-negative (max_flow > 0), got {self}")
@@ -111,13 +118,35 @@ def fb_consistency(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha: float = 
     return err < thr, err, thr
 
 
-def colour_error(image1: torch.Tensor, image2: torch.Tensor, flow_fw: torch.Tensor) -> torch.Tensor:
-    """Mean over RGB of |I_t(x) − I_{t+1}(x + F_f(x))| with 0–255 images rescaled to [−0.5, 0.5]. (B, H, W)."""
+# Gradient floor of the normalised colour error, per px on [−0.5, 0.5] images (~5 grey levels):
+# keeps the estimate finite on flat pixels, where any flow explains the colour equally well.
+GRADIENT_FLOOR = 0.02
+
+
+def image_gradient(image: torch.Tensor) -> torch.Tensor:
+    """Mean over RGB of the central-difference gradient magnitude of a [−0.5, 0.5] image. (B, H, W)."""
+    padded = torch.nn.functional.pad(image, (1, 1, 1, 1), mode="replicate")
+    gx = (padded[:, :, 1:-1, 2:] - padded[:, :, 1:-1, :-2]) / 2
+    gy = (padded[:, :, 2:, 1:-1] - padded[:, :, :-2, 1:-1]) / 2
+    return torch.hypot(gx, gy).mean(1)
+
+
+def colour_error(image1: torch.Tensor, image2: torch.Tensor, flow_fw: torch.Tensor,
+                 normalise: bool = False) -> torch.Tensor:
+    """Mean over RGB of |I_t(x) − I_{t+1}(x + F_f(x))| with 0–255 images rescaled to [−0.5, 0.5]. (B, H, W).
+
+    ``normalise``: divide by the local gradient magnitude of I_t (floored at GRADIENT_FLOOR). To
+    first order a flow error δ leaves a colour error |∇I·δ|, so the quotient estimates the flow
+    error in pixels; the raw error instead passes flat pixels (small error whatever the flow) and
+    fails textured ones (large error for a small δ)."""
     i1 = image1.to(flow_fw.dtype) / 255.0 - 0.5
     i2 = image2.to(flow_fw.dtype) / 255.0 - 0.5
     b, _, h, w = flow_fw.shape
     warped = sample_bilinear(i2, coords_grid(b, h, w, flow_fw.device, flow_fw.dtype) + flow_fw)
-    return (i1 - warped).abs().mean(1)
+    err = (i1 - warped).abs().mean(1)
+    if normalise:
+        err = err / image_gradient(i1).clamp_min(GRADIENT_FLOOR)
+    return err
 
 
 @dataclass
@@ -138,13 +167,14 @@ class CycleResult:
 
 def verify_flow(flow_fw: torch.Tensor, flow_bw: torch.Tensor, image1: torch.Tensor | None = None,
                 image2: torch.Tensor | None = None, alpha: float = 0.002, beta: float = 0.1,
-                colour: float = 0.005, max_flow: float = 400.0, checks: str = "fb+colour") -> CycleResult:
+                colour: float = 0.005, max_flow: float = 400.0, checks: str = "fb+colour",
+                colour_norm: str = "raw") -> CycleResult:
     """Cycle-verify a batch of pairs.
 
     flow_fw, flow_bw: (B, 2, H, W), frame t → t+1 and t+1 → t. image1, image2: (B, 3, H, W)
     0–255 RGB (uint8 or float), needed only when the colour check is on.
     """
-    th = CycleThresholds(alpha, beta, colour, max_flow, checks)
+    th = CycleThresholds(alpha, beta, colour, max_flow, checks, colour_norm)
     use_fb, use_colour = resolve_checks(checks)
     if flow_fw.shape != flow_bw.shape or flow_fw.dim() != 4 or flow_fw.shape[1] != 2:
         raise MotionRefineError(f"flows must both be (B, 2, H, W), got {tuple(flow_fw.shape)} and {tuple(flow_bw.shape)}")
@@ -173,7 +203,7 @@ def verify_flow(flow_fw: torch.Tensor, flow_bw: torch.Tensor, image1: torch.Tens
         fb_bad = ~ok
     col_bad, cerr = zeros, None
     if use_colour:
-        cerr = colour_error(image1, image2, ff)
+        cerr = colour_error(image1, image2, ff, normalise=colour_norm == "gradient")
         finite &= torch.isfinite(cerr) & torch.isfinite(image1.float()).all(1)
         col_bad = ~(cerr < colour)
 
