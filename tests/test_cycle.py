@@ -261,3 +261,33 @@ def test_gradient_normalised_colour_error_estimates_the_flow_error():
     assert not bool(res_tight.keep[0, 4:-4, inner].any())
     with pytest.raises(MotionRefineError, match="colour_norm"):
         verify_flow(flow, -flow, img, img, colour_norm="census")
+
+
+def test_label_quality_reports_the_student_on_the_same_kept_pixels(tmp_path):
+    # Truth: 3 px/frame to the right. Labels 0.5 px off, kept on the left half only; the
+    # student is 2 px off on the left half and exact on the right: on the kept pixels the
+    # label (0.5) beats the student (2.0), though the student is better on the whole frame.
+    from motionrefine.bench.scenes import label_quality
+    from motionrefine.io.readers import FlowScene
+    n, h, w = 2, 8, 12
+    truth = np.zeros((n, h, w, 2), np.float32)
+    truth[..., 0] = 3.0
+    labels = truth.copy()
+    labels[..., 1] += 0.5
+    keep = np.zeros((n, h, w), bool)
+    keep[:, :, : w // 2] = True
+    student = truth.copy()
+    student[:, :, : w // 2, 0] += 2.0
+    with atomic_group(tmp_path / "labels.zarr") as g:
+        write_array(g, "keep", keep)
+        write_array(g, "flow", labels)
+    scene = FlowScene("s", np.zeros((n + 1, h, w, 3), np.uint8), truth, np.ones((n, h, w), bool))
+    row = label_quality(str(tmp_path / "labels.zarr"), scene, (0, 1, 2, 4.5), student=student)
+    assert row["kept_fraction"] == pytest.approx(0.5)
+    assert row["label_epe"] == pytest.approx(0.5)
+    assert row["student_epe_on_kept"] == pytest.approx(2.0)
+    # Every pixel moves 3 px: the 2-4.5 bin holds them all, the others are empty (NaN EPE).
+    assert row["label_epe_2-4.5px"] == pytest.approx(0.5) and row["student_epe_2-4.5px"] == pytest.approx(2.0)
+    assert math.isnan(row["label_epe_0-1px"]) and row["kept_fraction_2-4.5px"] == pytest.approx(0.5)
+    with pytest.raises(MotionRefineError, match="student flow"):
+        label_quality(str(tmp_path / "labels.zarr"), scene, student=student[:1])

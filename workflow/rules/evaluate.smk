@@ -55,6 +55,8 @@ rule label_quality:
     input:
         labels=expand("results/labels/flow/{video}.zarr", video=list(SCENES)),
         scenes=[s.source for s in SCENES.values()],
+        # The student, whose EPE on the kept pixels the labels must beat.
+        pretrained=checkpoint_path,
     output:
         "results/eval/label_quality.csv",
     log:
@@ -62,7 +64,8 @@ rule label_quality:
     params:
         scenes=list(SCENES.values()),
         speed_bins=LABELS.speed_bins,
-    threads: 1
+        settings=EVAL,
+    threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),

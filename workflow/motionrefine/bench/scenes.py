@@ -90,26 +90,44 @@ def write_scene_frames(scene: FlowScene, out_path: str, source: str) -> None:
                         "stored_size": [w, h], "frame_count": t, "code_version": __version__})
 
 
-def label_quality(label_path: str, scene: FlowScene, speed_edges: Sequence[float] = (0, 1, 2, 4.5)) -> dict:
+def label_quality(label_path: str, scene: FlowScene, speed_edges: Sequence[float] = (0, 1, 2, 4.5),
+                  student: np.ndarray | None = None) -> dict:
     """Accuracy of the kept pseudo-labels against ground truth: the number that says whether
-    verification does its job (a forward-backward check passes some consistently wrong flow)."""
+    verification does its job (a forward-backward check passes some consistently wrong flow).
+
+    ``student``: the student's forward flow on the scene (T−1, H, W, 2). Its EPE on the same kept
+    pixels is what the label must beat to teach anything (the information gain); given, it is
+    reported overall and per ground-truth speed bin beside the labels' own EPE."""
     g = open_group(label_path)
     keep = np.asarray(g["keep"][...], bool)
     labels = np.asarray(g["flow"][...], np.float32)
     if keep.shape != scene.valid.shape:
         raise MotionRefineError(f"{label_path}: labels {keep.shape} do not match scene {scene.name} {scene.valid.shape}")
+    if student is not None and student.shape != labels.shape:
+        raise MotionRefineError(f"student flow {student.shape} does not match labels {labels.shape} of {scene.name}")
     valid = scene.valid & np.isfinite(scene.flow).all(-1)
     kept = keep & valid
-    err = epe_map(labels, np.where(valid[..., None], scene.flow, 0))
+    truth = np.where(valid[..., None], scene.flow, 0)
+    err = epe_map(labels, truth)
+    stu_err = epe_map(student.astype(np.float32), truth) if student is not None else None
+
+    def mean_on(e, mask):
+        return float(e[mask].mean()) if mask.any() else float("nan")
+
     row = {"scene": scene.name, "benchmark": scene.meta.get("benchmark", ""),
            "kept_fraction": float(kept.sum() / max(valid.sum(), 1)),
-           "label_epe": float(err[kept].mean()) if kept.any() else float("nan"),
+           "label_epe": mean_on(err, kept),
            "label_acc_1px": float((err[kept] < 1).mean()) if kept.any() else float("nan"),
            "n_kept": int(kept.sum())}
-    speed = np.linalg.norm(np.where(valid[..., None], scene.flow, 0), axis=-1)
+    if stu_err is not None:
+        row["student_epe_on_kept"] = mean_on(stu_err, kept)
+    speed = np.linalg.norm(truth, axis=-1)
     edges = list(speed_edges) + [np.inf]
     for lo, hi in zip(edges[:-1], edges[1:]):
         in_bin = valid & (speed >= lo) & (speed < hi)
         tag = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f"{lo:g}+"
         row[f"kept_fraction_{tag}px"] = float((kept & in_bin).sum() / max(in_bin.sum(), 1))
+        row[f"label_epe_{tag}px"] = mean_on(err, kept & in_bin)
+        if stu_err is not None:
+            row[f"student_epe_{tag}px"] = mean_on(stu_err, kept & in_bin)
     return row

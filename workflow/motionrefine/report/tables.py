@@ -162,13 +162,21 @@ def display_label_quality(lq: pd.DataFrame) -> pd.DataFrame:
         "benchmark": lq["benchmark"], "scene": lq["scene"],
         "kept %": lq["kept_fraction"].map(_pct),
         "label EPE (kept px)": lq["label_epe"].map(lambda x: fmt_number(x, ".3f")),
+        "student EPE (same px)": lq.get("student_epe_on_kept", pd.Series(np.nan, lq.index)).map(lambda x: fmt_number(x, ".3f")),
         "label 1px acc %": lq["label_acc_1px"].map(_pct),
         "pretrained EPE (all px)": lq.get("pretrained_epe", pd.Series(np.nan, lq.index)).map(lambda x: fmt_number(x, ".3f")),
         "kept px": lq["n_kept"].map(lambda x: fmt_number(x, ".0f")),
     })
+    # Per ground-truth speed bin: kept %, and label / student EPE on the kept pixels.
     for c in lq.columns:
         if c.startswith("kept_fraction_") and c.endswith("px"):
-            out[f"kept % at {c[len('kept_fraction_'):]}"] = lq[c].map(_pct)
+            tag = c[len("kept_fraction_"):]
+            cell = [_pct(k) for k in lq[c]]
+            if f"label_epe_{tag}" in lq:
+                stu = lq.get(f"student_epe_{tag}", pd.Series(np.nan, lq.index))
+                cell = [f"{k} ({fmt_number(a, '.2f')} / {fmt_number(b, '.2f')})"
+                        for k, a, b in zip(cell, lq[f"label_epe_{tag}"], stu)]
+            out[f"kept % (label / student EPE) at {tag}"] = cell
     return out
 
 
