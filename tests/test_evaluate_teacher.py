@@ -61,3 +61,28 @@ def test_untimed_student_evaluation_is_unchanged(rows, scene):
     df = evaluate_flow({"pretrained": str(WEIGHTS)}, [scene], **STUDENT, benchmark="tiny")
     assert "seconds_per_pair" not in df.columns and df["iters"].tolist() == [2]
     assert df["epe"].iloc[0] == pytest.approx(rows.set_index("model").loc["student", "epe"], rel=1e-6)
+
+
+def test_teacher_row_from_its_label_making_store(tmp_path, scene):
+    """The teacher's row read from a teacher flow store: the same EPE as running it, the store's
+    seconds halved per direction, and a store that does not fit the scene is refused."""
+    from motionrefine.core.errors import MotionRefineError
+    from motionrefine.core.store import atomic_group, write_array
+    model, _ = load_raft(str(WEIGHTS), "small")
+    est = Teacher(FlowEstimator(model, iters=TEACHER.iters, device=torch.device("cpu")), TEACHER)
+    fw, bw = est.pairs(scene.frames)
+    store = tmp_path / "teacher.zarr"
+    with atomic_group(store) as g:
+        write_array(g, "flow_fw", fw)
+        write_array(g, "flow_bw", bw)
+        g.attrs.update({"pairs": T - 1, "seconds": 3.0, "iters": TEACHER.iters})
+    df = teacher_vs_student(str(WEIGHTS), [scene], TEACHER, teacher_stores=[str(store)], **STUDENT, benchmark="tiny")
+    t = df.set_index("model")
+    assert t.loc["teacher", "epe"] == pytest.approx(flow_scene_metrics(scene, fw)["epe"], rel=1e-6)
+    assert t.loc["teacher", "seconds_per_pair"] == pytest.approx(3.0 / (2 * (T - 1)))
+    assert t.loc["student", "seconds_per_pair"] > 0
+    bad = tmp_path / "bad.zarr"
+    with atomic_group(bad) as g:
+        write_array(g, "flow_fw", fw[:1])
+    with pytest.raises(MotionRefineError, match="does not match scene"):
+        teacher_vs_student(str(WEIGHTS), [scene], TEACHER, teacher_stores=[str(bad)], **STUDENT)

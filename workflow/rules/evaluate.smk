@@ -26,10 +26,12 @@ rule evaluate:
 
 rule evaluate_teacher:
     """The label-maker as a baseline: the pretrained model at the teacher's settings and at the
-    student's on every benchmark scene, with seconds per pair of each."""
+    student's on every benchmark scene, with seconds per pair of each. The teacher's flow is the
+    one its labels were made from (the teacher stores), so it is not run a second time."""
     input:
         pretrained=checkpoint_path,
         scenes=[s.source for s in SCENES.values()],
+        teacher=expand("results/teacher/{video}.zarr", video=list(SCENES)) if not TEACHER.is_student(config["model"]["iters"]) else [],
     output:
         "results/eval/teacher.csv",
     log:
@@ -41,8 +43,7 @@ rule evaluate_teacher:
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),
-        # The teacher's passes (upsampled, more iterations, mirrored) dominate the time.
-        runtime=res("teacher", "runtime"),
+        runtime=res("evaluate", "runtime"),
         gpu=res("evaluate", "gpu"),
     conda:
         "../../envs/motionrefine.yaml"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.store import open_group
 from motionrefine.flow.inference import FlowEstimator
 from motionrefine.flow.teacher import Teacher, TeacherSettings
 from motionrefine.bench.metrics import flow_scene_metrics
@@ -95,12 +97,45 @@ def before_after(df: pd.DataFrame, before: str = "pretrained", after: str = "ref
 TEACHER_COLUMNS = ("scene", "benchmark", "model", "epe", "seconds_per_pair")
 
 
+def teacher_store_row(store_path: str, scene: FlowScene, benchmark: str = "") -> dict:
+    """The teacher's row of a scene from its label-making store (results/teacher/{video}.zarr):
+    EPE of the very flow the labels were verified from, and its seconds per pair and direction
+    (the store's recorded inference time over both directions, halved), with no second run."""
+    g = open_group(store_path)
+    if "flow_fw" not in g:
+        raise MotionRefineError(f"{store_path}: no array 'flow_fw' (not a teacher flow store)")
+    fw = np.asarray(g["flow_fw"][...], np.float32)
+    if fw.shape != scene.flow.shape:
+        raise MotionRefineError(f"{store_path}: teacher flow {fw.shape} does not match scene {scene.name} "
+                                f"{scene.flow.shape}")
+    attrs = dict(g.attrs)
+    teacher = attrs.get("teacher") or {}
+    row = flow_scene_metrics(scene, fw)
+    pairs = max(int(attrs.get("pairs", scene.num_pairs)), 1)
+    row.update({"benchmark": benchmark or scene.meta.get("benchmark", ""), "model": "teacher",
+                "checkpoint_sha256": attrs.get("checkpoint_sha256"), "pairs": scene.num_pairs,
+                "iters": attrs.get("iters", teacher.get("iters")), "scene_sha256": scene_sha256(scene),
+                "code_version": __version__,
+                "seconds_per_pair": float(attrs["seconds"]) / (2 * pairs) if "seconds" in attrs else np.nan})
+    log.info("teacher %s/%s (from %s): EPE %.3f", row["benchmark"], scene.name, store_path, row["epe"])
+    return row
+
+
 def teacher_vs_student(checkpoint: str, scenes: Iterable[FlowScene], teacher: TeacherSettings,
-                       **student) -> pd.DataFrame:
+                       teacher_stores: Sequence[str] | None = None, **student) -> pd.DataFrame:
     """The checkpoint at the student's settings (``student``: evaluate_flow keywords) and at the
-    teacher's on the same scenes, timed: rows with model 'student' and 'teacher'."""
+    teacher's on the same scenes, timed: rows with model 'student' and 'teacher'.
+
+    ``teacher_stores`` (pairs with ``scenes``): read the teacher's rows from the label-making
+    stores (:func:`teacher_store_row`) instead of running the teacher again."""
     scenes = list(scenes)
-    df = pd.concat([evaluate_flow({"student": checkpoint}, scenes, **student, timed=True),
-                    evaluate_flow({"teacher": checkpoint}, scenes, **student, teacher=teacher, timed=True)],
-                   ignore_index=True)
+    stu = evaluate_flow({"student": checkpoint}, scenes, **student, timed=True)
+    if teacher_stores is None:
+        tea = evaluate_flow({"teacher": checkpoint}, scenes, **student, teacher=teacher, timed=True)
+    else:
+        if len(teacher_stores) != len(scenes):
+            raise MotionRefineError(f"{len(scenes)} scenes but {len(teacher_stores)} teacher stores")
+        tea = pd.DataFrame([teacher_store_row(p, sc, student.get("benchmark", "")) for p, sc in zip(teacher_stores, scenes)])
+        tea["variant"] = student.get("variant", "small")
+    df = pd.concat([stu, tea], ignore_index=True)
     return df[list(TEACHER_COLUMNS) + [c for c in df.columns if c not in TEACHER_COLUMNS]]

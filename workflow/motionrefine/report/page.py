@@ -126,7 +126,9 @@ def teacher_section(table: pd.DataFrame) -> dict:
             "note": "The pretrained model at the teacher's settings (upsampled input, more iterations, mirror "
                     "averaging) and at the student's, on every benchmark scene, with measured inference seconds "
                     "per pair and the cost ratio teacher/student; the refined student's EPE (from the evaluation "
-                    "above) beside them. Fine-tuning aims at the teacher's EPE at the student's cost."}
+                    "above) beside them. The teacher's row is the flow its labels were made from, timed by its "
+                    "label-making run (both directions, per direction). Fine-tuning aims at the teacher's EPE at "
+                    "the student's cost."}
 
 
 def _extra_md(extra: Sequence[dict]) -> list[str]:
