@@ -86,3 +86,21 @@ def test_teacher_row_from_its_label_making_store(tmp_path, scene):
         write_array(g, "flow_fw", fw[:1])
     with pytest.raises(MotionRefineError, match="does not match scene"):
         teacher_vs_student(str(WEIGHTS), [scene], TEACHER, teacher_stores=[str(bad)], **STUDENT)
+
+
+def test_identical_checkpoints_are_evaluated_once(tmp_path, scene, monkeypatch):
+    """A copy of a checkpoint (the guard's choice) gets the same rows under its own label,
+    without running the model again."""
+    import shutil
+
+    import motionrefine.flow.evaluate as evaluate
+    copy = tmp_path / "refined.pth"
+    shutil.copyfile(WEIGHTS, copy)
+    calls = []
+    real = evaluate.predict_scene
+    monkeypatch.setattr(evaluate, "predict_scene", lambda est, sc: calls.append(sc.name) or real(est, sc))
+    df = evaluate_flow({"pretrained": str(WEIGHTS), "refined": str(copy)}, [scene], **STUDENT, benchmark="tiny")
+    assert calls == ["shift"]
+    t = df.set_index("model")
+    assert t.loc["refined", "epe"] == t.loc["pretrained", "epe"]
+    assert t.loc["refined", "checkpoint_sha256"] == t.loc["pretrained", "checkpoint_sha256"]
