@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import struct
 
 import av
@@ -271,6 +272,23 @@ def test_header_that_disagrees_with_content(tmp_path, caplog, claimed):
     out = tmp_path / "thirteen.zarr"
     with pytest.raises(VideoError, match=r"lying\.avi: video ends after 12 frames but end=13"):
         extract_frames(video, out, end=13)
+    assert_nothing_left(out)
+
+
+def test_corrupt_frame_mid_video(tmp_path):
+    # Frame 3's JPEG bytes zeroed: the decoder refuses it. OpenCV stopped there silently (grab()
+    # failed, 3 frames kept); now it is one error naming the frame, and no store.
+    rng = np.random.default_rng(0)
+    video = tmp_path / "corrupt.avi"
+    write_video(video, [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(6)])
+    data = bytearray(video.read_bytes())
+    soi = [m.start() for m in re.finditer(b"\xff\xd8", data)]  # JPEG start-of-image of each frame
+    assert len(soi) == 6
+    data[soi[3]:soi[4] - 100] = bytes(soi[4] - 100 - soi[3])
+    video.write_bytes(bytes(data))
+    out = tmp_path / "c.zarr"
+    with pytest.raises(VideoError, match=r"corrupt\.avi: frame 3 cannot be decoded \(corrupt or truncated video\)"):
+        extract_frames(video, out)
     assert_nothing_left(out)
 
 
