@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 stamp=.venv/.setup-complete
-want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-test.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && .venv/bin/python -c "import motionrefine, torch, snakemake, pytest" 2>/dev/null; then
+   && .venv/bin/python -c "import motionrefine, torch, av, snakemake, pytest, selenium" 2>/dev/null; then
   echo "setup: .venv is up to date"
   exit 0
 fi
@@ -26,7 +26,7 @@ if [ -n "${TORCH_INDEX_URL:-}" ]; then
 else
   "${pip[@]}" torch==2.13.0
 fi
-"${pip[@]}" -r requirements.txt
+"${pip[@]}" -r requirements.txt -r requirements-test.txt
 "${pip[@]}" -e ".[test]"
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,8 +1,13 @@
 """Config schema, asset paths and sample sheet checks (motionrefine/config/schema.py), no Snakemake run."""
 from __future__ import annotations
 
+import copy
+import os
 import pickle
 import re
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import yaml
@@ -57,6 +62,57 @@ def test_schema_fills_defaults(base_config):
     assert config["verify"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400,
                                 "checks": "fb+colour", "speed_bins": [0, 1, 2, 4.5]}
     assert config["finetune"]["lr"] == 1e-4
+
+
+def test_defaults_match_snakemake_validate(base_config):
+    """The library's default filling gives the config snakemake.utils.validate gave (it used to call it)."""
+    from snakemake.utils import validate
+
+    for key in ("verify", "finetune", "tracking"):
+        del base_config[key]
+    del base_config["model"]["iters"]
+    theirs = copy.deepcopy(base_config)
+    validate(theirs, str(CONFIG_SCHEMA))
+    assert validate_config(base_config) == theirs
+    # Filled defaults are copies: changing one config leaves the schema's default alone.
+    base_config["verify"]["speed_bins"].append(99)
+    assert validate_config({k: v for k, v in theirs.items() if k != "verify"})["verify"]["speed_bins"] == [0, 1, 2, 4.5]
+
+
+def test_validation_works_without_snakemake(tmp_path):
+    """The library validates a config with jsonschema alone: snakemake cannot be imported here."""
+    child = textwrap.dedent(f"""
+        import sys, yaml
+
+        class NoSnakemake:
+            def find_spec(self, name, path=None, target=None):
+                if name == "snakemake" or name.startswith("snakemake."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoSnakemake())
+        try:
+            import snakemake
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("snakemake is still importable")
+        from motionrefine.config.schema import ConfigError, validate_config
+        config = yaml.safe_load(open({str(ROOT / "config.yaml")!r}))
+        del config["verify"]
+        validate_config(config, {str(CONFIG_SCHEMA)!r})
+        assert config["verify"]["beta"] == 0.5, config["verify"]
+        config["model"]["iters"] = "twelve"
+        try:
+            validate_config(config, {str(CONFIG_SCHEMA)!r})
+        except ConfigError as exc:
+            print(exc)
+        assert not [m for m in sys.modules if m.split(".")[0] == "snakemake"]
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "workflow"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "config key 'model.iters': 'twelve' is not of type 'integer'"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,11 @@
 """Frame extraction (motionrefine/io/video.py) on the real videos in ../shared and on broken inputs made here."""
 from __future__ import annotations
 
+import logging
+import re
+import struct
+
+import av
 import cv2
 import numpy as np
 import pytest
@@ -160,27 +165,131 @@ def test_written_video_round_trip(tmp_path):
 
 def test_only_selected_range_is_read(shared, tmp_path, monkeypatch):
     """Decoding stops at `end` and only selected frames are converted (no whole-video pass)."""
-    calls = {"grab": 0, "retrieve": 0}
-    real = cv2.VideoCapture
+    calls = {"decoded": 0, "converted": 0}
+    real_open = av.open
 
-    class Counting:
-        def __init__(self, *a):
-            self.cap = real(*a)
+    class CountingFrame:
+        def __init__(self, frame):
+            self.frame = frame
 
-        def grab(self):
-            calls["grab"] += 1
-            return self.cap.grab()
-
-        def retrieve(self):
-            calls["retrieve"] += 1
-            return self.cap.retrieve()
+        def to_ndarray(self, *a, **kw):
+            calls["converted"] += 1
+            return self.frame.to_ndarray(*a, **kw)
 
         def __getattr__(self, name):
-            return getattr(self.cap, name)
+            return getattr(self.frame, name)
 
-    monkeypatch.setattr(cv2, "VideoCapture", Counting)
+    class CountingContainer:
+        def __init__(self, container):
+            self.container = container
+
+        def decode(self, *a, **kw):
+            for frame in self.container.decode(*a, **kw):
+                calls["decoded"] += 1
+                yield CountingFrame(frame)
+
+        def __getattr__(self, name):
+            return getattr(self.container, name)
+
+    monkeypatch.setattr(av, "open", lambda *a, **kw: CountingContainer(real_open(*a, **kw)))
     extract_frames(shared / "data/videos/vtest.avi", tmp_path / "v.zarr", start=10, end=20, stride=5, resize=64)
-    assert calls == {"grab": 20, "retrieve": 2}
+    assert calls == {"decoded": 20, "converted": 2}
+
+
+def opencv_frames(path, count):
+    """The first ``count`` frames as OpenCV decodes them (the decoder used before PyAV), RGB."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    for _ in range(count):
+        ok, bgr = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return np.stack(frames)
+
+
+@pytest.mark.parametrize("name", ["tree.avi", "carphone_pristine.mp4"])  # the videos of config/samples.tsv
+def test_pixels_equal_opencv_decoding(shared, tmp_path, name):
+    # Stores made before the switch to PyAV, and every result downstream, stay valid.
+    src = shared / "data/videos" / name
+    extract_frames(src, tmp_path / "v.zarr", end=24)
+    frames, _ = read_store(tmp_path / "v.zarr")
+    np.testing.assert_array_equal(frames[:], opencv_frames(src, 24))
+
+
+def test_tree_avi_gets_its_true_frame_count_and_a_warning(shared, tmp_path, caplog):
+    src = shared / "data/videos/tree.avi"
+    cap = cv2.VideoCapture(str(src))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 444  # what the header claims
+    cap.release()
+    with caplog.at_level(logging.WARNING, logger="motionrefine"):
+        attrs = extract_frames(src, tmp_path / "t.zarr", resize=32)
+    frames, _ = read_store(tmp_path / "t.zarr")
+    assert frames.shape[0] == 68 and attrs["frame_indices"] == list(range(68))
+    assert "tree.avi: container header says 444 frames, but the stream decodes to 68" in caplog.text
+    # Timestamps come from the decoded frames: 68 frames spread over the 444 slots of 1/15 s.
+    stamps = np.array(attrs["timestamps"])
+    assert len(stamps) == 68 and stamps[0] == 0 and (np.diff(stamps) > 0).all()
+    assert stamps[-1] == pytest.approx(443 / 15, abs=0.1)
+
+
+def test_frame_timestamps_of_a_constant_rate_video(shared, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="motionrefine"):
+        attrs = extract_frames(shared / "data/videos/carphone_pristine.mp4", tmp_path / "c.zarr", start=4, stride=3)
+    assert len(attrs["frame_indices"]) == 39 and attrs["frame_indices"][-1] == 118
+    np.testing.assert_allclose(attrs["timestamps"], np.array(attrs["frame_indices"]) * 1001 / 30000)
+    assert "container header" not in caplog.text  # header (120) and stream agree
+
+
+def write_lying_avi(path, frames, claimed):
+    """An MJPG AVI of ``frames`` whose header claims ``claimed`` frames (avih dwTotalFrames and strh dwLength)."""
+    write_video(path, frames)
+    data = bytearray(path.read_bytes())
+    avih, strh = data.find(b"avih"), data.find(b"strh")
+    assert avih > 0 and strh > 0 and data[strh + 8:strh + 12] == b"vids"
+    assert struct.unpack_from("<I", data, avih + 24)[0] == len(frames)  # the field we patch
+    struct.pack_into("<I", data, avih + 24, claimed)  # chunk id + size, then 4 DWORDs
+    struct.pack_into("<I", data, strh + 40, claimed)  # chunk id + size, then 8 DWORDs
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("claimed", [40, 5], ids=["header-overstates", "header-understates"])
+def test_header_that_disagrees_with_content(tmp_path, caplog, claimed):
+    rng = np.random.default_rng(0)
+    frames = [np.full((32, 48, 3), 20 * i, np.uint8) + rng.integers(0, 8, (32, 48, 3), dtype=np.uint8) for i in range(12)]
+    video = tmp_path / "lying.avi"
+    write_lying_avi(video, frames, claimed)
+    cap = cv2.VideoCapture(str(video))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == claimed  # the header really lies
+    cap.release()
+    with caplog.at_level(logging.WARNING, logger="motionrefine"):
+        attrs = extract_frames(video, tmp_path / "all.zarr")
+    assert read_store(tmp_path / "all.zarr")[0].shape[0] == 12 and attrs["frame_indices"] == list(range(12))
+    assert f"lying.avi: container header says {claimed} frames, but the stream decodes to 12; using 12" in caplog.text
+    np.testing.assert_allclose(attrs["timestamps"], np.arange(12) / 10.0)
+    # An explicit end is checked against the decoded frames, not the header.
+    extract_frames(video, tmp_path / "twelve.zarr", end=12)
+    out = tmp_path / "thirteen.zarr"
+    with pytest.raises(VideoError, match=r"lying\.avi: video ends after 12 frames but end=13"):
+        extract_frames(video, out, end=13)
+    assert_nothing_left(out)
+
+
+def test_corrupt_frame_mid_video(tmp_path):
+    # Frame 3's JPEG bytes zeroed: the decoder refuses it. OpenCV stopped there silently (grab()
+    # failed, 3 frames kept); now it is one error naming the frame, and no store.
+    rng = np.random.default_rng(0)
+    video = tmp_path / "corrupt.avi"
+    write_video(video, [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(6)])
+    data = bytearray(video.read_bytes())
+    soi = [m.start() for m in re.finditer(b"\xff\xd8", data)]  # JPEG start-of-image of each frame
+    assert len(soi) == 6
+    data[soi[3]:soi[4] - 100] = bytes(soi[4] - 100 - soi[3])
+    video.write_bytes(bytes(data))
+    out = tmp_path / "c.zarr"
+    with pytest.raises(VideoError, match=r"corrupt\.avi: frame 3 cannot be decoded \(corrupt or truncated video\)"):
+        extract_frames(video, out)
+    assert_nothing_left(out)
 
 
 def test_overwrite_replaces_previous_store(shared, tmp_path):

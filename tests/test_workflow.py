@@ -6,9 +6,6 @@ never touch the checkout's results/ nor lock it against other runs.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,20 +13,7 @@ import pandas as pd
 import pytest
 import zarr
 
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-TINY = ROOT / "tests/data/tiny/config.yaml"
-
-
-def snakemake(workdir: Path, *args: str, config: Path | None = TINY, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if config is not None:
-        # --replace-workflow-config: the tiny config stands alone, not merged over config.yaml.
-        cmd += ["--configfile", str(config), "--replace-workflow-config"]
-    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        pytest.fail(f"{' '.join(cmd + list(args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from conftest import ROOT, TINY_FRAMES, snakemake
 
 
 def test_lint_reports_no_problems(tmp_path):
@@ -71,22 +55,20 @@ def test_missing_checkpoint_names_the_file_and_source(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end(tmp_path):
-    frames = ["results/frames/tree.zarr", "results/frames/dog.zarr"]
-    snakemake(tmp_path, *frames)
-    for target, indices in zip(frames, ([10, 11, 12, 13, 14, 15], [0, 2, 4, 6, 8, 10])):
+def test_tiny_end_to_end(tiny_run):
+    tmp_path = tiny_run  # the run of the conftest fixture: frames targets first, then the default target
+    for target, indices in zip(TINY_FRAMES, ([10, 11, 12, 13, 14, 15], [0, 2, 4, 6, 8, 10])):
         g = zarr.open_group(str(tmp_path / target), mode="r")
         assert g["frames"].shape == (6, 64, 96, 3) and g["frames"].dtype == np.uint8
         assert g.attrs["frame_indices"] == indices
         assert g["frames"][:].std() > 5  # real images, not the fill value
     assert (tmp_path / "results/logs/frames/tree.log").read_text().strip()
 
-    again = snakemake(tmp_path, *frames)
+    again = snakemake(tmp_path, *TINY_FRAMES)
     assert "Nothing to be done" in again.stdout + again.stderr
 
     # The whole default target: flow with the real RAFT-small checkpoint, labels, a generated
     # scene, fine-tuning, before/after evaluation and the report.
-    snakemake(tmp_path)
     for video in ("tree", "dog"):
         g = zarr.open_group(str(tmp_path / f"results/flow/raft-small/{video}.zarr"), mode="r")
         assert g["flow_fw"].shape == (5, 64, 96, 2) and g["flow_bw"].shape == (5, 64, 96, 2)

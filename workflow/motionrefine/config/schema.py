@@ -13,6 +13,7 @@ so the library assumes nothing about where it is installed. Path rules (also in 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -59,25 +60,37 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+def _with_defaults(validator_class):
+    """``validator_class`` whose ``properties`` check first fills each missing property that
+    has a ``default`` (as snakemake.utils.validate does), so validation also completes the config."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_then_check(validator, properties, instance, schema):
+        if validator.is_type(instance, "object"):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_then_check})
+
+
 def validate_config(config: dict, schema: str | os.PathLike) -> dict:
-    """Validate ``config`` in place against the ``schema`` file with snakemake.utils.validate
-    (fills schema defaults).
+    """Validate ``config`` in place against the ``schema`` file (YAML or JSON), filling
+    schema defaults; needs jsonschema only, not Snakemake. ``$ref`` may point within the file.
 
     Raises ConfigError naming the key and what was expected, e.g.
     ``config key 'model.iters': 'twelve' is not of type 'integer'``.
     """
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate
-
-    try:
-        validate(config, str(Path(schema).resolve()))
-    except WorkflowError as exc:
-        cause = exc.__context__
-        if not isinstance(cause, jsonschema.ValidationError):
-            raise
-        # best_match picks the most specific error among anyOf/oneOf branches.
-        err = jsonschema.exceptions.best_match([cause]) or cause
-        raise ConfigError(f"config key '{_key_path(err)}': {err.message}") from None
+    with open(schema) as fh:
+        contents = yaml.safe_load(fh)
+    validator_class = _with_defaults(jsonschema.validators.validator_for(contents))
+    # Defaults are filled while validating, so the first error is reported as Snakemake did;
+    # best_match picks the most specific error among its anyOf/oneOf branches.
+    err = next(validator_class(contents).iter_errors(config), None)
+    if err is not None:
+        err = jsonschema.exceptions.best_match([err]) or err
+        raise ConfigError(f"config key '{_key_path(err)}': {err.message}")
     return config
 
 
