@@ -50,7 +50,11 @@ def main(argv=None) -> pd.DataFrame:
     for s in plan.flow_scenes(config, schema.asset_root(config, ROOT)):
         source = Path(s.source) if Path(s.source).is_absolute() else results.parent / s.source
         scene = load_flow_scene(s.kind, s.name, str(source), s.benchmark, s.reader_options)
-        store = open_group(results / "teacher" / f"{s.video}.zarr")
+        path = results / "teacher" / f"{s.video}.zarr"
+        if not path.is_dir():
+            print(f"{s.video}: no teacher store at {path}, skipped", flush=True)
+            continue
+        store = open_group(path)
         fw, bw = np.asarray(store["flow_fw"]), np.asarray(store["flow_bw"])
         frames = np.asarray(scene.frames)
         gt, valid = np.asarray(scene.flow), np.asarray(scene.valid).astype(bool)
