@@ -113,9 +113,14 @@ def test_rank_slices_and_launchers(monkeypatch, tmp_path):
     cmd, _ = launch.launch_command(tmp_path / "s.json", 2, gpu=False, env={})
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in cmd
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/" + name)
-    cmd, env = launch.launch_command(tmp_path / "s.json", 4, gpu=True, env={"SLURM_JOB_ID": "7"})
-    assert cmd[0] == "srun" and "--ntasks=4" in cmd and "--gpus-per-task=1" in cmd
+    cmd, env = launch.launch_command(tmp_path / "s.json", 4, gpu=True, threads=3,
+                                     env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1", "SLURM_GPUS": "4"})
+    assert cmd[0] == "srun" and "--ntasks=4" in cmd and "--gpus-per-task=1" in cmd and "--cpus-per-task=3" in cmd
+    assert env["SLURM_JOB_ID"] == "7" and "SLURM_NTASKS" not in env and "SLURM_GPUS" not in env  # the outer step's
     assert env[distributed.SRUN_FLAG] == "1" and env["MASTER_PORT"].isdigit()
+    cmd, _ = launch.launch_command(tmp_path / "s.json", 4, gpu=True,
+                                   env={"SLURM_JOB_ID": "7", launch.LAUNCHER_ENV: "torchrun"})
+    assert "torch.distributed.run" in cmd
     monkeypatch.setattr("os.environ", {distributed.SRUN_FLAG: "1", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
                                        "SLURM_LOCALID": "3"})
     assert distributed.env_from_environment() == distributed.DistEnv(3, 4, 3)

@@ -24,7 +24,8 @@ with job_log(snakemake.log[0]) as log:
     if processes > 1:
         # The job's CPU threads are shared among the ranks.
         settings["threads"] = max(1, snakemake.threads // processes)
-        launch("motionrefine.flow.finetune:finetune", dict(kwargs, config=settings), processes, work, gpu=gpus > 1)
+        launch("motionrefine.flow.finetune:finetune", dict(kwargs, config=settings), processes, work, gpu=gpus > 1,
+               threads=settings["threads"])
         summary = json.loads((work / "summary.json").read_text())
     else:
         summary = finetune(settings, **kwargs)
