@@ -255,6 +255,10 @@ def finetune_speed(args) -> None:
           f"{args.steps} timed steps after 1 untimed, {args.threads} threads, baseline/current alternating x{args.repeat}; "
           f"load average {os.getloadavg()[0]:.1f}")
     paths = {"baseline": {"shards": 1}, "current": {}}
+    if args.one_thread_reference:
+        # Today's step with a single intra-op thread: how much of the gain is the thread team's
+        # stalls on a busy machine rather than work saved.
+        paths["baseline_1thread"] = {"shards": 1, "threads": 1}
     with tempfile.TemporaryDirectory() as tmp:
         fr, fl, lb, ix = (f"{tmp}/{x}" for x in ("frames.zarr", "flow.zarr", "labels.zarr", "index.json"))
         extract_frames(args.video, fr, start=0, end=args.train_frames, stride=1, resize=args.resize)
@@ -300,6 +304,9 @@ def finetune_speed(args) -> None:
                    "loss_current": [float(x) for x in curves["current"]],
                    "loss_max_abs_diff": float(np.max(np.abs(curves["baseline"] - curves["current"]))),
                    "load_avg_1min": round(os.getloadavg()[0], 2)}
+            if "baseline_1thread" in med:
+                row["s_per_step_baseline_1thread"] = round(med["baseline_1thread"], 3)
+                row["speedup_vs_baseline_1thread"] = round(med["baseline_1thread"] / med["current"], 3)
             # The loader alone (what a step would wait for without the prefetch thread).
             fc = FinetuneConfig.from_dict(dict(prof, steps=args.steps + 1, variant=args.variant,
                                                augment={"crop": crop_used}, prefetch=0))
@@ -330,6 +337,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--profiles", nargs="+", default=["demo"])
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--one-thread-reference", action="store_true",
+                   help="finetune: also time today's step with 1 thread")
     p.add_argument("--train-frames", type=int, default=14, help="frames of --video labelled for the finetune benchmark")
     args = p.parse_args(argv)
     if args.what in ("speed", "all"):
