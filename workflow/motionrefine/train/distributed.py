@@ -89,12 +89,9 @@ def all_sum(values: list[float], env: DistEnv, device: torch.device) -> list[flo
 
 
 def wrap(model: torch.nn.Module, env: DistEnv, device: torch.device) -> torch.nn.Module:
-    """``model`` in DistributedDataParallel when several ranks train, else itself. Buffers are
-    not broadcast: batch-norm statistics are frozen while fine-tuning, and the ranks start
-    from the same checkpoint."""
+    """``model`` in DistributedDataParallel when several ranks train, else itself."""
     if not env.active:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
