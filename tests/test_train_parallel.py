@@ -3,7 +3,9 @@ DDP processes (gloo, started by torchrun through train.launch) against one proce
 same global batch. Tiny on purpose (64×96 frames, batch 2, 4 iterations, 3 steps)."""
 
 import json
+import runpy
 import shutil
+import types
 from pathlib import Path
 
 import cv2
@@ -22,7 +24,8 @@ from motionrefine.train import distributed, launch
 from motionrefine.train.curve import read_loss_curve
 from motionrefine.train.shards import split_batch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 WEIGHTS = SHARED / "weights" / "raft-small.pth"
 FRAMES = SHARED / "data" / "frames" / "dog_run"
 
@@ -81,17 +84,26 @@ def test_thread_slices_train_as_the_whole_batch(training_set, tmp_path):
 
 
 def test_two_gloo_processes_match_one(training_set, tmp_path, monkeypatch):
+    """The finetune rule's script with finetune.processes = 2 (as a 2-GPU job would ask):
+    torchrun starts 2 gloo ranks, rank 0 alone writes, the rule log gets their progress."""
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     single = finetune(tiny(shards=1), training_set, WEIGHTS, tmp_path / "single")
-    kwargs = dict(config=tiny(), training_set=str(training_set), init_checkpoint=str(WEIGHTS),
-                  out_dir=str(tmp_path / "ddp"))
-    launch.launch("motionrefine.flow.finetune:finetune", kwargs, processes=2, workdir=tmp_path / "ddp")
-    summary = (tmp_path / "ddp" / "summary.json").read_text()
-    assert '"processes": 2' in summary
-    curves_agree(tmp_path / "single" / "loss.tsv", tmp_path / "ddp" / "loss.tsv")
-    assert load_raft(tmp_path / "ddp" / "final.pth", "small")[1] == json.loads(summary)["final_sha256"]
-    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == ["step_000002.pt",
-                                                                                    "step_000003.pt"]
+    settings = {k: v for k, v in tiny(processes=2, log_every=1).items() if k != "threads"}
+    out = tmp_path / "rule"
+    smk = types.SimpleNamespace(
+        params=types.SimpleNamespace(settings=settings, workdir=str(out / "state"), sha256=None),
+        threads=2, resources={}, log=[str(out / "finetune.log")],
+        input=types.SimpleNamespace(train=str(training_set), checkpoint=str(WEIGHTS)),
+        output=types.SimpleNamespace(weights=str(out / "trained.pth"), loss=str(out / "loss.tsv")))
+    runpy.run_path(str(ROOT / "workflow" / "scripts" / "finetune.py"), init_globals={"snakemake": smk})
+    (work,) = (out / "state").glob("work-*")
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["config"]["threads"] == 1  # the job's 2 threads shared
+    curves_agree(tmp_path / "single" / "loss.tsv", out / "loss.tsv")
+    assert load_raft(out / "trained.pth", "small")[1] == summary["final_sha256"]
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["step_000002.pt", "step_000003.pt"]
+    log = (out / "finetune.log").read_text()
+    assert "torch.distributed.run" in log and "rank 0 motionrefine: fine-tuning step 3/3 loss" in log
 
 
 def test_a_failing_rank_raises(training_set, tmp_path, monkeypatch):
