@@ -5,6 +5,7 @@ the mechanics — checkpoints, resume, determinism, the official checkpoint layo
 """
 
 import csv
+import re
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from conftest import require_asset
+from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune, make_scheduler
 from motionrefine.flow.guard import HoldOut
@@ -78,7 +80,12 @@ def test_training_set_from_real_labels(training_set):
 
 
 def test_tiny_finetune_writes_checkpoints_log_and_official_final(training_set, tmp_path):
-    s = finetune(tiny(steps=3), training_set, WEIGHTS, tmp_path / "run")
+    with job_log(tmp_path / "finetune.log"):  # as the rule runs it
+        s = finetune(tiny(steps=3, log_every=2), training_set, WEIGHTS, tmp_path / "run")
+    # Progress lines in the rule log every 2 steps and at the last one; no bar (not a terminal).
+    text = (tmp_path / "finetune.log").read_text()
+    steps = re.findall(r"fine-tuning step (\d+)/3 loss [-\d.e+]+ lr [-\d.e+]+ [\d.]+ s/step ETA \d+m\d\ds", text)
+    assert steps == ["2", "3"] and "it/s" not in text and "step/s" not in text
     assert s["completed"] and s["steps_done"] == 3 and s["crop"] == [64, 96]
     assert [k for k, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [2, 3]
     curve = read_loss_curve(tmp_path / "run" / "loss.tsv")

@@ -3,11 +3,14 @@ tracks, a tiny run that lowers the loss, and resume == uninterrupted run."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from motionrefine.track import pretrain as pt
+from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, load_pips
 
@@ -56,12 +59,17 @@ def _eval_loss(model: Pips, cfg: pt.PretrainConfig) -> float:
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "straight"
-    summary = pt.pretrain(TINY, out)
+    with job_log(out.parent / "pretrain.log"):  # as the rule runs it
+        summary = pt.pretrain({**TINY, "log_every": 3}, out)
     return out, summary
 
 
 def test_tiny_pretrain_lowers_loss_and_writes_outputs(straight_run):
     out, summary = straight_run
+    # Progress lines in the rule log every 3 steps and at the last one.
+    steps = re.findall(r"pre-training step (\d+)/8 loss [-\d.e+]+ lr [-\d.e+]+ [\d.]+ s/step ETA \d+m\d\ds",
+                       (out.parent / "pretrain.log").read_text())
+    assert steps == ["3", "6", "8"]
     assert summary["completed"] and summary["steps_done"] == 8
     assert (out / "final.pth").is_file() and (out / "summary.json").is_file()
     rows = (out / "loss.tsv").read_text().strip().splitlines()

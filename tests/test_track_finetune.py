@@ -3,6 +3,8 @@ samples are chunked per window, and a tiny run writes checkpoints and resumes ex
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 from motionrefine.track import pretrain as pt
 from motionrefine.track import finetune as tf
 from motionrefine.flow.augment import AugmentConfig
+from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, save_pips
 from motionrefine.core.store import atomic_group, write_array
@@ -131,7 +134,11 @@ PINNED_FINAL = "5745f3069bdfc12ecda0d1e1ff1e1a405a8b1f93c56c78cbd2937dc656a4f78d
 
 def test_tiny_track_finetune_writes_checkpoints_and_resumes(stores, tmp_path):
     fpath, lpath, ckpt = stores
-    straight = tf.finetune_tracker(TINY, [lpath], [fpath], ckpt, tmp_path / "a")
+    with job_log(tmp_path / "track.log"):  # as the rule runs it
+        straight = tf.finetune_tracker({**TINY, "log_every": 1}, [lpath], [fpath], ckpt, tmp_path / "a")
+    steps = re.findall(r"track fine-tuning step (\d+)/2 loss [-\d.e+]+ lr [-\d.e+]+ [\d.]+ s/step ETA \d+m\d\ds",
+                       (tmp_path / "track.log").read_text())
+    assert steps == ["1", "2"]
     assert straight["completed"] and straight["samples"] == 6
     ck = sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir())
     assert ck == ["step_000001.pt", "step_000002.pt"]

@@ -4,7 +4,7 @@
     python tools/benchmark_flow.py speed   [--sizes 256x448 436x1024] [--pairs 4] [--repeat 3]
     python tools/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
     python tools/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256] [--repeat 3]
-    python tools/benchmark_flow.py finetune [--profiles demo paper] [--steps 3]
+    python tools/benchmark_flow.py finetune [--profiles demo paper] [--steps 3] [--repeat 3] [--threads 2]
     python tools/benchmark_flow.py all
 
 Every figure is printed with the machine, torch threads and settings. Timings are repeated
@@ -229,9 +229,17 @@ def labels(args) -> None:
 
 
 def finetune_speed(args) -> None:
-    """Fine-tuning steps/s at the named profiles, on labels made from a real video, and
-    whether data loading is hidden: the loader's own time per batch (timed alone, no
-    prefetch) against the step time with the default prefetch thread and with none."""
+    """Fine-tuning steps/s at the named profiles, today's step against the current one in
+    the same run, on labels made from a real video.
+
+    ``baseline``: the step as it was before the batch was split over threads: the whole batch
+    in one intra-op thread team of ``--threads`` (config ``shards=1``, the same operations
+    as the loop before this change). ``current``: the default, one batch slice per thread.
+    The two runs alternate (A B B A ...) ``--repeat`` times with the same seed; each run
+    trains ``--steps`` timed steps after one untimed one. Printed: median s/step of each
+    path, their ratio, process CPU-s per step (on a shared machine wall time includes waiting
+    for the cores), the load average, and the two fixed-seed loss curves with their max
+    abs difference. Also the loader's own time per batch (is data loading hidden?)."""
     import tempfile
 
     import pandas as pd
@@ -244,36 +252,69 @@ def finetune_speed(args) -> None:
     from motionrefine.io.video import extract_frames
 
     print(f"# finetune: {machine()}; RAFT-{args.variant}, {args.video} resized {args.resize}, "
-          f"{args.steps} timed steps after 1 untimed")
+          f"{args.steps} timed steps after 1 untimed, {args.threads} threads, baseline/current alternating x{args.repeat}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    paths = {"baseline": {"shards": 1}, "current": {}}
+    if args.one_thread_reference:
+        # Today's step with a single intra-op thread: how much of the gain is the thread team's
+        # stalls on a busy machine rather than work saved.
+        paths["baseline_1thread"] = {"shards": 1, "threads": 1}
     with tempfile.TemporaryDirectory() as tmp:
         fr, fl, lb, ix = (f"{tmp}/{x}" for x in ("frames.zarr", "flow.zarr", "labels.zarr", "index.json"))
-        extract_frames(args.video, fr, start=0, end=14, stride=1, resize=args.resize)
+        extract_frames(args.video, fr, start=0, end=args.train_frames, stride=1, resize=args.resize)
         flow_stage(fr, fl, args.checkpoint, args.variant, args.iters, batch_size=4, threads=args.threads, progress=False)
         make_flow_labels(fr, fl, lb)
         aggregate_labels([lb], [fr], ix)
         for name in args.profiles:
             prof = dict(FINETUNE_PROFILES[name])
             crop = prof.pop("crop")
-            row = {"profile": name, "batch": prof["batch_size"]}
-            for prefetch in (2, 0):
-                cfg = dict(prof, steps=args.steps + 1, checkpoint_every=10**6, threads=args.threads,
-                           variant=args.variant, augment={"crop": crop}, prefetch=prefetch)
-                s = finetune(cfg, ix, args.checkpoint, f"{tmp}/ft-{name}-{prefetch}")
-                curve = pd.read_csv(f"{tmp}/ft-{name}-{prefetch}/loss.tsv", sep="\t")
-                per_step = float(curve["seconds"].iloc[1:].median())  # the first step pays start-up costs
-                row["crop"] = s["crop"]
-                row[f"s_per_step_prefetch{prefetch}"] = round(per_step, 3)
-            row["steps_per_s"] = round(1 / row["s_per_step_prefetch2"], 3)
+            base_cfg = dict(prof, steps=args.steps + 1, checkpoint_every=10**6, threads=args.threads,
+                            variant=args.variant, augment={"crop": crop}, log_every=10**6)
+            per_step = {k: [] for k in paths}
+            cpu_per_step = {k: [] for k in paths}
+            curves = {}
+            crop_used = None
+            for r in range(args.repeat):
+                order = list(paths) if r % 2 == 0 else list(paths)[::-1]
+                for path in order:
+                    out = f"{tmp}/ft-{name}-{path}-{r}"
+                    c0 = time.process_time()
+                    s = finetune(dict(base_cfg, **paths[path]), ix, args.checkpoint, out)
+                    cpu = time.process_time() - c0
+                    curve = pd.read_csv(f"{out}/loss.tsv", sep="\t")
+                    timed = curve["seconds"].iloc[1:]  # the first step pays start-up costs
+                    per_step[path].append(float(timed.median()))
+                    cpu_per_step[path].append(cpu / len(curve))
+                    curves.setdefault(path, curve["loss"].to_numpy())
+                    crop_used = s["crop"]
+                    print(json.dumps({"profile": name, "path": path, "repeat": r, "shards": s["shards"],
+                                      "s_per_step": round(per_step[path][-1], 3),
+                                      "cpu_s_per_step": round(cpu_per_step[path][-1], 3),
+                                      "load_avg_1min": round(os.getloadavg()[0], 2)}))
+            med = {k: float(np.median(v)) for k, v in per_step.items()}
+            row = {"profile": name, "batch": prof["batch_size"], "crop": crop_used, "threads": args.threads,
+                   "summary": True, "repeats": args.repeat,
+                   "s_per_step_baseline": round(med["baseline"], 3), "s_per_step_current": round(med["current"], 3),
+                   "steps_per_s_baseline": round(1 / med["baseline"], 3),
+                   "steps_per_s_current": round(1 / med["current"], 3),
+                   "speedup": round(med["baseline"] / med["current"], 3),
+                   "cpu_s_per_step_baseline": round(float(np.median(cpu_per_step["baseline"])), 3),
+                   "cpu_s_per_step_current": round(float(np.median(cpu_per_step["current"])), 3),
+                   "loss_baseline": [float(x) for x in curves["baseline"]],
+                   "loss_current": [float(x) for x in curves["current"]],
+                   "loss_max_abs_diff": float(np.max(np.abs(curves["baseline"] - curves["current"]))),
+                   "load_avg_1min": round(os.getloadavg()[0], 2)}
+            if "baseline_1thread" in med:
+                row["s_per_step_baseline_1thread"] = round(med["baseline_1thread"], 3)
+                row["speedup_vs_baseline_1thread"] = round(med["baseline_1thread"] / med["current"], 3)
             # The loader alone (what a step would wait for without the prefetch thread).
             fc = FinetuneConfig.from_dict(dict(prof, steps=args.steps + 1, variant=args.variant,
-                                               augment={"crop": row["crop"]}, prefetch=0))
-            loader = make_loader(load_training_pairs(ix), fc, 0, args.steps + 1)
+                                               augment={"crop": crop_used}, prefetch=0))
             times, t0 = [], time.perf_counter()
-            for _ in loader:
+            for _ in make_loader(load_training_pairs(ix), fc, 0, args.steps + 1):
                 times.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
             row["loader_s_per_batch"] = round(float(np.median(times[1:] or times)), 3)
-            row["loader_over_step"] = round(row["loader_s_per_batch"] / row["s_per_step_prefetch2"], 3)
             print(json.dumps(row))
 
 
@@ -288,14 +329,17 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=12)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--pairs", type=int, default=4)
-    p.add_argument("--repeat", type=int, default=3, help="timings repeated, median reported (speed, labels)")
+    p.add_argument("--repeat", type=int, default=3, help="timings repeated, median reported (speed, labels, finetune)")
     p.add_argument("--sizes", nargs="+", default=None)
     p.add_argument("--video", default=str(ROOT.parent / "shared" / "data" / "frames" / "dog_run"))
     p.add_argument("--resize", default="448x256")
     p.add_argument("--frames", nargs="+", type=int, default=[16, 32])
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--profiles", nargs="+", default=["demo", "paper"])
+    p.add_argument("--profiles", nargs="+", default=["demo"])
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--one-thread-reference", action="store_true",
+                   help="finetune: also time today's step with 1 thread")
+    p.add_argument("--train-frames", type=int, default=14, help="frames of --video labelled for the finetune benchmark")
     args = p.parse_args(argv)
     if args.what in ("speed", "all"):
         args.sizes = args.sizes or ["256x448", "436x1024"]

@@ -1,5 +1,6 @@
 rule finetune:
-    """Fine-tune the pretrained model to reproduce one run's verified labels (resumable)."""
+    """Fine-tune the pretrained model to reproduce one run's verified labels (resumable); with
+    more than one GPU in resources (or finetune.processes), as that many DDP ranks."""
     input:
         train="results/train/{run}.json",
         checkpoint=checkpoint_path,

@@ -13,6 +13,12 @@ Determinism and resume: batches are a pure function of (seed, step) (``flow.pair
 run that resumes from a checkpoint at step s sees exactly the batches an uninterrupted run
 would. The loop, checkpoints and loss curve are ``train.loop``'s; the final weights go to
 ``out_dir/final.pth`` in the official layout.
+
+Speed: on the CPU a batch is split over the job's threads (``train.shards``, one intra-op
+thread each); started as several ranks (``train.launch``), each rank trains its slice of
+the global batch under DistributedDataParallel (``train.distributed``); on CUDA the forward
+pass runs under bf16 autocast and the loss in float32. None of these changes the recipe:
+the same samples, loss and schedule, up to float rounding.
 Bitwise determinism is tested on the CPU; on CUDA, grid_sample's backward (used by the
 correlation lookup and the baseline losses) accumulates atomically, so runs agree only closely.
 """
@@ -38,12 +44,14 @@ from motionrefine.flow.labels import TrainingPair, load_training_pairs
 from motionrefine.flow.losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
 from motionrefine.flow.pairs import common_crop, make_loader
 from motionrefine.models.checkpoint import load_raft, save_raft
-from motionrefine.train import state
-from motionrefine.train.loop import Training, optimizer_step
+from motionrefine.train import distributed, state
+from motionrefine.train.loop import Training, clip_and_step
+from motionrefine.train.shards import ThreadShards
 
 MODES = ("labels", "photometric", "cycle")
 TSV_COLUMNS = ("step", "loss", "lr", "epe_to_label", "seconds")
-RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"num_workers", "prefetch"}
+# Precision and parallel layout change float rounding, not the recipe: a resume may change them.
+RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"num_workers", "prefetch", "shards", "log_every", "amp"}
 
 
 @dataclass
@@ -88,6 +96,11 @@ class FinetuneConfig:
     prefetch: int = 2
     device: str = "auto"
     threads: int | None = None
+    # Batch slices trained on that many CPU threads at once (train.shards); None: one per
+    # thread of ``threads`` (at most batch_size) on the CPU, 1 on CUDA or with several ranks.
+    shards: int | None = None
+    log_every: int = 10  # a progress line every this many steps
+    amp: str = "auto"  # auto: bf16 autocast of the forward pass on CUDA (loss in float32); off: float32
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
@@ -102,6 +115,12 @@ class FinetuneConfig:
                 raise MotionRefineError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.iters is not None and self.iters < 1:
             raise MotionRefineError(f"iters must be >= 1, got {self.iters}")
+        if self.shards is not None and self.shards < 1:
+            raise MotionRefineError(f"shards must be >= 1, got {self.shards}")
+        if self.log_every < 1:
+            raise MotionRefineError(f"log_every must be >= 1, got {self.log_every}")
+        if self.amp not in ("auto", "off"):
+            raise MotionRefineError(f"amp must be 'auto' or 'off', got {self.amp!r}")
 
     @property
     def train_iters(self) -> int:
@@ -129,17 +148,32 @@ class FinetuneConfig:
 
 # ------------------------------------------------------------------ losses per mode
 
-def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor, dict]:
+def use_bf16(cfg: FinetuneConfig, device: torch.device) -> bool:
+    """bf16 autocast only where it pays and is supported: CUDA devices with bf16."""
+    return cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def _predict(model, img1: torch.Tensor, img2: torch.Tensor, iters: int, bf16: bool) -> list[torch.Tensor]:
+    """The training forward pass; under bf16 autocast when asked, predictions back in float32
+    so that every loss is computed in float32."""
+    if not bf16:
+        return model(img1, img2, iters=iters)
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        preds = model(img1, img2, iters=iters)
+    return [p.float() for p in preds]
+
+
+def compute_loss(model, batch: dict, cfg: FinetuneConfig, bf16: bool = False) -> tuple[torch.Tensor, dict]:
     img1, img2 = batch["img1"], batch["img2"]
     label, valid = batch["flow"], batch["valid"]
     iters = cfg.train_iters
     if cfg.mode == "labels":
-        preds = model(img1, img2, iters=iters)
+        preds = _predict(model, img1, img2, iters, bf16)
         return sequence_loss(preds, label, valid, batch["weight"], cfg.gamma, cfg.max_flow)
 
     b = img1.shape[0]
     # Both directions in one batch: they share the encoders' cost structure and BN state.
-    preds = model(torch.cat([img1, img2]), torch.cat([img2, img1]), iters=iters)
+    preds = _predict(model, torch.cat([img1, img2]), torch.cat([img2, img1]), iters, bf16)
     ws = sequence_weights(len(preds), cfg.gamma)
     loss = img1.new_zeros(())
     if cfg.mode == "photometric":
@@ -199,6 +233,8 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
     if crop != tuple(cfg.augment.crop):
         cfg = replace(cfg, augment=replace(cfg.augment, crop=crop))
     dev = pick_device(cfg.device, cfg.threads)
+    denv, dev = distributed.setup(dev)
+    slots = distributed.rank_slots(cfg.batch_size, denv)
     state.seed_everything(cfg.seed)
 
     model, init_sha = load_raft(init_checkpoint, cfg.variant, expected_sha256)
@@ -206,25 +242,59 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
     model.train()
     if cfg.freeze_bn:
         model.freeze_bn()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    net = distributed.wrap(model, denv, dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
     scheduler = make_scheduler(optimizer, cfg)
     identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha,
                 "pairs_digest": _pairs_digest(pairs)}
     run = Training("fine-tuning", out_dir, model, optimizer, scheduler, identity, TSV_COLUMNS, cfg.steps, dev,
-                   stop_at, log_path)
+                   stop_at, log_path, dist=denv)
+    bf16 = use_bf16(cfg, dev)
+    if cfg.shards is not None:
+        n_shards = cfg.shards
+    else:
+        n_shards = min(cfg.threads or 1, len(slots)) if dev.type == "cpu" and not denv.active else 1
+    if n_shards > 1 and denv.active:
+        raise MotionRefineError("shards > 1 splits a batch over threads of one process; with several "
+                                "training processes leave shards unset")
+    shards = ThreadShards(min(n_shards, len(slots)))
 
     def step(s: int, batch: dict) -> list[str]:
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         lr = run.lr
-        loss, metrics = compute_loss(model, batch, cfg)
-        optimizer_step(model, optimizer, scheduler, [loss], cfg.clip, s)
-        return [f"{loss.item():.6g}", f"{lr:.6g}", f"{metrics['epe']:.6g}"]
+        optimizer.zero_grad(set_to_none=True)
+        if shards.n > 1:
+            loss, parts = shards.backward(lambda sub: compute_loss(net, sub, cfg, bf16), batch, params, s)
+        else:
+            loss, metrics = compute_loss(net, batch, cfg, bf16)
+            parts = [metrics]
+        # Pooled over slices and ranks: the loss as the mean over the global batch, the epe
+        # over all its label pixels. Every rank sees the same values, so all stop together.
+        w = len(slots) / cfg.batch_size
+        loss_sum, epe_sum, n_valid = distributed.all_sum(
+            [float(loss.detach()) * w, sum(m["epe"] * m["n_valid"] for m in parts if m["n_valid"]),
+             float(sum(m["n_valid"] for m in parts))], denv, dev)
+        if not np.isfinite(loss_sum):
+            raise MotionRefineError(f"non-finite loss at step {s + 1}; training diverged")
+        if shards.n == 1:
+            loss.backward()  # under DDP: gradients averaged over the ranks
+        clip_and_step(model, optimizer, scheduler, cfg.clip)
+        epe = epe_sum / n_valid if n_valid else float("nan")
+        return [f"{loss_sum:.6g}", f"{lr:.6g}", f"{epe:.6g}"]
 
-    run.run(step, lambda a, b: make_loader(pairs, cfg, a, b), cfg.prefetch if cfg.num_workers == 0 else 0,
-            cfg.checkpoint_every, cfg.keep_checkpoints)
+    try:
+        run.run(step, lambda a, b: make_loader(pairs, cfg, a, b, slots), cfg.prefetch if cfg.num_workers == 0 else 0,
+                cfg.checkpoint_every, cfg.keep_checkpoints, cfg.log_every)
+    finally:
+        shards.close()
     summary = {**run.progress(),
                "seconds_per_step": float(np.mean(run.step_seconds)) if run.step_seconds else None,
                "crop": list(crop), "pairs": len(pairs), "init_sha256": init_sha, "loss_tsv": str(run.tsv),
                "completed": run.completed}
-    return run.finish(summary, lambda path: save_raft(model, path), config=cfg.to_dict(), code_version=__version__,
-                      mode=cfg.mode)
+    summary["processes"] = denv.world
+    summary["shards"] = shards.n
+    summary = run.finish(summary, lambda path: save_raft(model, path), config=cfg.to_dict(),
+                         code_version=__version__, mode=cfg.mode)
+    distributed.teardown(denv)
+    return summary

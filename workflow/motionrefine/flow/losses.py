@@ -68,6 +68,7 @@ def sequence_loss(preds: Sequence[torch.Tensor], label: torch.Tensor, valid: tor
             "3px": float((epe < 3).sum()) / n,
             "5px": float((epe < 5).sum()) / n,
             "valid_fraction": float(mask.float().mean()),
+            "n_valid": int(epe.numel()),  # to pool epe over batch slices (threads, ranks)
         }
     return loss, metrics
 

@@ -43,10 +43,12 @@ def batch_indices(n_items: int, batch_size: int, step: int, seed: int, shuffle: 
 
 
 class StepBatches:
-    """Batch sampler yielding, for steps start..stop−1, lists of (step, slot, pair index) keys."""
+    """Batch sampler yielding, for steps start..stop−1, lists of (step, slot, pair index) keys;
+    ``slots``: the global batch slots this process trains on (default: all)."""
 
-    def __init__(self, n_items: int, cfg: FinetuneConfig, start: int, stop: int):
+    def __init__(self, n_items: int, cfg: FinetuneConfig, start: int, stop: int, slots: range | None = None):
         self.n, self.cfg, self.start, self.stop = n_items, cfg, start, stop
+        self.slots = range(cfg.batch_size) if slots is None else slots
 
     def __len__(self):
         return max(0, self.stop - self.start)
@@ -54,7 +56,7 @@ class StepBatches:
     def __iter__(self):
         for s in range(self.start, self.stop):
             idx = batch_indices(self.n, self.cfg.batch_size, s, self.cfg.seed, self.cfg.shuffle)
-            yield [(s, slot, i) for slot, i in enumerate(idx)]
+            yield [(s, slot, idx[slot]) for slot in self.slots]
 
 
 class PairDataset(Dataset):
@@ -108,13 +110,16 @@ class PairDataset(Dataset):
         return res
 
 
-def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, stop: int) -> DataLoader:
-    """Batches of steps start..stop−1, in order (``cfg.num_workers`` worker processes)."""
+def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, stop: int,
+                slots: range | None = None) -> DataLoader:
+    """Batches of steps start..stop−1, in order (``cfg.num_workers`` worker processes);
+    ``slots``: this process's slice of each global batch (distributed training)."""
     ds = PairDataset(pairs, cfg, keep_raw=cfg.mode == "photometric")
     kw = {}
     if cfg.num_workers > 0:
         kw = {"prefetch_factor": max(1, cfg.prefetch), "persistent_workers": False}
-    return DataLoader(ds, batch_sampler=StepBatches(len(ds), cfg, start, stop), num_workers=cfg.num_workers, **kw)
+    return DataLoader(ds, batch_sampler=StepBatches(len(ds), cfg, start, stop, slots), num_workers=cfg.num_workers,
+                      **kw)
 
 
 def common_crop(pairs: Sequence[TrainingPair], cfg: FinetuneConfig) -> tuple[int, int]:

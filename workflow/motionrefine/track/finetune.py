@@ -43,7 +43,7 @@ from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
 
 TSV_COLUMNS = ("step", "loss", "seq_loss", "score_loss", "epe_to_label", "lr", "seconds")
-RUNTIME_FIELDS = state.RUNTIME_FIELDS
+RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"log_every"}
 
 
 def _default_augment() -> AugmentConfig:
@@ -72,6 +72,7 @@ class TrackFinetuneConfig:
     augment: AugmentConfig = field(default_factory=_default_augment)
     checkpoint_every: int = 25
     keep_checkpoints: int = 2
+    log_every: int = 10  # a progress line every this many steps
     device: str = "auto"
     threads: int | None = 1
 
@@ -289,7 +290,7 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
         return [f"{sums['loss']:.6g}", f"{sums['seq_loss']:.6g}", f"{sums['score_loss']:.6g}", f"{sums['epe']:.6g}",
                 f"{lr:.6g}"]
 
-    run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
+    run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints, log_every=c.log_every)
     summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
                "init_sha256": init_sha, "loss_tsv": str(run.tsv), "completed": run.completed}
     return run.finish(summary, lambda path: save_pips(model, path), config=c.to_dict(), code_version=__version__)

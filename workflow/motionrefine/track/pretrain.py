@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import time
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -325,16 +324,12 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
         lr = run.lr
         loss, metrics = pretrain_loss(model, batch, cfg)
         optimizer_step(model, optimizer, scheduler, [loss], cfg.clip, s)
-        done = s + 1
-        if done % cfg.log_every == 0 or done == run.stop:
-            log.info("pretrain step %d/%d loss %.4f epe_vis %.3f lr %.2e (%.1f s elapsed)", done,
-                     cfg.steps, loss.item(), metrics["epe_vis"], lr, time.perf_counter() - run.started)
         return [f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}", f"{metrics['vis_loss']:.6g}",
                 f"{metrics['epe_vis']:.6g}", f"{lr:.6g}"]
 
     # Rendering (numpy/cv2) overlaps the training step in the prefetch thread; order, hence results, unchanged.
     run.run(step, lambda a, b: (make_batch(cfg, s) for s in range(a, b)), cfg.prefetch, cfg.checkpoint_every,
-            cfg.keep_checkpoints)
+            cfg.keep_checkpoints, cfg.log_every)
     summary = {**run.progress(), "loss_tsv": str(run.tsv), "completed": run.completed,
                "parameters": sum(p.numel() for p in model.parameters())}
     return run.finish(summary, lambda path: save_pips(model, path), config=cfg.to_dict(), code_version=__version__,

@@ -12,6 +12,9 @@ from typing import Sequence
 
 log = logging.getLogger("motionrefine")
 
+# Settings that change how a training runs, not its result: changing them keeps the state.
+RUNTIME_KEYS = ("threads", "device", "processes", "shards", "log_every")
+
 
 def training_workdir(root: str | os.PathLike, inputs: Sequence[str | os.PathLike], settings: dict) -> Path:
     """Folder for one training's resumable state, named by a fingerprint of what changes the
@@ -26,7 +29,7 @@ def training_workdir(root: str | os.PathLike, inputs: Sequence[str | os.PathLike
                 h.update(meta.read_bytes())
         else:
             h.update(p.read_bytes())
-    h.update(json.dumps({k: v for k, v in settings.items() if k not in ("threads", "device")}, sort_keys=True,
+    h.update(json.dumps({k: v for k, v in settings.items() if k not in RUNTIME_KEYS}, sort_keys=True,
                         default=str).encode())
     root = Path(root)
     work = root / f"work-{h.hexdigest()[:16]}"
