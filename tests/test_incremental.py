@@ -229,13 +229,13 @@ def test_frames_stores_record_their_source(run):
     assert dog["source_path"] == str(SHARED / "data/frames/dog_run") and len(dog["source_listing_sha256"]) == 64
     assert dog["frame_indices"] == [0, 2, 4, 6, 8, 10] and dog["code_version"] == __version__
     scene = attrs(run, f"results/frames/{SCENE}.zarr")
-    assert scene["source"] == {"path": "results/benchmarks/tinytex/s0.zarr", "benchmark": "tinytex", "scene": "s0",
+    assert scene["source"] == {"path": "results/scenes/tinytex/s0.zarr", "benchmark": "tinytex", "scene": "s0",
                                "kind": "real-texture"}
     assert scene["code_version"] == __version__
 
 
 def test_benchmark_scene_records_seed_settings_and_sources(run):
-    a = attrs(run, "results/benchmarks/tinytex/s0.zarr")
+    a = attrs(run, "results/scenes/tinytex/s0.zarr")
     assert a["seed"] == 0 and a["preset"] == "nonrigid_mild" and a["code_version"] == __version__
     assert (a["config"]["height"], a["config"]["width"], a["config"]["frames"]) == (64, 96, 4)
     assert a["sources"] == ["results/frames/dog.zarr"]
@@ -276,7 +276,7 @@ def test_training_set_and_finetune_record_checkpoint_settings_and_input(run):
 
 def test_eval_and_report_tables_record_checkpoints_settings_code_and_scene(run):
     refined = sha256_file(run.path("results/finetune/heldout/refined.pth"))
-    scene = load_flow_scene("real-texture", "s0", str(run.path("results/benchmarks/tinytex/s0.zarr")), "tinytex")
+    scene = load_flow_scene("real-texture", "s0", str(run.path("results/scenes/tinytex/s0.zarr")), "tinytex")
     ev = pd.read_csv(run.path("results/eval/heldout.csv"))
     trained = sha256_file(run.path("results/finetune/heldout/trained.pth"))
     assert ev.set_index("model")["checkpoint_sha256"].to_dict() == {"pretrained": PINNED, "trained": trained,
@@ -331,7 +331,7 @@ def test_benchmark_scene_is_bit_identical_from_its_seed(run, tmp_path):
     out = tmp_path / "s0.zarr"
     build_realtex_scene([str(run.path("results/frames/dog.zarr"))], str(out), preset="nonrigid_mild", height=64,
                         width=96, frames=4, seed=0)
-    same_store(run.path("results/benchmarks/tinytex/s0.zarr"), out)
+    same_store(run.path("results/scenes/tinytex/s0.zarr"), out)
 
 
 def test_finetune_gives_the_same_weights_as_the_workflow(run, tmp_path, keep_torch_threads):

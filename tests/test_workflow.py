@@ -101,7 +101,7 @@ def test_tiny_end_to_end(tmp_path):
         assert np.array_equal(lab["flow"][:][keep], teacher["flow_fw"][:][keep])
         assert not np.array_equal(teacher["flow_fw"][:], g["flow_fw"][:])
         assert not lab["flow"][:][~keep].any()
-    scene = zarr.open_group(str(tmp_path / "results/benchmarks/tinytex/s0.zarr"), mode="r")
+    scene = zarr.open_group(str(tmp_path / "results/scenes/tinytex/s0.zarr"), mode="r")
     assert scene["flow_fw"].shape == (3, 64, 96, 2) and scene.attrs["self_check"]["ok"]
     loss = pd.read_csv(tmp_path / "results/finetune/heldout/loss.tsv", sep="\t")
     assert list(loss["step"]) == [1, 2] and np.isfinite(loss["loss"]).all()

@@ -6,7 +6,7 @@ rule benchmark_scene:
         ),
         checkpoint=checkpoint_path,
     output:
-        directory("results/benchmarks/{bench}/{scene}.zarr"),
+        directory("results/scenes/{bench}/{scene}.zarr"),
     log:
         "results/logs/benchmark/{bench}/{scene}.log",
     params:
