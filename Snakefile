@@ -22,6 +22,17 @@ include: "workflow/rules/tracking.smk"
 include: "workflow/rules/ablation.smk"
 
 
+# Bookkeeping that reads a few small files and writes a table or an index: on a cluster it runs
+# on the submitting host instead of waiting in the queue. Everything that runs a model (the
+# report included: it re-runs the sample flows) stays a cluster job.
+localrules:
+    all,
+    aggregate,
+    ablation_aggregate,
+    ablation,
+    label_quality,
+
+
 rule all:
     input:
         all_targets(),

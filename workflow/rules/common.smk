@@ -38,14 +38,23 @@ wildcard_constraints:
     run=RUN_PATTERN,
 
 
+# Memory and time limits grow with each retry (`retries` in profiles/slurm): a job killed for
+# exceeding them is resubmitted with twice, three times ... the configured value.
+SCALED_RESOURCES = ("mem_mb", "runtime")
+
+
 def res(rule, key):
-    """Scheduling value ``key`` of ``rule`` from config resources (rule entry over default)."""
+    """Scheduling value ``key`` of ``rule`` from config resources (rule entry over default);
+    mem_mb and runtime as a callable of the attempt (1 on the first try)."""
     value = mrconfig.rule_resources(config, rule)[key]
     # gpu 0 -> None, which Snakemake drops: CPU jobs carry no gpu resource at all, so the
     # SLURM executor adds no --gpus and a profile's set-resources can still add one.
     if key == "gpu" and not value:
         return None
+    if key in SCALED_RESOURCES:
+        return lambda wildcards, attempt: value * attempt
     return value
+
 
 
 def sample(wildcards):

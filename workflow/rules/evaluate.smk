@@ -10,6 +10,8 @@ rule evaluate:
         "results/eval/{run}.csv",
     log:
         "results/logs/evaluate/{run}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{run}.tsv"
     params:
         scenes=eval_scenes,
         settings=EVAL,
@@ -34,6 +36,8 @@ rule evaluate_teacher:
         "results/eval/teacher.csv",
     log:
         "results/logs/evaluate_teacher.log",
+    benchmark:
+        "results/benchmarks/evaluate_teacher/teacher.tsv"
     params:
         scenes=list(SCENES.values()),
         student=EVAL,
@@ -59,6 +63,8 @@ rule label_quality:
         "results/eval/label_quality.csv",
     log:
         "results/logs/label_quality.log",
+    benchmark:
+        "results/benchmarks/label_quality/label_quality.tsv"
     params:
         scenes=list(SCENES.values()),
         speed_bins=LABELS.speed_bins,

@@ -8,6 +8,8 @@ rule flow:
         directory("results/flow/{model}/{video}.zarr"),
     log:
         "results/logs/flow/{model}/{video}.log",
+    benchmark:
+        "results/benchmarks/flow/{model}/{video}.tsv"
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
     params:
@@ -34,6 +36,8 @@ rule teacher:
         directory("results/teacher/{video}.zarr"),
     log:
         "results/logs/teacher/{video}.log",
+    benchmark:
+        "results/benchmarks/teacher/{video}.tsv"
     params:
         settings=TEACHER,
         sha256=config["model"]["sha256"],
@@ -56,6 +60,8 @@ rule export_flow:
         directory("results/export/{model}/{video}.{fmt}"),
     log:
         "results/logs/export/{model}/{video}.{fmt}.log",
+    benchmark:
+        "results/benchmarks/export_flow/{model}/{video}.{fmt}.tsv"
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
         fmt="flo|npy",

@@ -20,6 +20,8 @@ rule report:
         table="results/report/before_after.csv",
     log:
         "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
     # Only what the report shows: a change elsewhere in the config (resources, tracking, the
     # ablation's variants) does not rerun it and its sample-flow inference.
     params:
