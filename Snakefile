@@ -10,6 +10,11 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config.yaml"
 
 
+# `snakemake --report results/report.zip` after a run: this description, then the report()
+# outputs of the rules with their captions (workflow/report/).
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/flow.smk"

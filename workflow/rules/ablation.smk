@@ -21,9 +21,9 @@ rule ablation:
         # Planned here, not at parse time: configs that never ask for the ablation need not plan one.
         evals=lambda wc: [e[2] for e in mrablation.evaluations(config, list(SAMPLES.index))],
     output:
-        table="results/ablation/table.csv",
+        table=report("results/ablation/table.csv", caption="../report/ablation.rst", category="Ablation"),
         markdown="results/ablation/table.md",
-        figure="results/ablation/figure.png",
+        figure=report("results/ablation/figure.png", caption="../report/ablation_figure.rst", category="Ablation"),
     log:
         "results/logs/ablation/table.log",
     benchmark:

@@ -7,7 +7,8 @@ rule evaluate:
         refined="results/finetune/{run}/refined.pth",
         scenes=eval_sources,
     output:
-        "results/eval/{run}.csv",
+        report("results/eval/{run}.csv", caption="../report/evaluation.rst", category="Before and after",
+               subcategory="Evaluation tables", labels={"run": "{run}"}),
     log:
         "results/logs/evaluate/{run}.log",
     benchmark:
@@ -33,7 +34,7 @@ rule evaluate_teacher:
         pretrained=checkpoint_path,
         scenes=[s.source for s in SCENES.values()],
     output:
-        "results/eval/teacher.csv",
+        report("results/eval/teacher.csv", caption="../report/teacher.rst", category="Before and after"),
     log:
         "results/logs/evaluate_teacher.log",
     benchmark:
@@ -60,7 +61,8 @@ rule label_quality:
         labels=expand("results/labels/flow/{video}.zarr", video=list(SCENES)),
         scenes=[s.source for s in SCENES.values()],
     output:
-        "results/eval/label_quality.csv",
+        report("results/eval/label_quality.csv", caption="../report/label_quality_table.rst",
+               category="Pseudo-labels"),
     log:
         "results/logs/label_quality.log",
     benchmark:

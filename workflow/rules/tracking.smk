@@ -61,8 +61,8 @@ rule track_eval:
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
     output:
-        table="results/tracking/eval.csv",
-        figure="results/tracking/delta_avg.png",
+        table=report("results/tracking/eval.csv", caption="../report/tracking_table.rst", category="Tracking"),
+        figure=report("results/tracking/delta_avg.png", caption="../report/tracking.rst", category="Tracking"),
         summary="results/tracking/summary.md",
     log:
         "results/logs/track_eval.log",
