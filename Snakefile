@@ -25,6 +25,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/export.smk"
 
 
 # Bookkeeping that reads a few small files and writes a table or an index: on a cluster it runs
@@ -36,6 +37,7 @@ localrules:
     ablation_aggregate,
     ablation,
     label_quality,
+    export,
 
 
 rule all:

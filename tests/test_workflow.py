@@ -82,6 +82,27 @@ def test_every_rule_has_a_benchmark_file_outside_the_scenes(tmp_path):
     assert "results/scenes/tinytex/s0.zarr" in out
 
 
+def test_export_target_plans_every_configured_format(tmp_path):
+    # With tracking: the refined model's flow in each flow format, and the pseudo-label and
+    # predicted tracks of each video in each track format; `export.*` narrows them.
+    tracking = ROOT / "tests/data/tiny_tracking/config.yaml"
+
+    def planned(*extra: str) -> set[str]:
+        proc = snakemake(tmp_path, "-n", "export", *extra, config=tracking)
+        out = proc.stdout + proc.stderr
+        return {ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                if ln.strip().startswith("output: results/export/")}
+
+    videos = ("tree", "dog")
+    assert planned() == {f"results/export/refined-heldout/{v}.{f}" for v in videos for f in ("flo", "npy", "kitti-png")} | {
+        f"results/export/tracks/{s}/{v}.{x}" for v in videos for s in ("labels", "predicted") for x in ("csv", "pkl")}
+    assert planned("--config", "export={flow: [kitti-png], tracks: [tapvid]}") == {
+        f"results/export/refined-heldout/{v}.kitti-png" for v in videos} | {
+        f"results/export/tracks/{s}/{v}.pkl" for v in videos for s in ("labels", "predicted")}
+    proc = snakemake(tmp_path, "-n", "export", "--config", "export={flow: [png]}", config=tracking, check=False)
+    assert proc.returncode != 0 and "config key 'export.flow.0'" in proc.stdout + proc.stderr
+
+
 def test_invalid_config_names_the_key(tmp_path):
     proc = snakemake(tmp_path, "-n", "--config", "model={iters: many}", check=False)
     assert proc.returncode != 0

@@ -123,3 +123,21 @@ def all_targets():
     if tracking_enabled():
         targets += ["results/tracking/eval.csv"]
     return targets
+
+
+# Where each kind of exported tracks comes from.
+TRACK_SOURCES = {"labels": "results/labels/tracks/{video}.zarr", "predicted": "results/tracking/predict/{video}.zarr"}
+TRACK_SUFFIX = {"csv": "csv", "tapvid": "pkl"}
+
+
+def export_targets():
+    # The deliverable model: refined on the sample videos when there is a heldout run.
+    model = f"refined-{plan.HELDOUT}" if plan.HELDOUT in RUNS else MODEL
+    targets = expand("results/export/{model}/{video}.{fmt}", model=model, video=SAMPLES.index,
+                     fmt=config["export"]["flow"])
+    # Tracks exist only where the tracker is refined (tracking.enabled and a heldout run).
+    if tracking_enabled():
+        for fmt in config["export"]["tracks"]:
+            targets += expand("results/export/tracks/{source}/{video}.{suffix}", source=list(TRACK_SOURCES),
+                              video=SAMPLES.index, suffix=TRACK_SUFFIX[fmt])
+    return targets

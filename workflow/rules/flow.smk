@@ -53,7 +53,8 @@ rule teacher:
 
 
 rule export_flow:
-    """Flow of one video as files other tools read: Middlebury .flo or .npy, one per pair and direction."""
+    """Flow of one video as files other tools read: Middlebury .flo, .npy or KITTI 16-bit PNG
+    (fmt kitti-png), one per pair and direction."""
     input:
         "results/flow/{model}/{video}.zarr",
     output:
@@ -64,7 +65,7 @@ rule export_flow:
         "results/benchmarks/export_flow/{model}/{video}.{fmt}.tsv"
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
-        fmt="flo|npy",
+        fmt="flo|npy|kitti-png",
     threads: 1
     resources:
         mem_mb=res("export_flow", "mem_mb"),
