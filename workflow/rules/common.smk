@@ -56,7 +56,6 @@ def res(rule, key):
     return value
 
 
-
 def sample(wildcards):
     return SAMPLES.loc[wildcards.video]
 
