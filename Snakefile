@@ -10,6 +10,11 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config.yaml"
 
 
+# `snakemake --report results/report.zip` after a run: this description, then the report()
+# outputs of the rules with their captions (workflow/report/).
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/frames.smk"
 include: "workflow/rules/flow.smk"
@@ -20,6 +25,19 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/export.smk"
+
+
+# Bookkeeping that reads a few small files and writes a table or an index: on a cluster it runs
+# on the submitting host instead of waiting in the queue. Everything that runs a model (the
+# report included: it re-runs the sample flows) stays a cluster job.
+localrules:
+    all,
+    aggregate,
+    ablation_aggregate,
+    ablation,
+    label_quality,
+    export,
 
 
 rule all:

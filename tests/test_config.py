@@ -274,7 +274,7 @@ def test_scenes_carry_source_and_reader_options(base_config, shared):
     base_config["benchmarks"]["sintel"] = {"kind": "sintel", "path": "/data/sintel", "scenes": ["alley_1"],
                                            "options": {"split": "clean"}}
     scenes = {s.video: s for s in plan.benchmark_scenes(validate_config(base_config), shared)}
-    assert scenes["realtex__s1"].source == "results/benchmarks/realtex/s1.zarr"
+    assert scenes["realtex__s1"].source == "results/scenes/realtex/s1.zarr"
     assert scenes["middlebury__motorcycle"].source == str(shared / "data/stereo/motorcycle")
     assert scenes["sintel__alley_1"].source == "/data/sintel"
     assert scenes["sintel__alley_1"].reader_options == {"split": "clean"}

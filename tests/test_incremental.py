@@ -229,13 +229,13 @@ def test_frames_stores_record_their_source(run):
     assert dog["source_path"] == str(SHARED / "data/frames/dog_run") and len(dog["source_listing_sha256"]) == 64
     assert dog["frame_indices"] == [0, 2, 4, 6, 8, 10] and dog["code_version"] == __version__
     scene = attrs(run, f"results/frames/{SCENE}.zarr")
-    assert scene["source"] == {"path": "results/benchmarks/tinytex/s0.zarr", "benchmark": "tinytex", "scene": "s0",
+    assert scene["source"] == {"path": "results/scenes/tinytex/s0.zarr", "benchmark": "tinytex", "scene": "s0",
                                "kind": "real-texture"}
     assert scene["code_version"] == __version__
 
 
 def test_benchmark_scene_records_seed_settings_and_sources(run):
-    a = attrs(run, "results/benchmarks/tinytex/s0.zarr")
+    a = attrs(run, "results/scenes/tinytex/s0.zarr")
     assert a["seed"] == 0 and a["preset"] == "nonrigid_mild" and a["code_version"] == __version__
     assert (a["config"]["height"], a["config"]["width"], a["config"]["frames"]) == (64, 96, 4)
     assert a["sources"] == ["results/frames/dog.zarr"]
@@ -276,7 +276,7 @@ def test_training_set_and_finetune_record_checkpoint_settings_and_input(run):
 
 def test_eval_and_report_tables_record_checkpoints_settings_code_and_scene(run):
     refined = sha256_file(run.path("results/finetune/heldout/refined.pth"))
-    scene = load_flow_scene("real-texture", "s0", str(run.path("results/benchmarks/tinytex/s0.zarr")), "tinytex")
+    scene = load_flow_scene("real-texture", "s0", str(run.path("results/scenes/tinytex/s0.zarr")), "tinytex")
     ev = pd.read_csv(run.path("results/eval/heldout.csv"))
     trained = sha256_file(run.path("results/finetune/heldout/trained.pth"))
     assert ev.set_index("model")["checkpoint_sha256"].to_dict() == {"pretrained": PINNED, "trained": trained,
@@ -331,7 +331,7 @@ def test_benchmark_scene_is_bit_identical_from_its_seed(run, tmp_path):
     out = tmp_path / "s0.zarr"
     build_realtex_scene([str(run.path("results/frames/dog.zarr"))], str(out), preset="nonrigid_mild", height=64,
                         width=96, frames=4, seed=0)
-    same_store(run.path("results/benchmarks/tinytex/s0.zarr"), out)
+    same_store(run.path("results/scenes/tinytex/s0.zarr"), out)
 
 
 def test_finetune_gives_the_same_weights_as_the_workflow(run, tmp_path, keep_torch_threads):
@@ -344,3 +344,66 @@ def test_finetune_gives_the_same_weights_as_the_workflow(run, tmp_path, keep_tor
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert summary["final_sha256"] == hashlib.sha256(run.path("results/finetune/heldout/trained.pth")
                                                      .read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ Snakemake's report, benchmarks, exports
+
+
+def test_snakemake_report_holds_captions_and_figures(run, tmp_path):
+    import zipfile
+
+    out = tmp_path / "report.zip"
+    run.snakemake("--report", str(out))
+    with zipfile.ZipFile(out) as z:
+        names = z.namelist()
+        page = z.read("report/report.html").decode("utf-8")
+    files = {Path(n).name for n in names if n.startswith("report/data/raw/")}
+    # Every report() output of the tiny run: figures, tables, and the project's own page.
+    assert {"epe_change.png", "sample_flows.png", "label_coverage.png", "label_quality.png", "loss_curves.png",
+            "before_after.csv", "heldout.csv", "teacher.csv", "label_quality.csv", "label_coverage.csv",
+            "index.html"} <= files, names
+    for png in ("epe_change.png", "loss_curves.png"):
+        (member,) = [n for n in names if n.endswith("/" + png)]
+        assert zipfile.ZipFile(out).read(member)[:8] == b"\x89PNG\r\n\x1a\n"
+    # The captions (workflow/report/*.rst), rendered: the global description with the config's
+    # model, and a caption with the run's wildcard filled in.
+    assert "motionrefine refines a pretrained optical-flow model (RAFT-small" in page
+    assert "Evaluation table of run <strong>heldout</strong>" in page
+    assert "Per-scene EPE change after refinement, in %" in page
+    assert "Pseudo-labels of each benchmark scene against its ground truth" in page
+
+
+def test_benchmark_files_of_every_job_and_their_summary(run):
+    counts = {"frames": 2, "teacher": 3, "flow": 4, "labels": 3, "benchmark_scene": 1, "scene_frames": 1,
+              "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1, "evaluate_teacher": 1, "label_quality": 1,
+              "report": 1}
+    bench = run.path("results/benchmarks")
+    found = {d.name: len(list(d.rglob("*.tsv"))) for d in bench.iterdir()}
+    # (export_flow too when the export test ran first.)
+    assert {r: found.get(r) for r in counts} == counts and set(found) <= set(counts) | {"export_flow"}, found
+    proc = subprocess.run([sys.executable, str(ROOT / "tools/benchmark_summary.py"), "--dir", str(run.work),
+                           "--configfile", str(run.config_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {ln.split()[0]: ln.split() for ln in proc.stdout.splitlines()[1:]}
+    assert set(counts) <= set(rows)
+    for rule, n in counts.items():
+        wall_max, rss, mem = float(rows[rule][3]), float(rows[rule][4]), rows[rule][5]
+        assert int(rows[rule][1]) == n and wall_max > 0 and rss > 0 and mem == "1000", rows[rule]
+
+
+def test_export_target_writes_the_refined_flow_in_every_format(run):
+    from motionrefine.io.flow_formats import read_kitti_flow, read_npy_flow
+
+    run.snakemake("export")
+    for video in ("tree", "dog"):
+        store = open_group(run.path(f"results/flow/refined-heldout/{video}.zarr"))
+        fw, bw = store["flow_fw"][...], store["flow_bw"][...]
+        base = run.path(f"results/export/refined-heldout/{video}")
+        for t in range(len(fw)):
+            # OpenCV's own reader agrees with the store bit for bit.
+            np.testing.assert_array_equal(cv2.readOpticalFlow(str(base.with_suffix(".flo") / f"fw_{t:06d}.flo")), fw[t])
+            np.testing.assert_array_equal(read_npy_flow(base.with_suffix(".npy") / f"bw_{t:06d}.npy"), bw[t])
+            flow, valid = read_kitti_flow(base.with_suffix(".kitti-png") / f"fw_{t:06d}.png")
+            assert valid.all() and np.abs(flow - fw[t]).max() <= 1 / 64  # stored in 1/64 px steps
+    # Tracking is off in the tiny config: no track export is planned.
+    assert not run.path("results/export/tracks").exists()

@@ -15,7 +15,8 @@ from motionrefine.models.checkpoint import save_raft
 from motionrefine.models.raft import RAFT
 from motionrefine.report.guard import (agreement_line, display_footage, display_guard, footage_table, guard_table,
                                        read_guards)
-from motionrefine.report.page import build_report, tracking_section
+from motionrefine.report.figures import figure_placeholder
+from motionrefine.report.page import FIGURE_FILES, build_report, tracking_section
 from motionrefine.report.samples import pick_videos, training_run
 from motionrefine.report.tables import coverage_table, load_evals
 from motionrefine.report.teacher import teacher_table
@@ -141,7 +142,9 @@ def report(tmp_path_factory):
               "finetune": {"profile": "demo", "mode": "labels", "lr": 1e-4}, "refine": {"heldout": True}}
     build_report(evals, str(lq), labels, frames, losses, refined, runs, videos, str(root / "pretrained.pth"),
                  "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
-                 device="cpu", guards=guards, teacher_eval=str(teacher))
+                 device="cpu", guards=guards, teacher_eval=str(teacher),
+                 out_figures={name: str(out / "figures" / f"{name}.png") for name in FIGURE_FILES},
+                 out_coverage=str(out / "label_coverage.csv"))
     return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
 
 
@@ -157,6 +160,23 @@ def test_outputs_exist_and_html_is_self_contained(report):
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
     assert "src=\"http" not in text  # nothing fetched from the network
     assert report["pre_sha"] in text and report["ref_sha"] in text
+
+
+def test_each_figure_is_also_its_own_file(report):
+    # The files --report shows are the page's own pictures, byte for byte.
+    out = report["out"]
+    embedded = {base64.b64decode(b) for b in
+                re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', (out / "index.html").read_text())}
+    for name in FIGURE_FILES:
+        png = (out / "figures" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png in embedded, name
+    cov = pd.read_csv(out / "label_coverage.csv").set_index("video")
+    assert list(cov.index) == ["clipA", "bench__alley"] and cov.loc["clipA", "kept_fraction"] == pytest.approx(0.5)
+
+
+def test_figure_without_data_is_a_placeholder_not_a_missing_file():
+    png = base64.b64decode(figure_placeholder("nothing to show: no label store"))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 500
 
 
 def test_before_after_csv(report):

@@ -32,7 +32,7 @@ TINY = ROOT / "tests/data/tiny/config.yaml"
 VIDEOS = ("tree", "dog")
 # Rules that run a model and so ask for a GPU; every other rule must not.
 MODEL_HEAVY = {"flow", "teacher", "finetune", "guard", "evaluate", "evaluate_teacher", "track_labels",
-               "track_finetune", "track_eval"}
+               "track_finetune", "track_eval", "track_predict"}
 FULL = bool(os.environ.get("MOTIONREFINE_SLURM_FULL"))
 RUN_LIMIT_S = 900 if FULL else 420  # a hang must end as a failed test, not block CI
 

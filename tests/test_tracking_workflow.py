@@ -39,6 +39,21 @@ def test_tracking_chain_end_to_end(tmp_path):
     assert ev["delta_avg"].between(0, 1).all() and ev["survival"].between(0, 1).all()
     assert (tmp_path / "results/tracking/delta_avg.png").stat().st_size > 1000
 
+    # Exports of the same run: the refined tracker's tracks and the pseudo-labels, read back.
+    from motionrefine.io.readers import read_tapvid
+
+    exports = ["results/export/tracks/predicted/tree.csv", "results/export/tracks/labels/dog.pkl"]
+    proc = subprocess.run(cmd[:-1] + exports, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pred = zarr.open_group(str(tmp_path / "results/tracking/predict/tree.zarr"), mode="r")
+    csv = pd.read_csv(tmp_path / exports[0])
+    assert list(csv.columns) == ["track", "frame", "x", "y", "visible"]
+    assert len(csv) == pred["tracks"].shape[0] * pred["tracks"].shape[1] and csv["visible"].sum() == pred["visible"][:].sum()
+    (scene,) = read_tapvid(tmp_path / exports[1], resolution=None, pixel_convention="centre")
+    labels = zarr.open_group(str(tmp_path / "results/labels/tracks/dog.zarr"), mode="r")
+    assert scene.name == "dog" and len(scene.tracks) == labels["tracks"].shape[0]
+    assert (~scene.occluded).sum(1).tolist() == [8] * len(scene.tracks)  # one 8-frame window each
+
 
 def _davis_pickle(path: Path, t: int = 8) -> None:
     """A TAP-Vid DAVIS-layout pickle: a smooth texture translating 2 px/frame, exact tracks."""

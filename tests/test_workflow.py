@@ -35,6 +35,58 @@ def test_default_config_dry_run(tmp_path):
         assert rows.get(rule) == count, (rule, out)
 
 
+def test_retries_ask_for_more_memory_and_time(tmp_path):
+    # mem_mb and runtime are the configured value times the attempt, so a resubmitted job
+    # (profiles/slurm `retries`) gets more; threads and the other resources stay.
+    def plan(attempt: int) -> dict[str, str]:
+        proc = snakemake(tmp_path, "-n", "--attempt", str(attempt), "results/frames/tree.zarr")
+        out = proc.stdout + proc.stderr
+        (line,) = [ln for ln in out.splitlines() if ln.strip().startswith("resources:")]
+        return dict(kv.split("=", 1) for kv in line.split(":", 1)[1].strip().split(", "))
+
+    first, third = plan(1), plan(3)
+    # The tiny config: default {mem_mb: 1000, runtime: 10}.
+    assert (first["mem_mb"], first["runtime"]) == ("1000", "10")
+    assert (third["mem_mb"], third["runtime"]) == ("3000", "30")
+
+
+def test_every_rule_has_a_benchmark_file_outside_the_scenes(tmp_path):
+    # The plan of the whole tiny run: every job writes results/benchmarks/{rule}/...tsv.
+    proc = snakemake(tmp_path, "-n")
+    out = proc.stdout + proc.stderr
+    seen = set()
+    for blk in out.split("\n\n"):
+        heads = [ln.split()[1].rstrip(":") for ln in blk.splitlines() if ln.startswith(("rule ", "localrule "))]
+        if not heads or heads[0] == "all":
+            continue
+        bench = [ln.split(":", 1)[1].strip() for ln in blk.splitlines() if ln.strip().startswith("benchmark:")]
+        assert bench and bench[0].startswith(f"results/benchmarks/{heads[0]}/"), blk
+        seen.add(heads[0])
+    assert {"frames", "flow", "teacher", "labels", "aggregate", "finetune", "guard", "evaluate", "report"} <= seen, out
+    assert "results/scenes/tinytex/s0.zarr" in out
+
+
+def test_export_target_plans_every_configured_format(tmp_path):
+    # With tracking: the refined model's flow in each flow format, and the pseudo-label and
+    # predicted tracks of each video in each track format; `export.*` narrows them.
+    tracking = ROOT / "tests/data/tiny_tracking/config.yaml"
+
+    def planned(*extra: str) -> set[str]:
+        proc = snakemake(tmp_path, "-n", "export", *extra, config=tracking)
+        out = proc.stdout + proc.stderr
+        return {ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                if ln.strip().startswith("output: results/export/")}
+
+    videos = ("tree", "dog")
+    assert planned() == {f"results/export/refined-heldout/{v}.{f}" for v in videos for f in ("flo", "npy", "kitti-png")} | {
+        f"results/export/tracks/{s}/{v}.{x}" for v in videos for s in ("labels", "predicted") for x in ("csv", "pkl")}
+    assert planned("--config", "export={flow: [kitti-png], tracks: [tapvid]}") == {
+        f"results/export/refined-heldout/{v}.kitti-png" for v in videos} | {
+        f"results/export/tracks/{s}/{v}.pkl" for v in videos for s in ("labels", "predicted")}
+    proc = snakemake(tmp_path, "-n", "export", "--config", "export={flow: [png]}", config=tracking, check=False)
+    assert proc.returncode != 0 and "config key 'export.flow.0'" in proc.stdout + proc.stderr
+
+
 def test_invalid_config_names_the_key(tmp_path):
     proc = snakemake(tmp_path, "-n", "--config", "model={iters: many}", check=False)
     assert proc.returncode != 0
@@ -83,7 +135,7 @@ def test_tiny_end_to_end(tiny_run):
         assert np.array_equal(lab["flow"][:][keep], teacher["flow_fw"][:][keep])
         assert not np.array_equal(teacher["flow_fw"][:], g["flow_fw"][:])
         assert not lab["flow"][:][~keep].any()
-    scene = zarr.open_group(str(tmp_path / "results/benchmarks/tinytex/s0.zarr"), mode="r")
+    scene = zarr.open_group(str(tmp_path / "results/scenes/tinytex/s0.zarr"), mode="r")
     assert scene["flow_fw"].shape == (3, 64, 96, 2) and scene.attrs["self_check"]["ok"]
     loss = pd.read_csv(tmp_path / "results/finetune/heldout/loss.tsv", sep="\t")
     assert list(loss["step"]) == [1, 2] and np.isfinite(loss["loss"]).all()

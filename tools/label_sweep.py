@@ -4,7 +4,7 @@ For each scene: the student's EPE, the teacher's EPE, and for a grid of verifica
 thresholds the kept fraction, the kept labels' EPE and the student's EPE on the same pixels
 (the information a label adds). Ground truth only measures here; nothing trains on it.
 
-    .venv/bin/python tools/label_sweep.py results/benchmarks/realtex/s0.zarr ... [--middlebury ../shared/data/stereo/motorcycle]
+    .venv/bin/python tools/label_sweep.py results/scenes/realtex/s0.zarr ... [--middlebury ../shared/data/stereo/motorcycle]
 """
 
 from __future__ import annotations

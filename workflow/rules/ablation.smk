@@ -21,11 +21,13 @@ rule ablation:
         # Planned here, not at parse time: configs that never ask for the ablation need not plan one.
         evals=lambda wc: [e[2] for e in mrablation.evaluations(config, list(SAMPLES.index))],
     output:
-        table="results/ablation/table.csv",
+        table=report("results/ablation/table.csv", caption="../report/ablation.rst", category="Ablation"),
         markdown="results/ablation/table.md",
-        figure="results/ablation/figure.png",
+        figure=report("results/ablation/figure.png", caption="../report/ablation_figure.rst", category="Ablation"),
     log:
         "results/logs/ablation/table.log",
+    benchmark:
+        "results/benchmarks/ablation/table.tsv"
     params:
         # (variant, run) of each evaluation, in the order of input.evals.
         evaluated=lambda wc: [e[:2] for e in mrablation.evaluations(config, list(SAMPLES.index))],
@@ -50,6 +52,8 @@ rule ablation_labels:
         directory("results/ablation/labels/{checks}/{video}.zarr"),
     log:
         "results/logs/ablation/labels/{checks}/{video}.log",
+    benchmark:
+        "results/benchmarks/ablation_labels/{checks}/{video}.tsv"
     wildcard_constraints:
         checks=ABL_CHECKS_PATTERN,
     params:
@@ -74,6 +78,8 @@ rule ablation_aggregate:
         "results/ablation/train/{checks}/{arun}.json",
     log:
         "results/logs/ablation/aggregate/{checks}/{arun}.log",
+    benchmark:
+        "results/benchmarks/ablation_aggregate/{checks}/{arun}.tsv"
     wildcard_constraints:
         checks=ABL_CHECKS_PATTERN,
         arun="|".join(re.escape(r) for r in ABL_RUNS) or "(?!)",
@@ -98,6 +104,8 @@ rule ablation_finetune:
         loss="results/ablation/finetune/{fit}/loss.tsv",
     log:
         "results/logs/ablation/finetune/{fit}.log",
+    benchmark:
+        "results/benchmarks/ablation_finetune/{fit}.tsv"
     # {fit}: the variant for its heldout run, variant/scene for a transductive one.
     wildcard_constraints:
         fit="|".join(re.escape(f) for f in ABL_FINETUNES) or "(?!)",
@@ -126,6 +134,8 @@ rule ablation_evaluate:
         "results/ablation/eval/{run}/{variant}.csv",
     log:
         "results/logs/ablation/evaluate/{run}/{variant}.log",
+    benchmark:
+        "results/benchmarks/ablation_evaluate/{run}/{variant}.tsv"
     # `run` is named so for the evaluate script (its CSV's run column); ablation runs, not RUNS.
     wildcard_constraints:
         run="|".join(re.escape(r) for r in ABL_RUNS) or "(?!)",

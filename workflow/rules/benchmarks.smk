@@ -6,9 +6,11 @@ rule benchmark_scene:
         ),
         checkpoint=checkpoint_path,
     output:
-        directory("results/benchmarks/{bench}/{scene}.zarr"),
+        directory("results/scenes/{bench}/{scene}.zarr"),
     log:
         "results/logs/benchmark/{bench}/{scene}.log",
+    benchmark:
+        "results/benchmarks/benchmark_scene/{bench}/{scene}.tsv"
     params:
         spec=lambda wc: config["benchmarks"][wc.bench],
         index=lambda wc: int(wc.scene[1:]),
@@ -34,6 +36,8 @@ rule scene_frames:
         directory("results/frames/{bench}__{scene}.zarr"),
     log:
         "results/logs/scene_frames/{bench}__{scene}.log",
+    benchmark:
+        "results/benchmarks/scene_frames/{bench}__{scene}.tsv"
     params:
         scene=scene,
     threads: 1

@@ -38,13 +38,21 @@ wildcard_constraints:
     run=RUN_PATTERN,
 
 
+# Memory and time limits grow with each retry (`retries` in profiles/slurm): a job killed for
+# exceeding them is resubmitted with twice, three times ... the configured value.
+SCALED_RESOURCES = ("mem_mb", "runtime")
+
+
 def res(rule, key):
-    """Scheduling value ``key`` of ``rule`` from config resources (rule entry over default)."""
+    """Scheduling value ``key`` of ``rule`` from config resources (rule entry over default);
+    mem_mb and runtime as a callable of the attempt (1 on the first try)."""
     value = mrconfig.rule_resources(config, rule)[key]
     # gpu 0 -> None, which Snakemake drops: CPU jobs carry no gpu resource at all, so the
     # SLURM executor adds no --gpus and a profile's set-resources can still add one.
     if key == "gpu" and not value:
         return None
+    if key in SCALED_RESOURCES:
+        return lambda wildcards, attempt: value * attempt
     return value
 
 
@@ -118,4 +126,22 @@ def all_targets():
         targets += ["results/report/index.html"]
     if tracking_enabled():
         targets += ["results/tracking/eval.csv"]
+    return targets
+
+
+# Where each kind of exported tracks comes from.
+TRACK_SOURCES = {"labels": "results/labels/tracks/{video}.zarr", "predicted": "results/tracking/predict/{video}.zarr"}
+TRACK_SUFFIX = {"csv": "csv", "tapvid": "pkl"}
+
+
+def export_targets():
+    # The deliverable model: refined on the sample videos when there is a heldout run.
+    model = f"refined-{plan.HELDOUT}" if plan.HELDOUT in RUNS else MODEL
+    targets = expand("results/export/{model}/{video}.{fmt}", model=model, video=SAMPLES.index,
+                     fmt=config["export"]["flow"])
+    # Tracks exist only where the tracker is refined (tracking.enabled and a heldout run).
+    if tracking_enabled():
+        for fmt in config["export"]["tracks"]:
+            targets += expand("results/export/tracks/{source}/{video}.{suffix}", source=list(TRACK_SOURCES),
+                              video=SAMPLES.index, suffix=TRACK_SUFFIX[fmt])
     return targets

@@ -7,9 +7,12 @@ rule evaluate:
         refined="results/finetune/{run}/refined.pth",
         scenes=eval_sources,
     output:
-        "results/eval/{run}.csv",
+        report("results/eval/{run}.csv", caption="../report/evaluation.rst", category="Before and after",
+               subcategory="Evaluation tables", labels={"run": "{run}"}),
     log:
         "results/logs/evaluate/{run}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{run}.tsv"
     params:
         scenes=eval_scenes,
         settings=EVAL,
@@ -33,9 +36,11 @@ rule evaluate_teacher:
         scenes=[s.source for s in SCENES.values()],
         teacher=expand("results/teacher/{video}.zarr", video=list(SCENES)) if not TEACHER.is_student(config["model"]["iters"]) else [],
     output:
-        "results/eval/teacher.csv",
+        report("results/eval/teacher.csv", caption="../report/teacher.rst", category="Before and after"),
     log:
         "results/logs/evaluate_teacher.log",
+    benchmark:
+        "results/benchmarks/evaluate_teacher/teacher.tsv"
     params:
         scenes=list(SCENES.values()),
         student=EVAL,
@@ -59,9 +64,12 @@ rule label_quality:
         # The student, whose EPE on the kept pixels the labels must beat.
         pretrained=checkpoint_path,
     output:
-        "results/eval/label_quality.csv",
+        report("results/eval/label_quality.csv", caption="../report/label_quality_table.rst",
+               category="Pseudo-labels"),
     log:
         "results/logs/label_quality.log",
+    benchmark:
+        "results/benchmarks/label_quality/label_quality.tsv"
     params:
         scenes=list(SCENES.values()),
         speed_bins=LABELS.speed_bins,

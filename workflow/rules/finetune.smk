@@ -9,6 +9,8 @@ rule finetune:
         loss="results/finetune/{run}/loss.tsv",
     log:
         "results/logs/finetune/{run}.log",
+    benchmark:
+        "results/benchmarks/finetune/{run}.tsv"
     params:
         settings=run_finetune,
         sha256=config["model"]["sha256"],
@@ -36,6 +38,8 @@ rule guard:
         verdict="results/finetune/{run}/guard.json",
     log:
         "results/logs/guard/{run}.log",
+    benchmark:
+        "results/benchmarks/guard/{run}.tsv"
     params:
         settings=GUARD,
         sha256=config["model"]["sha256"],

@@ -8,6 +8,8 @@ rule flow:
         directory("results/flow/{model}/{video}.zarr"),
     log:
         "results/logs/flow/{model}/{video}.log",
+    benchmark:
+        "results/benchmarks/flow/{model}/{video}.tsv"
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
     params:
@@ -34,6 +36,8 @@ rule teacher:
         directory("results/teacher/{video}.zarr"),
     log:
         "results/logs/teacher/{video}.log",
+    benchmark:
+        "results/benchmarks/teacher/{video}.tsv"
     params:
         settings=TEACHER,
         sha256=config["model"]["sha256"],
@@ -49,16 +53,19 @@ rule teacher:
 
 
 rule export_flow:
-    """Flow of one video as files other tools read: Middlebury .flo or .npy, one per pair and direction."""
+    """Flow of one video as files other tools read: Middlebury .flo, .npy or KITTI 16-bit PNG
+    (fmt kitti-png), one per pair and direction."""
     input:
         "results/flow/{model}/{video}.zarr",
     output:
         directory("results/export/{model}/{video}.{fmt}"),
     log:
         "results/logs/export/{model}/{video}.{fmt}.log",
+    benchmark:
+        "results/benchmarks/export_flow/{model}/{video}.{fmt}.tsv"
     wildcard_constraints:
         model=FLOW_MODEL_PATTERN,
-        fmt="flo|npy",
+        fmt="flo|npy|kitti-png",
     threads: 1
     resources:
         mem_mb=res("export_flow", "mem_mb"),

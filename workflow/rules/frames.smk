@@ -6,6 +6,8 @@ rule frames:
         directory("results/frames/{video}.zarr"),
     log:
         "results/logs/frames/{video}.log",
+    benchmark:
+        "results/benchmarks/frames/{video}.tsv"
     wildcard_constraints:
         video=SAMPLE_PATTERN,
     params:

@@ -7,6 +7,8 @@ rule labels:
         directory("results/labels/flow/{video}.zarr"),
     log:
         "results/logs/labels/{video}.log",
+    benchmark:
+        "results/benchmarks/labels/{video}.tsv"
     params:
         settings=LABELS,
     threads: res("labels", "threads")
@@ -29,6 +31,8 @@ rule aggregate:
         "results/train/{run}.json",
     log:
         "results/logs/aggregate/{run}.log",
+    benchmark:
+        "results/benchmarks/aggregate/{run}.tsv"
     threads: 1
     resources:
         mem_mb=res("aggregate", "mem_mb"),

@@ -14,12 +14,28 @@ rule report:
         pretrained=checkpoint_path,
         # The tracking comparison's summary and figure (built first so the report includes them).
         tracking=["results/tracking/summary.md", "results/tracking/delta_avg.png"] if tracking_enabled() else [],
+    # report(): what `snakemake --report` shows, with the captions of workflow/report/.
     output:
-        html="results/report/index.html",
+        html=report("results/report/index.html", caption="../report/page.rst", category="Overview"),
         summary="results/report/summary.md",
-        table="results/report/before_after.csv",
+        table=report("results/report/before_after.csv", caption="../report/before_after.rst",
+                     category="Before and after"),
+        change=report("results/report/figures/epe_change.png", caption="../report/epe_change.rst",
+                      category="Before and after"),
+        flows=report("results/report/figures/sample_flows.png", caption="../report/sample_flows.rst",
+                     category="Before and after"),
+        coverage=report("results/report/figures/label_coverage.png", caption="../report/label_coverage.rst",
+                        category="Pseudo-labels"),
+        coverage_table=report("results/report/label_coverage.csv", caption="../report/label_coverage_table.rst",
+                              category="Pseudo-labels"),
+        quality=report("results/report/figures/label_quality.png", caption="../report/label_quality.rst",
+                       category="Pseudo-labels"),
+        losses=report("results/report/figures/loss_curves.png", caption="../report/loss_curves.rst",
+                      category="Fine-tuning"),
     log:
         "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report/report.tsv"
     # Only what the report shows: a change elsewhere in the config (resources, tracking, the
     # ablation's variants) does not rerun it and its sample-flow inference.
     params:

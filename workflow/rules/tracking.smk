@@ -7,6 +7,8 @@ rule track_labels:
         directory("results/labels/tracks/{video}.zarr"),
     log:
         "results/logs/track_labels/{video}.log",
+    benchmark:
+        "results/benchmarks/track_labels/{video}.tsv"
     params:
         settings=TRACK_LABELS,
     threads: res("track_labels", "threads")
@@ -31,6 +33,8 @@ rule track_finetune:
         loss="results/tracking/finetune/loss.tsv",
     log:
         "results/logs/track_finetune.log",
+    benchmark:
+        "results/benchmarks/track_finetune/track_finetune.tsv"
     params:
         settings=lambda wc: dict(config["tracking"]["finetune"], size=config["tracking"]["size"]),
         sha256=config["tracking"].get("sha256"),
@@ -57,11 +61,13 @@ rule track_eval:
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
     output:
-        table="results/tracking/eval.csv",
-        figure="results/tracking/delta_avg.png",
+        table=report("results/tracking/eval.csv", caption="../report/tracking_table.rst", category="Tracking"),
+        figure=report("results/tracking/delta_avg.png", caption="../report/tracking.rst", category="Tracking"),
         summary="results/tracking/summary.md",
     log:
         "results/logs/track_eval.log",
+    benchmark:
+        "results/benchmarks/track_eval/track_eval.tsv"
     params:
         settings=TRACK_EVAL,
         tapvid=TRACK_SCENES,

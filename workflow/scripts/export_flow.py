@@ -1,4 +1,4 @@
-"""Snakemake script of rule export_flow: a flow store -> one .flo or .npy file per pair and direction."""
+"""Snakemake script of rule export_flow: a flow store -> one .flo, .npy or KITTI .png file per pair and direction."""
 
 from motionrefine.config.schema import job_log
 from motionrefine.io.flow_formats import export_flow_store

@@ -14,4 +14,7 @@ with job_log(snakemake.log[0]):
                  pretrained=i.pretrained, variant=p.variant, iters=p.iters, config=shown,
                  out_html=o.html, out_summary=o.summary, out_table=o.table, threads=snakemake.threads,
                  tracking=list(i.tracking) or None, ablation=list(p.ablation),
-                 guards=list(i.guards), teacher_eval=teacher)
+                 guards=list(i.guards), teacher_eval=teacher,
+                 out_figures={"change": o.change, "flows": o.flows, "coverage": o.coverage, "quality": o.quality,
+                              "losses": o.losses},
+                 out_coverage=o.coverage_table)

@@ -64,9 +64,9 @@ class Scene(NamedTuple):
 
 
 def scene_source(bench: str, spec: dict, name: str, asset_root: str | os.PathLike | None) -> str | None:
-    """Generated scenes come from results/benchmarks; dataset scenes from their root folder."""
+    """Generated scenes come from results/scenes; dataset scenes from their root folder."""
     if spec["kind"] in GENERATED_KINDS:
-        return f"results/benchmarks/{bench}/{name}.zarr"
+        return f"results/scenes/{bench}/{name}.zarr"
     return None if asset_root is None else str(Path(asset_root) / spec["path"])
 
 

@@ -307,27 +307,51 @@ def read_disparity(path) -> np.ndarray:
 # --------------------------------------------------------------------------- flow store export
 
 
+# Export formats: name -> (writer, file suffix). KITTI's 16-bit PNG holds [-512, 512) px in 1/64 px steps.
+EXPORT_FORMATS = {"flo": "flo", "npy": "npy", "kitti-png": "png"}
+KITTI_RANGE = KITTI_OFFSET / KITTI_SCALE
+
+
+def _kitti_export(path, flow: np.ndarray) -> int:
+    """KITTI PNG of one flow field; pixels outside the encodable range are written invalid
+    (not clipped to a wrong value). Returns how many."""
+    valid = flow_valid_mask(flow)
+    with np.errstate(invalid="ignore"):
+        in_range = (np.abs(flow) < KITTI_RANGE).all(axis=-1)
+    write_kitti_flow(path, flow, valid & in_range)
+    return int((valid & ~in_range).sum())
+
+
 def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
     """Write every pair of a flow store as files: ``fw_000000.flo`` (frame t -> t+1) and
-    ``bw_000000.flo`` (t+1 -> t). The folder appears only when complete. Returns the file count."""
+    ``bw_000000.flo`` (t+1 -> t); ``fmt`` is one of :data:`EXPORT_FORMATS` (``kitti-png``
+    writes ``fw_000000.png``). The folder appears only when complete. Returns the file count."""
+    import logging
     import shutil
 
     from motionrefine.core.store import open_group
 
-    writers = {"flo": write_flo, "npy": write_npy}
-    if fmt not in writers:
-        raise MotionRefineError(f"unknown export format {fmt!r} (expected one of {sorted(writers)})")
+    if fmt not in EXPORT_FORMATS:
+        raise MotionRefineError(f"unknown export format {fmt!r} (expected one of {sorted(EXPORT_FORMATS)})")
+    suffix = EXPORT_FORMATS[fmt]
     g = open_group(store_path)
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    n = 0
+    n = clipped = 0
     try:
         for key, tag in (("flow_fw", "fw"), ("flow_bw", "bw")):
             arr = g[key]
             for t in range(arr.shape[0]):
-                writers[fmt](tmp / f"{tag}_{t:06d}.{fmt}", np.asarray(arr[t], np.float32))
+                flow = np.asarray(arr[t], np.float32)
+                path = tmp / f"{tag}_{t:06d}.{suffix}"
+                if fmt == "kitti-png":
+                    clipped += _kitti_export(path, flow)
+                elif fmt == "flo":
+                    write_flo(path, flow)
+                else:
+                    write_npy(path, flow)
                 n += 1
         if out.exists():
             shutil.rmtree(out)
@@ -335,4 +359,8 @@ def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if clipped:
+        logging.getLogger("motionrefine").warning(
+            "%s: %d pixels move %g px or more, beyond KITTI's 16-bit range: written as invalid", out, clipped,
+            KITTI_RANGE)
     return n

@@ -1,5 +1,6 @@
 """The report's figures, drawn on matplotlib's Agg canvas (no pyplot, no global backend
-switch) and returned as base64 PNGs for embedding in the page."""
+switch) and returned as base64 PNGs for embedding in the page (and for the figure files the
+page writes beside it)."""
 
 from __future__ import annotations
 
@@ -162,6 +163,13 @@ def figure_flows(samples: list[dict]) -> str | None:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
+    return _png(fig)
+
+
+def figure_placeholder(message: str) -> str:
+    """A small figure that says why there is nothing to draw: a declared figure file always exists."""
+    fig = Figure(figsize=(4.0, 1.0))
+    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=9, color="#555555")
     return _png(fig)
 
 

@@ -29,13 +29,18 @@ from motionrefine.report.guard import (agreement_line, display_footage, display_
                                        read_guards)
 from motionrefine.report.teacher import display_teacher, teacher_line, teacher_table
 from motionrefine.report.figures import (figure_change, figure_coverage, figure_flows, figure_label_quality,
-                                         figure_legend, figure_losses)
+                                         figure_legend, figure_losses, figure_placeholder)
 from motionrefine.report.provenance import provenance
 from motionrefine.report.samples import sample_flows
 from motionrefine.report.tables import (before_after_table, coverage_table, display_before_after, display_coverage,
                                         display_label_quality, display_seeds, label_quality_table, load_evals,
                                         markdown_table, seeds_table)
 from motionrefine.core.store import write_atomic, write_text_atomic
+
+# Figures of the page that are also written as files (build_report's ``out_figures``), with
+# what the placeholder says when there is nothing to draw.
+FIGURE_FILES = {"change": "no evaluated scene", "coverage": "no label store", "quality": "no benchmark scene",
+                "flows": "no sample flow", "losses": "no loss curve"}
 
 log = logging.getLogger("motionrefine")
 
@@ -237,7 +242,8 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
                  variant: str, iters: int, config: dict, out_html: str, out_summary: str, out_table: str,
                  max_videos: int = 6, device: str = "auto", threads: int = 1,
                  tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None,
-                 guards: Sequence[str] | None = None, teacher_eval: str | None = None) -> None:
+                 guards: Sequence[str] | None = None, teacher_eval: str | None = None,
+                 out_figures: dict[str, str] | None = None, out_coverage: str | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
@@ -246,6 +252,9 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     ``ablation``: (table.md, figure.png) of the ablation; each is shown when given and there.
     ``guards``: each run's guard.json (pairs with ``runs``), shown as the Guard section.
     ``teacher_eval``: results/eval/teacher.csv, shown as the teacher-vs-student section.
+    ``out_figures``: figure name (a key of :data:`FIGURE_FILES`) -> PNG path, each figure also
+    as its own file (Snakemake's --report shows these); one with nothing to draw says so.
+    ``out_coverage``: the label coverage table as CSV.
     """
     if len(losses) != len(runs) or len(refined) != len(runs):
         raise MotionRefineError(f"report: {len(runs)} runs but {len(losses)} loss curves and {len(refined)} refined checkpoints")
@@ -271,6 +280,13 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         scene_ids = ev.drop_duplicates(["benchmark", "scene"]).set_index(["benchmark", "scene"])["scene_sha256"]
         extra["scene_sha256"] = [scene_ids.get((b, sc)) for b, sc in zip(table["benchmark"], table["scene"])]
     write_atomic(out_table, lambda tmp: table.assign(**extra).to_csv(tmp, index=False))
+    for name, path in (out_figures or {}).items():
+        if name not in FIGURE_FILES:
+            raise MotionRefineError(f"report: unknown figure {name!r} (expected one of {sorted(FIGURE_FILES)})")
+        png = base64.b64decode(figs[name] or figure_placeholder(f"nothing to show: {FIGURE_FILES[name]}"))
+        write_atomic(path, lambda tmp, png=png: tmp.write_bytes(png))
+    if out_coverage is not None:
+        write_atomic(out_coverage, lambda tmp: cov.to_csv(tmp, index=False))
     sections = []
     seeds = seeds_table(ev)
     if not seeds.empty and seeds["seeds"].max() > 1:

@@ -1,0 +1,69 @@
+"""The tracker's predictions on one video: a grid of queries at frame 0, chained through the video.
+
+What a user exports as their videos' tracks (``motionrefine.io.track_formats``): the refined
+tracker's positions and visibility for every frame. The grid is the pseudo-labels' (spacing
+and border margin scaled to the resolution, :class:`track.labels.TrackLabelConfig`), so the
+tracked points match the points the tracker was refined on.
+
+Store (``store.atomic_group``): tracks (N, T, 2) float32 (x, y) px of the frames store,
+visible (N, T) bool (visibility > 0.5; the query frame is visible), queries (N, 3)
+[t, x, y]; attrs: video, checkpoint and its sha256, size, iters, grid spacing, code version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from motionrefine import __version__
+from motionrefine.core.device import pick_device
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.store import atomic_group, open_group, write_array
+from motionrefine.track.densify import grid_queries
+from motionrefine.track.labels import TrackLabelConfig
+
+log = logging.getLogger("motionrefine")
+VIS_THRESHOLD = 0.5
+
+
+def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
+                   size: str = "small", iters: int = 6, expected_sha256: str | None = None,
+                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1) -> int:
+    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N."""
+    from motionrefine.models.pips import load_pips, track_long
+
+    frames = open_group(frames_path)["frames"][...]
+    T, H, W = frames.shape[:3]
+    if T < 2:
+        raise MotionRefineError(f"{frames_path}: {T} frame(s), nothing to track")
+    res = TrackLabelConfig.from_dict(dict(label_options or {})).resolved(H, W)
+    xy = grid_queries(H, W, res["grid_spacing"], res["margin"])
+    if not len(xy):
+        raise MotionRefineError(f"{frames_path}: no grid point fits a {W}x{H} frame at spacing {res['grid_spacing']}")
+    queries = np.concatenate([np.zeros((len(xy), 1), np.float32), xy.astype(np.float32)], axis=1)
+    dev = pick_device(device, threads)
+    model, digest = load_pips(checkpoint, size, expected_sha256)
+    model.to(dev)
+    started = time.perf_counter()
+    tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=dev)
+    visible = vis > VIS_THRESHOLD
+    visible[:, 0] = True  # the query frame is visible by definition
+    seconds = time.perf_counter() - started
+    video = Path(frames_path).name.removesuffix(".zarr")
+    with atomic_group(out_path) as g:
+        write_array(g, "tracks", np.ascontiguousarray(tracks, np.float32))
+        write_array(g, "visible", np.ascontiguousarray(visible))
+        write_array(g, "queries", queries)
+        g.attrs.update({"kind": "track_predictions", "video": video, "num_frames": int(T), "height": int(H),
+                        "width": int(W), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
+                        "model_size": size, "iters": int(iters), "grid_spacing": float(res["grid_spacing"]),
+                        "visibility_threshold": VIS_THRESHOLD, "code_version": __version__,
+                        "seconds": round(seconds, 3), "device": str(dev),
+                        "convention": "tracks[i, t] = (x, y) px at frame t of the frames store"})
+    log.info("%s: %d tracks over %d frames (%.1f s, %.0f%% of points visible) -> %s", video, len(tracks), T,
+             seconds, 100 * visible.mean(), out_path)
+    return len(tracks)
