@@ -35,6 +35,7 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
+from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, FlowPips, chain_init, save_flowpips
 from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
 
@@ -169,7 +170,8 @@ def procedural_texture(rng: np.random.Generator, height: int, width: int, kind: 
 
 @dataclass
 class PretrainConfig:
-    size: str = "small"            # PipsConfig.size
+    size: str = "small"            # PipsConfig.size, or "flow-small" (FlowPips on the frozen RAFT-small)
+    raft_checkpoint: str | None = None  # flow-small: the RAFT-small weights its flow and features come from
     S: int = 8
     height: int = 128
     width: int = 160
@@ -192,6 +194,8 @@ class PretrainConfig:
     nonrigid_prob: float = 0.3
     nonrigid_amplitude: float = 2.0
     photometric_prob: float = 0.3
+    reuse: int = 1                 # flow-small: steps sharing one rendered sequence (and its RAFT flow),
+                                   # each with its own n_tracks of the n_tracks·reuse rendered tracks
     # runtime
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -209,6 +213,8 @@ class PretrainConfig:
             raise MotionRefineError(f"frames must be at least 32x32, got {self.height}x{self.width}")
         if self.S < 3:
             raise MotionRefineError(f"S must be >= 3, got {self.S}")
+        if self.size == FLOWPIPS_SIZE and not self.raft_checkpoint:
+            raise MotionRefineError("size flow-small needs raft_checkpoint (the RAFT-small weights)")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PretrainConfig":
@@ -285,6 +291,102 @@ def pretrain_loss(model: Pips, batch: dict, cfg: PretrainConfig) -> tuple[torch.
     return loss, {"coord_loss": coord.item(), "vis_loss": vis.item(), "epe_vis": epe}
 
 
+@torch.no_grad()
+def flowpips_inputs(model: FlowPips, batch: dict) -> dict:
+    """The frozen part of a FlowPips step: per sequence, the student's flow and features, the
+    chained-flow initialisation from the true frame-0 positions, its forward-backward errors
+    and checks, and the query features (all without gradient). Adds them to ``batch``."""
+    rgbs = batch["rgbs"]
+    b, s, _, H, W = rgbs.shape
+    out = {k: [] for k in ("feats", "template", "init", "fb_err", "fb_ok")}
+    offset = None
+    for i in range(b):
+        frames = rgbs[i].permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        fw, bw, feats, offset = model.flow_and_features(frames)
+        xy = batch["trajs"][i, 0].to(model.device, torch.float64)
+        init, err, ok = chain_init(fw, bw, list(range(s)), xy, (H, W), model.cfg.fb_alpha, model.cfg.fb_beta)
+        from motionrefine.models.pips.flowpips import _sample
+
+        out["feats"].append(feats)
+        out["template"].append(_sample(feats[0], xy, offset))
+        out["init"].append(init.float())
+        out["fb_err"].append(err.float())
+        out["fb_ok"].append(ok)
+    return {**batch, **{k: torch.stack(v) for k, v in out.items()}, "offset": offset}
+
+
+def flowpips_batches(model: FlowPips, cfg: PretrainConfig, start: int, stop: int):
+    """Batches of steps start..stop−1: sequence ⌊step / reuse⌋ (rendered with n_tracks·reuse
+    tracks, its frozen inputs computed once), tracks slice step mod reuse. A pure function of
+    the step, so a resumed run sees the same data."""
+    per_track = ("trajs", "vis", "valid", "init", "fb_err", "fb_ok")
+    big = PretrainConfig.from_dict({**cfg.to_dict(), "n_tracks": cfg.n_tracks * cfg.reuse})
+    cached, full = None, None
+    for s in range(start, stop):
+        g, k = divmod(s, cfg.reuse)
+        if g != cached:
+            full, cached = flowpips_inputs(model, make_batch(big, g)), g
+        sl = slice(k * cfg.n_tracks, (k + 1) * cfg.n_tracks)
+        batch = dict(full)
+        for key in per_track:
+            batch[key] = full[key][:, :, sl]
+        batch["template"] = full["template"][:, sl]
+        yield batch
+
+
+def flowpips_loss(model: FlowPips, batch: dict, cfg: PretrainConfig, valid=None) -> tuple[torch.Tensor, dict]:
+    """Sequence loss (γ) on frames 1..S−1 plus balanced visibility BCE; ``batch`` from ``flowpips_inputs``."""
+    H, W = batch["rgbs"].shape[-2:]
+    preds, vis = model.update(batch["feats"], batch["template"], batch["init"], batch["fb_err"], batch["fb_ok"],
+                              batch["offset"], (H, W), cfg.iters, all_iters=True)
+    valid = batch["valid"] if valid is None else valid
+    valid = valid.clone()
+    valid[:, 0] = 0  # frame 0 is the given anchor
+    coord = sequence_loss(preds, batch["trajs"], valid, cfg.gamma)
+    vloss = balanced_bce(vis[:, 1:], batch["vis"][:, 1:], valid[:, 1:])
+    with torch.no_grad():
+        m = valid * batch["vis"]
+        err = torch.linalg.vector_norm(preds[-1] - batch["trajs"], dim=-1)
+        err0 = torch.linalg.vector_norm(batch["init"] - batch["trajs"], dim=-1)
+        epe = float((err * m).sum() / m.sum().clamp(min=1))
+        epe0 = float((err0 * m).sum() / m.sum().clamp(min=1))
+    return coord + cfg.vis_weight * vloss, {"coord_loss": coord.item(), "vis_loss": vloss.item(), "epe_vis": epe,
+                                            "epe_init": epe0}
+
+
+def _pretrain_flowpips(cfg: PretrainConfig, out_dir, stop_at, dev) -> dict:
+    model = FlowPips.from_raft(cfg.raft_checkpoint, S=cfg.S, iters=cfg.iters)
+    model.to(dev).train()
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps + 1,
+                                                    pct_start=cfg.pct_start, cycle_momentum=False,
+                                                    anneal_strategy="cos")
+    identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": None}
+    run = Training("pre-training", out_dir, model, optimizer, scheduler, identity,
+                   PRETRAIN_COLUMNS[:-1] + ("epe_init", "seconds"), cfg.steps, dev, stop_at)
+
+    def step(s: int, batch: dict) -> list[str]:
+        lr = run.lr
+        loss, metrics = flowpips_loss(model, batch, cfg)
+        optimizer_step(model, optimizer, scheduler, [loss], cfg.clip, s)
+        done = s + 1
+        if done % cfg.log_every == 0 or done == run.stop:
+            log.info("pretrain step %d/%d loss %.4f epe_vis %.3f (chained flow %.3f) lr %.2e (%.1f s elapsed)",
+                     done, cfg.steps, loss.item(), metrics["epe_vis"], metrics["epe_init"], lr,
+                     time.perf_counter() - run.started)
+        return [f"{loss.item():.6g}", f"{metrics['coord_loss']:.6g}", f"{metrics['vis_loss']:.6g}",
+                f"{metrics['epe_vis']:.6g}", f"{lr:.6g}", f"{metrics['epe_init']:.6g}"]
+
+    # Rendering and the frozen RAFT run in the prefetch thread, overlapping the update's training step.
+    run.run(step, lambda a, b: flowpips_batches(model, cfg, a, b), cfg.prefetch,
+            cfg.checkpoint_every, cfg.keep_checkpoints)
+    summary = {**run.progress(), "loss_tsv": str(run.tsv), "completed": run.completed,
+               "parameters": sum(p.numel() for p in params)}
+    return run.finish(summary, lambda path: save_flowpips(model, path), config=cfg.to_dict(),
+                      code_version=__version__, torch=torch.__version__)
+
+
 # --------------------------------------------------------------------------- main entry
 
 def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at: int | None = None,
@@ -302,6 +404,10 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
     if cfg.threads:
         cv2.setNumThreads(int(cfg.threads))  # the renderer's resizes/blurs share the CPU budget too
     state.seed_everything(cfg.seed)
+    if cfg.size == FLOWPIPS_SIZE:
+        if init_checkpoint is not None:
+            raise MotionRefineError("flow-small pre-training starts from the RAFT weights, not a tracker checkpoint")
+        return _pretrain_flowpips(cfg, out_dir, stop_at, dev)
 
     model = Pips(cfg.size, S=cfg.S)
     init_sha = None
