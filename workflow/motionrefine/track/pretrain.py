@@ -35,7 +35,7 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.models.pips import Pips, balanced_bce, save_pips, score_map_loss, sequence_loss
-from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, FlowPips, chain_init, save_flowpips
+from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, FlowPips, chain_init, load_flowpips, sample_features, save_flowpips
 from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
 
@@ -194,6 +194,8 @@ class PretrainConfig:
     nonrigid_prob: float = 0.3
     nonrigid_amplitude: float = 2.0
     photometric_prob: float = 0.3
+    coord_clamp: float | None = None  # flow-small: per-point error cap (px) in the coordinate loss
+    coord_visible_only: bool = False  # flow-small: coordinate loss on visible points only
     reuse: int = 1                 # flow-small: steps sharing one rendered sequence (and its RAFT flow),
                                    # each with its own n_tracks of the n_tracks·reuse rendered tracks
     # runtime
@@ -305,10 +307,8 @@ def flowpips_inputs(model: FlowPips, batch: dict) -> dict:
         fw, bw, feats, offset = model.flow_and_features(frames)
         xy = batch["trajs"][i, 0].to(model.device, torch.float64)
         init, err, ok = chain_init(fw, bw, list(range(s)), xy, (H, W), model.cfg.fb_alpha, model.cfg.fb_beta)
-        from motionrefine.models.pips.flowpips import _sample
-
         out["feats"].append(feats)
-        out["template"].append(_sample(feats[0], xy, offset))
+        out["template"].append(sample_features(feats[0], xy, offset))
         out["init"].append(init.float())
         out["fb_err"].append(err.float())
         out["fb_ok"].append(ok)
@@ -342,7 +342,14 @@ def flowpips_loss(model: FlowPips, batch: dict, cfg: PretrainConfig, valid=None)
     valid = batch["valid"] if valid is None else valid
     valid = valid.clone()
     valid[:, 0] = 0  # frame 0 is the given anchor
-    coord = sequence_loss(preds, batch["trajs"], valid, cfg.gamma)
+    cvalid = valid * batch["vis"] if cfg.coord_visible_only else valid
+    if cfg.coord_clamp is None:
+        coord = sequence_loss(preds, batch["trajs"], cvalid, cfg.gamma)
+    else:  # an error beyond the cap (a lost track) gives no gradient: it cannot pull the update around
+        n = len(preds)
+        coord = sum(cfg.gamma ** (n - 1 - i) * ((p - batch["trajs"]).abs().mean(-1).clamp(max=cfg.coord_clamp)
+                                                 * cvalid).sum() / cvalid.sum().clamp(min=1)
+                    for i, p in enumerate(preds)) / n
     vloss = balanced_bce(vis[:, 1:], batch["vis"][:, 1:], valid[:, 1:])
     with torch.no_grad():
         m = valid * batch["vis"]
@@ -354,15 +361,20 @@ def flowpips_loss(model: FlowPips, batch: dict, cfg: PretrainConfig, valid=None)
                                             "epe_init": epe0}
 
 
-def _pretrain_flowpips(cfg: PretrainConfig, out_dir, stop_at, dev) -> dict:
-    model = FlowPips.from_raft(cfg.raft_checkpoint, S=cfg.S, iters=cfg.iters)
+def _pretrain_flowpips(cfg: PretrainConfig, out_dir, stop_at, dev, init_checkpoint=None) -> dict:
+    if init_checkpoint is not None:  # e.g. a second phase with another loss
+        model, init_sha = load_flowpips(init_checkpoint)
+        if model.cfg.S != cfg.S:
+            raise MotionRefineError(f"{init_checkpoint}: S={model.cfg.S}, config S={cfg.S}")
+    else:
+        model, init_sha = FlowPips.from_raft(cfg.raft_checkpoint, S=cfg.S, iters=cfg.iters), None
     model.to(dev).train()
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps + 1,
                                                     pct_start=cfg.pct_start, cycle_momentum=False,
                                                     anneal_strategy="cos")
-    identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": None}
+    identity = {"config": state.result_config(cfg.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha}
     run = Training("pre-training", out_dir, model, optimizer, scheduler, identity,
                    PRETRAIN_COLUMNS[:-1] + ("epe_init", "seconds"), cfg.steps, dev, stop_at)
 
@@ -405,9 +417,7 @@ def pretrain(config: PretrainConfig | dict, out_dir: str | os.PathLike, stop_at:
         cv2.setNumThreads(int(cfg.threads))  # the renderer's resizes/blurs share the CPU budget too
     state.seed_everything(cfg.seed)
     if cfg.size == FLOWPIPS_SIZE:
-        if init_checkpoint is not None:
-            raise MotionRefineError("flow-small pre-training starts from the RAFT weights, not a tracker checkpoint")
-        return _pretrain_flowpips(cfg, out_dir, stop_at, dev)
+        return _pretrain_flowpips(cfg, out_dir, stop_at, dev, init_checkpoint)
 
     model = Pips(cfg.size, S=cfg.S)
     init_sha = None

@@ -225,7 +225,7 @@ class FlowPips(nn.Module):
             for t0 in np.unique(qt):
                 sel = np.nonzero(qt == t0)[0]
                 xy = q_xy[sel].to(self.device)
-                template = _sample(feats[int(t0)], xy, offset)
+                template = sample_features(feats[int(t0)], xy, offset)
                 for order, there, back in ((list(range(int(t0), T)), fw, bw),
                                            (list(range(int(t0), -1, -1)), bw, fw)):
                     if len(order) < 2:
@@ -282,7 +282,7 @@ class FlowPips(nn.Module):
         return model
 
 
-def _sample(fmap: torch.Tensor, xy: torch.Tensor, offset) -> torch.Tensor:
+def sample_features(fmap: torch.Tensor, xy: torch.Tensor, offset) -> torch.Tensor:
     """Feature (C, h, w) at pixel positions xy (n, 2) of the unpadded frame → (n, C)."""
     off = torch.tensor(offset, dtype=torch.float64, device=xy.device)
     f = (xy.to(torch.float64) + off) / 8.0
@@ -338,3 +338,4 @@ def save_flowpips(model: FlowPips, path: str | os.PathLike) -> str:
 
     return save_atomic({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                         "flowpips_config": model.cfg.to_dict()}, path)
+
