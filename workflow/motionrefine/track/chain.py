@@ -189,9 +189,11 @@ class FlowPipsClip(ClipTracker):
     """FlowPips within a clip (``chain.ClipTracker``): the clip's flow and features once, then
     the window update forward from frame 0 or backward from frame S−1."""
 
-    def __init__(self, model, frames: np.ndarray, iters: int | None = None):
+    def __init__(self, model, frames: np.ndarray, iters: int | None = None, flows=None):
+        """``flows``: this clip's (fw, bw, feats, offset), e.g. sliced from the whole video's
+        ``model.flow_and_features`` (each pair's flow does not depend on its neighbours)."""
         self.model, self.iters = model, iters
-        self.fw, self.bw, self.feats, self.offset = model.flow_and_features(frames)
+        self.fw, self.bw, self.feats, self.offset = flows if flows is not None else model.flow_and_features(frames)
         self.size = tuple(frames.shape[1:3])
 
     @torch.no_grad()

@@ -297,11 +297,12 @@ def flowpips_window_trackers(model, frames, flow: dict | None, teachers: Sequenc
     out = {}
     for name in teachers:
         if name == "tracker":
-            out[name] = lambda s, clip: FlowPipsClip(model, clip, iters)
+            fw, bw, feats, offset = model.flow_and_features(frames)  # once per video, sliced per window
+            out[name] = lambda s, clip: FlowPipsClip(model, clip, iters, (fw[s:s + len(clip) - 1], bw[s:s + len(clip) - 1],
+                                                                          feats[s:s + len(clip)], offset))
         elif name == "flow":
             if flow is None:
                 raise MotionRefineError("teacher 'flow' needs the teacher's flow store")
-            S = model.cfg.S
             out[name] = lambda s, clip: ChainedFlowClip(flow["flow_fw"][s:s + len(clip) - 1],
                                                         flow["flow_bw"][s:s + len(clip) - 1], (H, W))
         else:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -196,6 +197,8 @@ class PretrainConfig:
     photometric_prob: float = 0.3
     coord_clamp: float | None = None  # flow-small: per-point error cap (px) in the coordinate loss
     coord_visible_only: bool = False  # flow-small: coordinate loss on visible points only
+    train_coords: bool = True      # flow-small: False keeps the update's position output at zero (visibility only)
+    vis_balanced: bool = True      # flow-small: balanced BCE (PIPs) or plain BCE (calibrated for accuracy)
     reuse: int = 1                 # flow-small: steps sharing one rendered sequence (and its RAFT flow),
                                    # each with its own n_tracks of the n_tracks·reuse rendered tracks
     # runtime
@@ -350,7 +353,13 @@ def flowpips_loss(model: FlowPips, batch: dict, cfg: PretrainConfig, valid=None)
         coord = sum(cfg.gamma ** (n - 1 - i) * ((p - batch["trajs"]).abs().mean(-1).clamp(max=cfg.coord_clamp)
                                                  * cvalid).sum() / cvalid.sum().clamp(min=1)
                     for i, p in enumerate(preds)) / n
-    vloss = balanced_bce(vis[:, 1:], batch["vis"][:, 1:], valid[:, 1:])
+    if cfg.vis_balanced:
+        vloss = balanced_bce(vis[:, 1:], batch["vis"][:, 1:], valid[:, 1:])
+    else:
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(vis[:, 1:], batch["vis"][:, 1:], reduction="none")
+        vloss = (bce * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
+    if not cfg.train_coords:
+        coord = coord.detach()  # the position output stays at zero (its gradient is masked too)
     with torch.no_grad():
         m = valid * batch["vis"]
         err = torch.linalg.vector_norm(preds[-1] - batch["trajs"], dim=-1)
@@ -361,15 +370,41 @@ def flowpips_loss(model: FlowPips, batch: dict, cfg: PretrainConfig, valid=None)
                                             "epe_init": epe0}
 
 
+def _load_flowpips_or_training_checkpoint(path, cfg: PretrainConfig):
+    """A FlowPips checkpoint, or a pre-training run's step checkpoint (``checkpoints/step_*.pt``,
+    whose model is FlowPips as ``cfg`` builds it)."""
+    from motionrefine.core.store import sha256_file
+    from motionrefine.models.checkpoint import load_state_strict
+
+    if Path(path).suffix != ".pt":
+        return load_flowpips(path)
+    # a run's own step checkpoint holds RNG states too, so it is read the way train.state.resume reads it
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    digest = sha256_file(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        model = FlowPips(S=cfg.S, iters=cfg.iters)
+        load_state_strict(model, obj["model"], str(path))
+        return model, digest
+    raise MotionRefineError(f"{path} is not a pre-training step checkpoint (no 'model' state)")
+
+
 def _pretrain_flowpips(cfg: PretrainConfig, out_dir, stop_at, dev, init_checkpoint=None) -> dict:
     if init_checkpoint is not None:  # e.g. a second phase with another loss
-        model, init_sha = load_flowpips(init_checkpoint)
+        model, init_sha = _load_flowpips_or_training_checkpoint(init_checkpoint, cfg)
         if model.cfg.S != cfg.S:
             raise MotionRefineError(f"{init_checkpoint}: S={model.cfg.S}, config S={cfg.S}")
     else:
         model, init_sha = FlowPips.from_raft(cfg.raft_checkpoint, S=cfg.S, iters=cfg.iters), None
     model.to(dev).train()
     params = model.trainable_parameters()
+    if not cfg.train_coords:
+        head = model.mixer.head
+        with torch.no_grad():
+            head.weight[:2] = 0.0
+            head.bias[:2] = 0.0
+        keep = torch.zeros(3, 1); keep[2] = 1.0
+        head.weight.register_hook(lambda g: g * keep.to(g))
+        head.bias.register_hook(lambda g: g * keep[:, 0].to(g))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps + 1,
                                                     pct_start=cfg.pct_start, cycle_momentum=False,
