@@ -22,5 +22,14 @@ with job_log(snakemake.log[0]):
     rows = []
     for scene, flow in zip(p.label_scenes, i.teacher_flows):
         rows += label_quality(scene, flow, i.tracker_pretrained, p.labels.kwargs())
-    pd.DataFrame(rows, columns=["scene", "teacher", "seeds", "seeds_kept", "tracks", "err_mean_px", "err_median_px",
-                                "within_1px", "theta_px"]).to_csv(o.labels, index=False)
+    lq = pd.DataFrame(rows, columns=["scene", "teacher", "seeds", "seeds_kept", "tracks", "err_mean_px",
+                                     "err_median_px", "within_1px", "theta_px"])
+    lq.to_csv(o.labels, index=False)
+    if len(lq):  # the report shows summary.md: add the label quality per teacher
+        lines = ["", "Pseudo-labels per teacher on the generated scenes (error against the exact tracks, px):", "",
+                 "| scene | teacher | seeds kept | tracks | error mean | error median | within 1 px |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.scene} | {r.teacher} | {r.seeds_kept}/{r.seeds} | {r.tracks} | {r.err_mean_px:.2f} | "
+                  f"{r.err_median_px:.2f} | {r.within_1px:.2f} |" for r in lq.itertuples()]
+        with open(o.summary, "a") as f:
+            f.write("\n".join(lines) + "\n")
