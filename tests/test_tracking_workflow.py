@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from motionrefine.models.pips import load_pips
+from motionrefine.models.pips.flowpips import load_flowpips
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "data" / "tiny_tracking" / "config.yaml"
@@ -27,9 +27,11 @@ def test_tracking_chain_end_to_end(tmp_path):
         g = zarr.open_group(str(tmp_path / f"results/labels/tracks/{video}.zarr"), mode="r")
         tracks = g["tracks"][:]
         assert tracks.ndim == 3 and tracks.shape[1:] == (8, 2) and np.isfinite(tracks).all()
-        assert g.attrs["checkpoint_sha256"] == "dd3a5d3b102b5886c4081d5f7996117bcc0d93e833e1a9675f057e413dc70fb0"
-    model, _ = load_pips(tmp_path / "results/tracking/finetune/refined.pth", "small")
-    assert sum(p.numel() for p in model.parameters()) > 0
+        assert g.attrs["checkpoint_sha256"] == "fcc35e81440dff5331c3998fc428a6623b48dac75a6d3c06dda191eb5126da59"
+        # both teachers: the tracker itself and the chained teacher flow (index into teacher_names)
+        assert g.attrs["teacher_names"] == ["tracker", "flow"] and set(g["teacher"][:]) <= {0, 1}
+    model, _ = load_flowpips(tmp_path / "results/tracking/finetune/refined.pth")
+    assert sum(p.numel() for p in model.trainable_parameters()) > 0
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
     assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined)",
                                   "tracker (pretrained)", "tracker (refined)"}
@@ -38,6 +40,9 @@ def test_tracking_chain_end_to_end(tmp_path):
     assert set(ev["scene"]) == {"s0"} and ev["checkpoint_sha256"].nunique() == (4 if kept else 3)
     assert ev["delta_avg"].between(0, 1).all() and ev["survival"].between(0, 1).all()
     assert (tmp_path / "results/tracking/delta_avg.png").stat().st_size > 1000
+    assert (tmp_path / "results/tracking/tracks.png").stat().st_size > 1000
+    lq = pd.read_csv(tmp_path / "results/tracking/label_quality.csv")
+    assert set(lq["teacher"]) <= {"tracker", "flow"} and len(lq) >= 1
 
     # Exports of the same run: the refined tracker's tracks and the pseudo-labels, read back.
     from motionrefine.io.readers import read_tapvid

@@ -32,10 +32,10 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def train(out_dir: str, config: dict, export: str | None, stop_at: int | None = None) -> dict:
+def train(out_dir: str, config: dict, export: str | None, stop_at: int | None = None, init: str | None = None) -> dict:
     from motionrefine.track.pretrain import pretrain
 
-    summary = pretrain(config, out_dir, stop_at=stop_at)
+    summary = pretrain(config, out_dir, stop_at=stop_at, init_checkpoint=init)
     if export and summary.get("completed"):
         dst = Path(export)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,8 @@ def evaluate(args) -> None:
         trackers[name or Path(path).stem] = track_eval.pips_tracker_from_checkpoint(path, size=args.size,
                                                                                     iters=args.iters)
     if args.raft:
-        trackers["raft_chain"] = track_eval.raft_chain_tracker(args.raft, iters=args.raft_iters)
+        trackers["raft_chain"] = track_eval.raft_chain_tracker(args.raft, iters=args.raft_iters,
+                                                               alpha=args.fb_alpha, beta=args.fb_beta)
     df = track_eval.evaluate_trackers(scenes, trackers)
     table = track_eval.summary_table(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -83,6 +84,7 @@ def main(argv=None) -> None:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     t.add_argument("--export", help="copy final.pth here (and the loss curve beside it as .loss.tsv)")
     t.add_argument("--stop-at", type=int, help="end this call after that many total steps (resumable)")
+    t.add_argument("--init", help="start from this tracker checkpoint (e.g. an earlier phase)")
     t.add_argument("--log")
     e = sub.add_parser("evaluate")
     e.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]PATH")
@@ -92,6 +94,8 @@ def main(argv=None) -> None:
                    help="folder of real frames used as scene textures, or 'procedural' for procedural textures")
     e.add_argument("--raft", help="RAFT-small checkpoint: adds a chained-RAFT baseline")
     e.add_argument("--raft-iters", type=int, default=12)
+    e.add_argument("--fb-alpha", type=float, default=0.002, help="chained RAFT occlusion check (chain_flow_tracks)")
+    e.add_argument("--fb-beta", type=float, default=0.1)
     e.add_argument("--scenes", type=int, default=4)
     e.add_argument("--frames-per-scene", type=int, default=24)
     e.add_argument("--height", type=int, default=128)
@@ -113,7 +117,7 @@ def main(argv=None) -> None:
             cfg.update(_overrides(args.set))
             if args.steps is not None:
                 cfg["steps"] = args.steps
-            summary = train(args.out_dir, cfg, args.export, args.stop_at)
+            summary = train(args.out_dir, cfg, args.export, args.stop_at, args.init)
             print(json.dumps(summary, indent=1, default=str))
         else:
             evaluate(args)

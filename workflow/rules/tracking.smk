@@ -1,8 +1,19 @@
+from types import SimpleNamespace
+
+# FlowPips (tracking.size flow-small) labels with the chained teacher flow too, unless the config leaves it out.
+TRACK_FLOW_TEACHER = config["tracking"]["size"] == "flow-small" and "flow" in (
+    (config["tracking"].get("labels") or {}).get("teachers") or ["tracker", "flow"])
+# Generated scenes whose pseudo-labels are scored against their ground truth (flow-small only).
+TRACK_LABEL_SCENES = [v for v, s in SCENES.items() if s.kind in plan.GENERATED_KINDS] if config["tracking"]["size"] == "flow-small" else []
+
+
 rule track_labels:
     """Forward-backward verified, densified, speed-filtered tracks of one video (tracker pseudo-labels)."""
     input:
         frames="results/frames/{video}.zarr",
         checkpoint=tracker_checkpoint,
+        # flow-small's "flow" teacher chains the label-maker's flow (the flow half makes it anyway)
+        teacher_flow=lambda wc: label_flow(wc) if TRACK_FLOW_TEACHER else [],
     output:
         directory("results/labels/tracks/{video}.zarr"),
     log:
@@ -60,10 +71,14 @@ rule track_eval:
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
+        # pseudo-label quality per teacher on the generated scenes (flow-small only)
+        teacher_flows=[label_flow(SimpleNamespace(video=v)) for v in TRACK_LABEL_SCENES],
     output:
         table=report("results/tracking/eval.csv", caption="../report/tracking_table.rst", category="Tracking"),
         figure=report("results/tracking/delta_avg.png", caption="../report/tracking.rst", category="Tracking"),
         summary="results/tracking/summary.md",
+        tracks_figure="results/tracking/tracks.png",
+        labels="results/tracking/label_quality.csv",
     log:
         "results/logs/track_eval.log",
     benchmark:
@@ -71,6 +86,8 @@ rule track_eval:
     params:
         settings=TRACK_EVAL,
         tapvid=TRACK_SCENES,
+        label_scenes=[SCENES[v].source for v in TRACK_LABEL_SCENES],
+        labels=TRACK_LABELS,
     threads: res("track_eval", "threads")
     resources:
         mem_mb=res("track_eval", "mem_mb"),

@@ -106,12 +106,15 @@ class TrackLabelSettings(NamedTuple):
 
 
 class TrackEvalSettings(NamedTuple):
-    """Rule track_eval (``track.evaluate.tracker_comparison``)."""
+    """Rule track_eval (``track.evaluate.tracker_comparison``). raft_fb_*: chained RAFT's
+    forward-backward occlusion check (``tracking.raft_occlusion``)."""
 
     size: str
     iters: int
     raft_iters: int
     raft_variant: str
+    raft_fb_alpha: float
+    raft_fb_beta: float
 
 
 class Settings(NamedTuple):
@@ -141,5 +144,6 @@ def build(config: dict) -> Settings:
         evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),
         track_labels=TrackLabelSettings(tracking["size"], tracking.get("sha256"),
                                         _frozen(tracking.get("labels") or {})),
-        track_eval=TrackEvalSettings(tracking["size"], tracking["iters"], model["iters"], model["variant"]),
+        track_eval=TrackEvalSettings(tracking["size"], tracking["iters"], model["iters"], model["variant"],
+                                     float(tracking["raft_occlusion"]["alpha"]), float(tracking["raft_occlusion"]["beta"])),
     )

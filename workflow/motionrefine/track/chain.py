@@ -19,6 +19,7 @@ import torch
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.geometry import sample_bilinear
+from motionrefine.models.pips.flowpips import sample_features, chain_init
 
 TrackFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -135,6 +136,88 @@ def pips_track_fn(model, iters: int = 6, chunk: int = 512, device=None) -> Track
     return track
 
 
+class ClipTracker:
+    """Tracks within one S-frame clip, both ways: ``forward(q)`` from points (N, 2) at frame 0
+    and ``backward(p)`` from points at frame S−1, each → (S, N, 2) in forward frame order.
+    Trackers whose inputs are per clip (flow, features) compute them once for both ways."""
+
+    def forward(self, queries: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, points: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class FramesClip(ClipTracker):
+    """A frames-only ``track_fn(frames, queries)``: backward = forward on the reversed clip."""
+
+    def __init__(self, track_fn: TrackFn, frames: np.ndarray):
+        self.track_fn, self.frames = track_fn, frames
+
+    def forward(self, queries):
+        return self.track_fn(self.frames, queries)
+
+    def backward(self, points):
+        return np.asarray(self.track_fn(self.frames[::-1], points))[::-1]
+
+
+# --------------------------------------------------------------------------- clip trackers (verification)
+
+class ChainedFlowClip(ClipTracker):
+    """Chained flow within a clip (``chain.ClipTracker``): forward with fw from frame 0,
+    backward with bw from frame S−1. fw/bw: (S−1, H, W, 2) of the clip's pairs."""
+
+    def __init__(self, fw, bw, size: tuple[int, int]):
+        self.fw = torch.as_tensor(np.asarray(fw), dtype=torch.float64)
+        self.bw = torch.as_tensor(np.asarray(bw), dtype=torch.float64)
+        self.size = size
+
+    def forward(self, queries):
+        S = len(self.fw) + 1
+        p, _, _ = chain_init(self.fw, self.bw, list(range(S)), torch.as_tensor(np.asarray(queries, np.float64)),
+                             self.size, 0.0, 0.0)
+        return p.numpy()
+
+    def backward(self, points):
+        S = len(self.fw) + 1
+        p, _, _ = chain_init(self.bw, self.fw, list(range(S - 1, -1, -1)),
+                             torch.as_tensor(np.asarray(points, np.float64)), self.size, 0.0, 0.0)
+        return p.numpy()[::-1]
+
+
+class FlowPipsClip(ClipTracker):
+    """FlowPips within a clip (``chain.ClipTracker``): the clip's flow and features once, then
+    the window update forward from frame 0 or backward from frame S−1."""
+
+    def __init__(self, model, frames: np.ndarray, iters: int | None = None, flows=None):
+        """``flows``: this clip's (fw, bw, feats, offset), e.g. sliced from the whole video's
+        ``model.flow_and_features`` (each pair's flow does not depend on its neighbours)."""
+        self.model, self.iters = model, iters
+        self.fw, self.bw, self.feats, self.offset = flows if flows is not None else model.flow_and_features(frames)
+        self.size = tuple(frames.shape[1:3])
+
+    @torch.no_grad()
+    def _run(self, order, there, back, xy):
+        xy = torch.as_tensor(np.asarray(xy, np.float64), device=self.model.device)
+        template = sample_features(self.feats[order[0]], xy, self.offset)
+        was = self.model.training
+        self.model.eval()
+        try:
+            tr, _ = self.model.chain_windows(self.feats, order, there, back, xy, template, self.offset, self.size,
+                                             self.iters)
+        finally:
+            self.model.train(was)
+        return tr.transpose(0, 1).cpu().numpy()
+
+    def forward(self, queries):
+        S = len(self.feats)
+        return self._run(list(range(S)), self.fw, self.bw, queries)
+
+    def backward(self, points):
+        S = len(self.feats)
+        return self._run(list(range(S - 1, -1, -1)), self.bw, self.fw, points)[::-1]
+
+
 def verify_tracks(track_fn, frames_window: np.ndarray, queries: np.ndarray, theta: float,
                   iters: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forward-backward verification of tracks on one window.
@@ -142,7 +225,7 @@ def verify_tracks(track_fn, frames_window: np.ndarray, queries: np.ndarray, thet
     P_f = track(V, q); P_b = reverse_time(track(reverse_time(V), P_f[S−1])); a track is kept
     iff ‖P_f[t] − P_b[t]‖ < θ at every frame t (non-finite distances fail). Visibility is not
     used. ``track_fn(frames (S,H,W,3), queries (N,2)) -> (S, N, 2)``; a PIPs model is wrapped
-    with ``pips_track_fn`` (``iters`` iterations).
+    with ``pips_track_fn`` (``iters`` iterations); a :class:`ClipTracker` of this clip is used as it is.
 
     Returns (tracks_fwd (N, S, 2) float32, keep (N,) bool, max_dist (N,) float32, inf if non-finite).
     """
@@ -153,10 +236,11 @@ def verify_tracks(track_fn, frames_window: np.ndarray, queries: np.ndarray, thet
     if queries.ndim != 2 or queries.shape[1] != 2:
         raise MotionRefineError(f"queries must be (N, 2) [x, y], got {queries.shape}")
     S, n = len(frames_window), len(queries)
-    fwd = np.asarray(track_fn(frames_window, queries), dtype=np.float32)
+    clip = track_fn if isinstance(track_fn, ClipTracker) else FramesClip(track_fn, frames_window)
+    fwd = np.asarray(clip.forward(queries), dtype=np.float32)
     if fwd.shape != (S, n, 2):
         raise MotionRefineError(f"track_fn returned {fwd.shape}, expected {(S, n, 2)}")
-    bwd = np.asarray(track_fn(frames_window[::-1], fwd[-1]), dtype=np.float32)[::-1]
+    bwd = np.asarray(clip.backward(fwd[-1]), dtype=np.float32)
     dist = np.linalg.norm(fwd.astype(np.float64) - bwd.astype(np.float64), axis=-1)  # (S, N)
     dist = np.where(np.isfinite(dist), dist, np.inf)
     max_dist = dist.max(axis=0) if S else np.zeros(n)

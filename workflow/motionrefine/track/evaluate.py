@@ -141,9 +141,26 @@ def pips_tracker(model, iters: int = 6, vis_threshold: float = 0.5, device=None)
     return track
 
 
+def flowpips_tracker(model, iters: int | None = None) -> Tracker:
+    """FlowPips (chained flow + window update, ``FlowPips.track``); occluded = visibility logit < 0."""
+
+    def track(frames: np.ndarray, queries: np.ndarray):
+        tracks, logits = model.track(frames, queries, iters=iters)
+        return tracks, logits < 0
+
+    return track
+
+
 def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", iters: int = 6,
                                  stride: int | None = None, device=None) -> Tracker:
     from motionrefine.models.pips import load_pips
+    from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
+
+    if size == FLOWPIPS_SIZE:  # ``iters``: its update iterations (None: the checkpoint's own)
+        model, _ = load_flowpips(path)
+        if device is not None:
+            model.to(device)
+        return flowpips_tracker(model, iters)
 
     model, _ = load_pips(path, size, stride=stride)
     if device is not None:
@@ -179,11 +196,13 @@ def raft_chain_tracker(estimator, iters: int = 12, window: int = 8, alpha: float
 
 # --------------------------------------------------------------------------- evaluation
 
-def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_mode: str | None = None) -> pd.DataFrame:
+def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_mode: str | None = None,
+                      keep: dict | None = None) -> pd.DataFrame:
     """One row per (tracker, scene): delta_avg, aj, oa (TAP-Vid), survival, mte (256×256
     units), mte_px (scene pixels), plus n_tracks, frames, height, width, seconds.
 
     ``scenes``: TrackScene or SynthSequence objects; ``trackers``: name → tracker callable.
+    ``keep``: if given, filled with (tracker, scene) → (tracks, occluded) predictions.
     """
     scenes = [as_track_scene(s, query_mode=query_mode) for s in scenes]
     if not scenes or not trackers:
@@ -203,6 +222,8 @@ def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_m
             seconds = time.perf_counter() - t0
             pred = np.asarray(pred, np.float64)
             occ = np.asarray(occ, bool)
+            if keep is not None:
+                keep[(tname, sc.name)] = (pred, occ)
             if pred.shape != sc.tracks.shape or occ.shape != sc.occluded.shape:
                 raise MotionRefineError(f"tracker {tname!r} returned {pred.shape}/{occ.shape} on {sc.name}, "
                                         f"expected {sc.tracks.shape}/{sc.occluded.shape}")
@@ -227,11 +248,14 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips: Mapping[str, str], size: str,
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
-                       tapvid: Sequence[Mapping] = (), *, raft_variant: str) -> pd.DataFrame:
+                       tapvid: Sequence[Mapping] = (), *, raft_variant: str, raft_fb_alpha: float = 0.002,
+                       raft_fb_beta: float = 0.1, out_tracks_figure: str | None = None) -> pd.DataFrame:
     """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
     benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
     per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
-    The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant)."""
+    The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant);
+    their occlusion flags are the chained flow's forward-backward check (α, β = raft_fb_*).
+    ``out_tracks_figure``: tracks of the first generated scene drawn on its frames."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -250,12 +274,16 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     trackers: dict[str, Tracker] = {}
     shas = {}
     for name, path in raft.items():
-        trackers[name] = raft_chain_tracker(path, iters=raft_iters, variant=raft_variant)
+        trackers[name] = raft_chain_tracker(path, iters=raft_iters, variant=raft_variant, alpha=raft_fb_alpha,
+                                            beta=raft_fb_beta)
         shas[name] = sha256_file(path)
     for name, path in pips.items():
         trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters)
         shas[name] = sha256_file(path)
-    df = evaluate_trackers(scenes, trackers)
+    preds: dict = {}
+    df = evaluate_trackers(scenes, trackers, keep=preds)
+    if out_tracks_figure:
+        tracks_figure(scenes[0], {k: v for k, v in preds.items() if k[1] == scenes[0].name}, out_tracks_figure)
     df["checkpoint_sha256"] = df["tracker"].map(shas)
     df["code_version"] = __version__
     Path(out_table).parent.mkdir(parents=True, exist_ok=True)
@@ -286,3 +314,86 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
         "survival = share of the track before the first error > 16 px; MTE = median trajectory error).\n\n"
         + "\n".join(lines) + "\n")
     return df
+
+
+def tracks_figure(scene: TrackScene, preds: Mapping, out: str | os.PathLike, n_tracks: int = 24, seed: int = 0) -> None:
+    """First and last frame of ``scene`` with ground-truth tracks (white) and each tracker's
+    (colours), for ``n_tracks`` random query points; one row per tracker."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [k[0] for k in preds]
+    T = len(scene.frames)
+    pick = np.random.default_rng(seed).choice(len(scene.tracks), size=min(n_tracks, len(scene.tracks)), replace=False)
+    fig = Figure(figsize=(7.0, 2.2 * max(1, len(names))))
+    FigureCanvasAgg(fig)
+    for r, key in enumerate(preds):
+        pred, occ = preds[key]
+        for c, t in enumerate((0, T - 1)):
+            ax = fig.add_subplot(len(names), 2, 2 * r + c + 1)
+            ax.imshow(scene.frames[t])
+            for i in pick:
+                g, p = scene.tracks[i, :t + 1], pred[i, :t + 1]
+                ax.plot(g[:, 0], g[:, 1], "-", color="white", lw=0.8)
+                ax.plot(p[:, 0], p[:, 1], "-", color="C3", lw=0.8)
+                ax.plot(p[-1:, 0], p[-1:, 1], "o" if not occ[i, t] else "x", color="C3", ms=2.5)
+            ax.set_axis_off()
+            ax.set_title(f"{key[0]}, frame {t}", fontsize=7)
+    fig.suptitle(f"{scene.name}: ground truth (white) vs predicted (red; x = predicted occluded)", fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def gt_window_tracks(flow_fw: np.ndarray, start: int, points: np.ndarray, S: int) -> np.ndarray:
+    """Ground-truth tracks (N, S, 2) of points (N, 2) at frame ``start`` of a synthetic scene,
+    by chaining its exact forward flow (bilinear between pixel centres)."""
+    from motionrefine.models.pips.flowpips import flow_at
+
+    p = torch.from_numpy(np.asarray(points, np.float64))
+    out = [p]
+    for t in range(start, start + S - 1):
+        p = p + flow_at(torch.from_numpy(np.asarray(flow_fw[t])), p)
+        out.append(p)
+    return torch.stack(out, dim=1).numpy()
+
+
+def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, label_settings: Mapping) -> list[dict]:
+    """Pseudo-labels on a generated scene, per teacher (``labels.flowpips_window_trackers``):
+    tracks kept and their error against the ground truth (mean over frames 1..S−1 of the
+    distance to the exact-flow track; ground truth used here for reporting only)."""
+    from motionrefine.bench.synth import read_sequence
+    from motionrefine.core.store import open_group
+    from motionrefine.models.pips.flowpips import load_flowpips
+    from motionrefine.track.labels import TEACHERS, TrackLabelConfig, flowpips_window_trackers, label_video
+
+    seq = read_sequence(scene_path)
+    model, _ = load_flowpips(checkpoint)
+    cfg = TrackLabelConfig.from_dict({k: v for k, v in label_settings.items() if k not in ("size", "teachers")})
+    flow = None
+    teachers = [t for t in label_settings.get("teachers", TEACHERS)]
+    if teacher_flow is not None:
+        g = open_group(teacher_flow)
+        flow = {"flow_fw": np.asarray(g["flow_fw"][...]), "flow_bw": np.asarray(g["flow_bw"][...])}
+    elif "flow" in teachers:
+        teachers.remove("flow")
+    rows = []
+    S = model.cfg.S
+    for name, fn in flowpips_window_trackers(model, seq.frames, flow, teachers).items():
+        lab = label_video(seq.frames, None, cfg, S=S, window_tracker=fn)
+        err = np.zeros(0)
+        if len(lab["tracks"]):
+            gt = np.concatenate([gt_window_tracks(seq.flow_fw, int(s), lab["tracks"][lab["window_start"] == s][:, 0], S)
+                                 for s in np.unique(lab["window_start"])])
+            order = np.concatenate([np.flatnonzero(lab["window_start"] == s) for s in np.unique(lab["window_start"])])
+            err = np.linalg.norm(lab["tracks"][order] - gt, axis=-1)[:, 1:].mean(axis=1)
+        seeds = sum(w["seeds"] for w in lab["windows"])
+        rows.append({"scene": Path(scene_path).stem, "teacher": name, "seeds": int(seeds),
+                     "seeds_kept": int(sum(w["seeds_kept"] for w in lab["windows"])), "tracks": int(len(err)),
+                     "err_mean_px": float(err.mean()) if len(err) else float("nan"),
+                     "err_median_px": float(np.median(err)) if len(err) else float("nan"),
+                     "within_1px": float((err < 1).mean()) if len(err) else float("nan"),
+                     "theta_px": float(lab["resolved"]["theta"])})
+        log.info("labels on %s, teacher %s: %d tracks kept, error mean %.2f px", rows[-1]["scene"], name,
+                 rows[-1]["tracks"], rows[-1]["err_mean_px"])
+    return rows

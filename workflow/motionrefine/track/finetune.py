@@ -39,6 +39,7 @@ from motionrefine.core.store import open_group
 from motionrefine.flow.augment import AugmentConfig, apply_jitter, crop_size, jitter_params
 from motionrefine.models.checkpoint import load_state_strict
 from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
+from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, chain_init, load_flowpips, sample_features, save_flowpips
 from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
 
@@ -232,6 +233,83 @@ def track_loss(model: Pips, rgbs: torch.Tensor, trajs: torch.Tensor, cfg: TrackF
 
 # --------------------------------------------------------------------------- main entry
 
+class WindowInputs:
+    """The frozen part of FlowPips per (frames store, window start): the student's flow and
+    features of the whole video, computed once per video (RAFT is frozen, so every step reuses them)."""
+
+    def __init__(self, model):
+        self.model, self.videos = model, {}
+
+    def get(self, frames_path: str, frames: np.ndarray, start: int):
+        if frames_path not in self.videos:
+            video = np.asarray(open_group(frames_path)["frames"][...])
+            self.videos[frames_path] = self.model.flow_and_features(video) + (video.shape[1:3],)
+        fw, bw, feats, offset, size = self.videos[frames_path]
+        S = self.model.cfg.S
+        return fw[start:start + S - 1], bw[start:start + S - 1], feats[start:start + S], offset, size
+
+
+def flowpips_track_loss(model, inputs: WindowInputs, sample: TrackSample, tracks: np.ndarray,
+                        gamma: float, iters: int | None = None) -> tuple[torch.Tensor, dict]:
+    """Sequence loss of FlowPips on one window's label tracks (S, n, 2) px (frames 1..S−1; the
+    label's frame 0 is the anchor), initialised by the student's chained flow from there."""
+    fw, bw, feats, offset, size = inputs.get(sample.frames, None, sample.window_start)
+    S = model.cfg.S
+    xy = torch.from_numpy(np.asarray(tracks[0], np.float64)).to(model.device)
+    init, err, ok = chain_init(fw, bw, list(range(S)), xy, size, model.cfg.fb_alpha, model.cfg.fb_beta)
+    template = sample_features(feats[0], xy, offset)
+    preds, _ = model.update(feats[None], template[None], init[None].float(), err[None].float(), ok[None], offset,
+                            size, iters, all_iters=True)
+    target = torch.from_numpy(np.asarray(tracks, np.float32))[None].to(model.device)
+    valid = torch.ones(target.shape[:3], device=target.device)
+    valid[:, 0] = 0
+    loss = sequence_loss(preds, target, valid, gamma)
+    with torch.no_grad():
+        epe = torch.linalg.vector_norm(preds[-1] - target, dim=-1)[:, 1:].mean().item()
+        epe0 = torch.linalg.vector_norm(init[None].float() - target, dim=-1)[:, 1:].mean().item()
+    return loss, {"seq_loss": loss.item(), "epe": epe, "epe_init": epe0}
+
+
+def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, out_dir, stop_at, expected_sha256, dev):
+    """FlowPips: only the update (mixer) trains; the frozen RAFT's flow and features are
+    computed once per video. No input augmentation (it would change the frozen inputs; the
+    official tracking code has none either)."""
+    model, init_sha = load_flowpips(init_checkpoint, expected_sha256)
+    model.to(dev).train()
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps + c.t_max_extra)
+    identity = {"config": state.result_config(c.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha,
+                "samples_digest": _samples_digest(samples)}
+    run = Training("track fine-tuning", out_dir, model, optimizer, scheduler, identity,
+                   TSV_COLUMNS[:-1] + ("epe_init", "seconds"), c.steps, dev, stop_at)
+    cache: dict = {}
+    inputs = WindowInputs(model)
+
+    def step(s: int, _) -> list[str]:
+        lr = run.lr
+        sums = {"loss": 0.0, "epe": 0.0, "epe_init": 0.0}
+
+        def passes():
+            for j in range(c.grad_acc):
+                smp = samples[sample_index(s * c.grad_acc + j, len(samples), c.seed, c.shuffle)]
+                _, tracks = load_sample(smp, cache)
+                loss, m = flowpips_track_loss(model, inputs, smp, tracks, c.gamma, c.iters)
+                yield loss / c.grad_acc
+                sums["loss"] += loss.item() / c.grad_acc
+                sums["epe"] += m["epe"] / c.grad_acc
+                sums["epe_init"] += m["epe_init"] / c.grad_acc
+
+        optimizer_step(model, optimizer, scheduler, passes(), c.clip, s)
+        return [f"{sums['loss']:.6g}", f"{sums['loss']:.6g}", "0", f"{sums['epe']:.6g}", f"{lr:.6g}",
+                f"{sums['epe_init']:.6g}"]
+
+    run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
+    summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
+               "init_sha256": init_sha, "loss_tsv": str(run.tsv), "completed": run.completed}
+    return run.finish(summary, lambda path: save_flowpips(model, path), config=c.to_dict(), code_version=__version__)
+
+
 def _samples_digest(samples: Sequence[TrackSample]) -> str:
     key = [(Path(s.labels).name, s.window_start, len(s.rows)) for s in samples]
     return hashlib.sha256(json.dumps(key).encode()).hexdigest()
@@ -254,6 +332,8 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
                                 f">= {c.min_tracks} verified tracks")
     dev = pick_device(c.device, c.threads)
     state.seed_everything(c.seed)
+    if c.size == FLOWPIPS_SIZE:
+        return _finetune_flowpips(c, samples, init_checkpoint, out_dir, stop_at, expected_sha256, dev)
 
     weights, init_sha = read_pips_state(init_checkpoint, expected_sha256)
     model = Pips(c.size, **({"stride": c.stride} if c.stride else {}))

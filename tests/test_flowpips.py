@@ -1,0 +1,115 @@
+"""FlowPips: the tracker on the frozen RAFT-small, its verification teachers and its fine-tuning."""
+from __future__ import annotations
+
+import glob
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, SHARED, require_asset
+from motionrefine.models.checkpoint import read_state_dict
+from motionrefine.models.pips.flowpips import FlowPips, load_flowpips
+from motionrefine.track.chain import ChainedFlowClip, chain_flow_tracks, verify_tracks
+from motionrefine.track.finetune import WindowInputs, flowpips_track_loss
+from motionrefine.track.finetune import TrackSample
+
+RAFT = SHARED / "weights/raft-small.pth"
+CHECKPOINT = ROOT / "weights/flowpips-small-synth.pth"
+
+
+@pytest.fixture(scope="module")
+def texture() -> np.ndarray:
+    files = sorted(glob.glob(str(require_asset(SHARED / "data/frames/dog_run") / "*.jpg")))
+    bgr = cv2.imread(files[0], cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def translating(texture: np.ndarray, velocity, frames: int = 10, size=(72, 112)) -> np.ndarray:
+    """A crop of a real image whose content moves by −``velocity`` px/frame (bilinear, sub-pixel)."""
+    h, w = size
+    out = []
+    for t in range(frames):  # frame t shows the image at offset (300, 150) + velocity·t
+        m = np.float32([[1, 0, -(300 + velocity[0] * t)], [0, 1, -(150 + velocity[1] * t)]])
+        out.append(cv2.warpAffine(texture, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def trained() -> FlowPips:
+    model, _ = load_flowpips(require_asset(CHECKPOINT))
+    return model
+
+
+def test_encoder_weights_equal_raft_small(trained):
+    raft, _ = read_state_dict(require_asset(RAFT))
+    fnet = {k.removeprefix("module."): v for k, v in raft.items() if k.removeprefix("module.").startswith("fnet.")}
+    own = {f"fnet.{k}": v for k, v in trained.raft.fnet.state_dict().items()}
+    assert own.keys() == fnet.keys() and len(own) > 10
+    for k, v in fnet.items():
+        assert torch.equal(own[k], v), k
+    # the whole frozen RAFT, not only its encoder, is the checkpoint's
+    full = {k.removeprefix("module."): v for k, v in raft.items()}
+    assert all(torch.equal(trained.raft.state_dict()[k], v) for k, v in full.items())
+    assert not any(p.requires_grad for p in trained.raft.parameters())
+
+
+def test_untrained_tracker_is_chained_raft(texture):
+    model = FlowPips.from_raft(require_asset(RAFT))
+    frames = translating(texture, (1.3, -0.7), frames=9)
+    q = np.array([[0, 30.0, 30.0], [0, 60.5, 20.25], [4, 50.0, 40.0], [8, 10.0, 60.0]])
+    tr, logits = model.track(frames, q)
+    fw, bw, _, _ = model.flow_and_features(frames)
+    ref, occ = chain_flow_tracks(fw.numpy(), bw.numpy(), q, alpha=model.cfg.fb_alpha, beta=model.cfg.fb_beta)
+    np.testing.assert_allclose(tr, ref, atol=1e-4)
+    assert np.array_equal(logits < 0, occ)
+
+
+def test_translating_sequence_tracked_within_half_pixel(trained, texture):
+    v = np.array([2.0, -1.0])
+    # two chained windows forward, one backward (RAFT-small drifts by ~0.1 px/frame on frames much smaller)
+    frames = translating(texture, v, frames=12, size=(144, 256))
+    pts = np.array([[60.0, 50.0], [120.0, 70.0], [180.0, 60.0], [100.0, 100.0]])
+    q = np.concatenate([np.array([[0], [0], [5], [5]], float), pts], axis=1)
+    tr, logits = trained.track(frames, q)
+    t = np.arange(len(frames))
+    gt = pts[:, None, :] - (t[None, :, None] - q[:, :1, None]) * v  # content moves by -v in the crop
+    err = np.linalg.norm(tr - gt, axis=-1)
+    assert err.max() < 0.5, err.max()
+    assert (logits > 0).all()
+
+
+def test_verification_rejects_a_track_that_does_not_return():
+    S, H, W = 8, 40, 60
+    fw = np.zeros((S - 1, H, W, 2)); fw[..., 0] = 2.0
+    bw = np.zeros((S - 1, H, W, 2)); bw[..., 0] = -2.0
+    bw[3, 20:, 16:21] = 0.0  # the return flow from frame 4 to 3 fails in this block
+    clip = ChainedFlowClip(fw, bw, (H, W))
+    q = np.array([[10.0, 10.0], [10.0, 30.0]], np.float32)  # the second passes through the block
+    tracks, keep, dist = verify_tracks(clip, np.zeros((S, H, W, 3), np.uint8), q, theta=1.0)
+    assert keep.tolist() == [True, False]
+    assert dist[0] < 1e-6 and dist[1] >= 2.0
+    np.testing.assert_allclose(tracks[0, :, 0], 10 + 2 * np.arange(S))
+
+
+def test_finetune_loss_falls_on_a_fixed_batch(texture):
+    model, _ = load_flowpips(require_asset(CHECKPOINT))
+    model.train()
+    v = np.array([1.0, 0.5])
+    frames = translating(texture, v, frames=8)
+    inputs = WindowInputs(model)
+    inputs.videos["clip"] = model.flow_and_features(frames) + (frames.shape[1:3],)
+    pts = np.stack(np.meshgrid(np.arange(20, 90, 10.0), np.arange(20, 60, 10.0)), -1).reshape(-1, 2)
+    labels = pts[None] - np.arange(8)[:, None, None] * v
+    labels[1:] += 1.0  # labels off the chained flow by 1 px: the update must learn to move
+    sample = TrackSample("labels", "clip", 0, tuple(range(len(pts))))
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = flowpips_track_loss(model, inputs, sample, labels, gamma=0.8)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses

@@ -1,0 +1,2 @@
+# Phase 3 was stopped at step 50 of 120 (time); its step-50 checkpoint is the shipped weights:
+PYTHONPATH=$PWD/workflow .venv/bin/python -c "from motionrefine.track.pretrain import PretrainConfig, _load_flowpips_or_training_checkpoint as load; from motionrefine.models.pips.flowpips import save_flowpips; import yaml; cfg = PretrainConfig.from_dict(yaml.safe_load(open('weights/flowpips-small-synth.phase3.yaml'))); print(save_flowpips(load('results/pretrain/flowpips-small-synth-phase3/checkpoints/step_000050.pt', cfg)[0], 'weights/flowpips-small-synth.pth'))"

@@ -1,0 +1,1 @@
+nice -n 10 /usr/bin/time -v env PYTHONPATH=$PWD/workflow OMP_NUM_THREADS=1 .venv/bin/python tools/pretrain_tracker.py train --out-dir results/pretrain/flowpips-small-synth --config weights/flowpips-small-synth.yaml --steps 420 --export weights/flowpips-small-synth.pth --log weights/flowpips-small-synth.log
