@@ -242,8 +242,9 @@ def test_tracking_schema_lists_the_library_fields():
     from motionrefine.track.labels import TrackLabelConfig
 
     tracking = yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]["tracking"]["properties"]
-    # Set by the workflow: tracking.size / tracking.sha256, the video, the rule's threads.
-    assert set(tracking["labels"]["properties"]) == {f.name for f in fields(TrackLabelConfig)} - {
+    # Set by the workflow: tracking.size / tracking.sha256, the video, the rule's threads;
+    # `teachers` is read by the rules (which label stores a video's track labels come from).
+    assert set(tracking["labels"]["properties"]) - {"teachers"} == {f.name for f in fields(TrackLabelConfig)} - {
         "size", "expected_sha256", "video"}
     assert set(tracking["finetune"]["properties"]) == {f.name for f in fields(TrackFinetuneConfig)} - {
         "size", "threads"}
