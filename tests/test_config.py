@@ -267,7 +267,9 @@ def test_stage_settings_are_recorded_by_snakemake(base_config, shared):
     for value in [*built, *scenes]:
         hash(value)
     assert built.labels.speed_bins == (0, 1, 2, 4.5)
-    assert built.track_labels.kwargs() == {**config["tracking"]["labels"], "size": "small",
+    # Lists become tuples so the settings hash (Snakemake records them as params).
+    labels = {k: tuple(v) if isinstance(v, list) else v for k, v in config["tracking"]["labels"].items()}
+    assert built.track_labels.kwargs() == {**labels, "size": config["tracking"]["size"],
                                            "expected_sha256": config["tracking"]["sha256"]}
 
 
@@ -284,8 +286,9 @@ def test_scenes_carry_source_and_reader_options(base_config, shared):
 
 def test_tracker_checkpoint_resolves_against_the_project_root(base_config, tmp_path):
     config = validate_config(base_config)
-    assert tracker_checkpoint(config, ROOT) == ROOT / "weights/pips-small-synth.pth"
-    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "weights/pips-small-synth.pth"))):
+    rel = config["tracking"]["checkpoint"]
+    assert tracker_checkpoint(config, ROOT) == ROOT / rel
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path / rel))):
         tracker_checkpoint(config, tmp_path)
 
 
