@@ -68,11 +68,18 @@ def tracking_enabled():
     )
 
 
-def label_flow(wildcards):
-    """The flow the labels verify: the teacher's, or the student's own store when the teacher is the student."""
-    if TEACHER.is_student(config["model"]["iters"]):
-        return f"results/flow/{MODEL}/{wildcards.video}.zarr"
-    return f"results/teacher/{wildcards.video}.zarr"
+SELF_LABELLING = TEACHER.is_student(config["model"]["iters"])
+# The labels job runs the teacher model (its resources), or only verifies the student's flow.
+LABEL_JOB = "labels" if SELF_LABELLING else "teacher"
+
+
+def label_inputs(wildcards):
+    """The labels' inputs: frames and the checkpoint the teacher runs, or, when the teacher is
+    the student, frames and the student's own flow store."""
+    frames = f"results/frames/{wildcards.video}.zarr"
+    if SELF_LABELLING:
+        return {"frames": frames, "flow": f"results/flow/{MODEL}/{wildcards.video}.zarr"}
+    return {"frames": frames, "checkpoint": checkpoint_path(wildcards)}
 
 
 def flow_checkpoint(wildcards):

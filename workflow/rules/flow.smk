@@ -26,7 +26,8 @@ rule flow:
 
 
 rule teacher:
-    """The label-maker's forward and backward flow: the frozen model at the teacher settings."""
+    """The label-maker's forward and backward flow as a store, on request (the labels rule runs
+    the teacher itself and verifies in memory; nothing in the default run reads this)."""
     input:
         frames="results/frames/{video}.zarr",
         checkpoint=checkpoint_path,

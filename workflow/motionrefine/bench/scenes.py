@@ -99,6 +99,8 @@ def label_quality(label_path: str, scene: FlowScene, speed_edges: Sequence[float
     if keep.shape != scene.valid.shape:
         raise MotionRefineError(f"{label_path}: labels {keep.shape} do not match scene {scene.name} {scene.valid.shape}")
     valid = scene.valid & np.isfinite(scene.flow).all(-1)
+    if "labelled" in g:  # pairs outside the teacher's label budget are not scored
+        valid &= np.asarray(g["labelled"][:], bool)[:, None, None]
     kept = keep & valid
     err = epe_map(labels, np.where(valid[..., None], scene.flow, 0))
     row = {"scene": scene.name, "benchmark": scene.meta.get("benchmark", ""),
