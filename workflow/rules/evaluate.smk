@@ -37,7 +37,7 @@ rule evaluate_teacher:
     params:
         scenes=list(SCENES.values()),
         student=EVAL,
-        teacher=TEACHER,
+        teacher=TEACHER.without_budget(),
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

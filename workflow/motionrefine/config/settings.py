@@ -53,6 +53,11 @@ class TeacherStageSettings(NamedTuple):
     def is_student(self, student_iters: int) -> bool:
         return self.teacher().is_student(student_iters)
 
+    def without_budget(self) -> "TeacherStageSettings":
+        """The teacher's views and iterations only: for rules that score the teacher on
+        benchmark pairs (evaluate_teacher), which a change of the label budget must not rerun."""
+        return self._replace(pair_stride=1, max_pairs=0, max_megapixels=0.0)
+
     def teacher(self):
         from motionrefine.flow.teacher import TeacherSettings
 
