@@ -356,16 +356,23 @@ def teacher_speed(args) -> None:
                 setattr(obj, name, orig)
             breakdown = {k: round(v, 2) for k, v in parts.items()}
             breakdown["update_iterations"] = round(parts["refine"] - parts["corr_volume"], 2)
+            # The model calls inside each chain are timed too: chain / (its own model time)
+            # compares two figures taken under the same load, robust on a shared machine.
+            parts.clear()
+            orig_pairs = timed(tmod.Teacher, "pairs", "teacher_in_chain")
             with _Clock() as two_flow:
                 flow_stage(fr, f"{tmp}/teacher.zarr", args.checkpoint, args.variant, batch_size=batch,
                            threads=args.threads, alternate_corr_pixels=st.flow.alternate_corr_pixels,
                            device=str(dev.type), progress=False, teacher=ts)
             with _Clock() as two_labels:
                 make_flow_labels(fr, f"{tmp}/teacher.zarr", f"{tmp}/labels2.zarr", **verify, batch_size=batch)
+            two_inner = parts.pop("teacher_in_chain")
             with _Clock() as fused:
                 make_teacher_labels(fr, f"{tmp}/labels1.zarr", args.checkpoint, ts, args.variant, batch_size=batch,
                                     alternate_corr_pixels=st.flow.alternate_corr_pixels, device=str(dev.type),
                                     threads=args.threads, **verify)
+            fused_inner = parts.pop("teacher_in_chain")
+            tmod.Teacher.pairs = orig_pairs
             a, b = open_group(f"{tmp}/labels1.zarr"), open_group(f"{tmp}/labels2.zarr")
             same = all(np.array_equal(np.asarray(a[k][...]), np.asarray(b[k][...]), equal_nan=True)
                        for k in ("flow", "keep", "flow_bw", "keep_bw", "kept_fraction_by_bin"))
@@ -376,12 +383,19 @@ def teacher_speed(args) -> None:
                 "student_s_per_pair": round(bare_student.wall / p, 2),
                 "teacher_s_per_pair": round(bare_teacher.wall / p, 2),
                 "teacher_over_student": round(bare_teacher.wall / bare_student.wall, 2),
+                "teacher_over_student_cpu": round(bare_teacher.cpu / bare_student.cpu, 2),
                 "teacher_breakdown_s": breakdown,
                 "two_rule_chain_s": round(two, 2), "two_rule_flow_stage_s": round(two_flow.wall, 2),
                 "two_rule_labels_s": round(two_labels.wall, 2),
                 "two_rule_over_teacher": round(two / bare_teacher.wall, 3),
+                "two_rule_over_its_teacher_calls": round(two / two_inner, 3),
+                "two_rule_cpu_over_teacher_cpu": round((two_flow.cpu + two_labels.cpu) / bare_teacher.cpu, 3),
                 "fused_chain_s": round(fused.wall, 2),
                 "fused_over_teacher": round(fused.wall / bare_teacher.wall, 3),
+                "fused_over_its_teacher_calls": round(fused.wall / fused_inner, 3),
+                "fused_cpu_over_teacher_cpu": round(fused.cpu / bare_teacher.cpu, 3),
+                "fused_outside_model_s": round(fused.wall - fused_inner, 2),
+                "two_rule_outside_model_s": round(two - two_inner, 2),
                 "fused_over_two_rule": round(fused.wall / two, 3),
                 "fused_equals_two_rule": bool(same), "load": os.getloadavg()[0]}))
 
