@@ -38,7 +38,7 @@ from motionrefine.flow.evaluate import scene_sha256
 from motionrefine.flow.finetune import finetune
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.teacher import TeacherSettings
-from motionrefine.flow.labels import make_flow_labels
+from motionrefine.flow.labels import make_teacher_labels
 from motionrefine.models.checkpoint import load_raft
 from motionrefine.config.plan import finetune_settings
 from motionrefine.core.store import open_group, sha256_file
@@ -130,7 +130,7 @@ def downstream(*extra: tuple[str, str], videos=("tree", "dog")) -> set[tuple[str
 
 
 def chain(video: str) -> set[tuple[str, str]]:
-    return {("frames", f"results/frames/{video}.zarr"), ("teacher", f"results/teacher/{video}.zarr"),
+    return {("frames", f"results/frames/{video}.zarr"),
             ("flow", f"results/flow/raft-small/{video}.zarr"), ("labels", f"results/labels/flow/{video}.zarr")}
 
 
@@ -180,7 +180,7 @@ def test_new_video_schedules_only_its_chain_and_what_follows(run):
     finally:
         run.sheet.write_text(original)
     assert jobs == chain("tree2") | downstream(videos=("tree", "dog", "tree2")), reasons(out)
-    assert counts == {"frames": 1, "teacher": 1, "flow": 4, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
+    assert counts == {"frames": 1, "flow": 4, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
                       "evaluate": 1, "report": 1, "all": 1}
 
 
@@ -188,6 +188,17 @@ def test_changed_verify_threshold_reruns_labels_and_after_not_frames_or_flow(run
     config = copy.deepcopy(run.config)
     config["verify"] = {"beta": 0.2}  # the default is 0.5
     counts, jobs, out = run.dry_run(run.write_config(config, run.root / "beta.yaml"))
+    labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
+    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
+    assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
+                      "flow": 2, "report": 1, "all": 1}
+    assert "Params have changed since last execution" in out
+
+
+def test_changed_label_budget_reruns_labels_and_after_not_frames_or_flow(run):
+    config = copy.deepcopy(run.config)
+    config["teacher"] = {**config["teacher"], "max_pairs": 2}
+    counts, jobs, out = run.dry_run(run.write_config(config, run.root / "budget.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
     assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
     assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
@@ -208,7 +219,7 @@ def test_video_replaced_in_place_reruns_its_chain(run):
         run.video.write_bytes(original)
         os.utime(run.video, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert jobs == chain("tree") | downstream(), reasons(out)
-    assert counts == {"frames": 1, "teacher": 1, "flow": 3, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
+    assert counts == {"frames": 1, "flow": 3, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
                       "evaluate": 1, "report": 1, "all": 1}
     assert f"Updated input files: {run.video}" in out
 
@@ -251,10 +262,11 @@ def test_flow_and_label_stores_record_checkpoint_settings_and_input(run, video):
         assert flow["checkpoint_sha256"] == PINNED and flow["checkpoint"] == str(WEIGHTS)
         assert (flow["model"], flow["iters"], flow["padding"], flow["teacher"]) == ("raft-small", 4, "even", None)
         assert flow["frames_source"] == identity and flow["code_version"] == __version__
-    teacher = attrs(run, f"results/teacher/{video}.zarr")
-    assert teacher["checkpoint_sha256"] == PINNED and teacher["frames_source"] == identity
-    assert teacher["iters"] == 6 and teacher["teacher"]["scales"] == [2.0] and teacher["teacher"]["flip"] is True
     lab = attrs(run, f"results/labels/flow/{video}.zarr")
+    teacher = lab["flow_store"]  # the teacher ran inside the labels job
+    assert teacher["fused"] is True and teacher["checkpoint"] == str(WEIGHTS)
+    assert teacher["iters"] == 6 and teacher["teacher"]["scales"] == [2.0] and teacher["teacher"]["flip"] is True
+    assert lab["label_budget"]["labelled"] == lab["pairs"] == lab["labelled_pairs"]
     assert lab["checkpoint_sha256"] == PINNED and lab["code_version"] == __version__
     assert lab["thresholds"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400}
     assert lab["checks"] == "fb+colour" and lab["speed_bins"] == [0, 1, 2, 4.5]
@@ -314,16 +326,13 @@ def test_flow_and_labels_are_bit_identical_when_recomputed(run, tmp_path, keep_t
     flow_stage(str(frames), str(tmp_path / "flow.zarr"), str(WEIGHTS), iters=4, batch_size=2, threads=1,
                expected_sha256=PINNED, device="cpu", progress=False)
     same_store(run.path("results/flow/raft-small/tree.zarr"), tmp_path / "flow.zarr")
-    flow_stage(str(frames), str(tmp_path / "teacher.zarr"), str(WEIGHTS), batch_size=2, threads=1,
-               expected_sha256=PINNED, device="cpu", progress=False,
-               teacher=TeacherSettings(scales=(2.0,), iters=6, flip=True))  # the tiny config's teacher
-    same_store(run.path("results/teacher/tree.zarr"), tmp_path / "teacher.zarr")
     v = validate_config(copy.deepcopy(run.config), CONFIG_SCHEMA)["verify"]  # as rule labels passes them
     verify = {k: v[k] for k in ("alpha", "beta", "colour", "max_flow", "checks", "speed_bins")}
+    teacher = TeacherSettings(scales=(2.0,), iters=6, flip=True)  # the tiny config's teacher
     for video in ("tree", "dog", SCENE):
         out = tmp_path / f"labels_{video}.zarr"
-        make_flow_labels(str(run.path(f"results/frames/{video}.zarr")),
-                         str(run.path(f"results/teacher/{video}.zarr")), str(out), batch_size=2, **verify)
+        make_teacher_labels(str(run.path(f"results/frames/{video}.zarr")), str(out), str(WEIGHTS), teacher,
+                            batch_size=2, threads=1, expected_sha256=PINNED, device="cpu", **verify)
         same_store(run.path(f"results/labels/flow/{video}.zarr"), out)
 
 
@@ -374,7 +383,7 @@ def test_snakemake_report_holds_captions_and_figures(run, tmp_path):
 
 
 def test_benchmark_files_of_every_job_and_their_summary(run):
-    counts = {"frames": 2, "teacher": 3, "flow": 4, "labels": 3, "benchmark_scene": 1, "scene_frames": 1,
+    counts = {"frames": 2, "flow": 4, "labels": 3, "benchmark_scene": 1, "scene_frames": 1,
               "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1, "evaluate_teacher": 1, "label_quality": 1,
               "report": 1}
     bench = run.path("results/benchmarks")

@@ -31,7 +31,7 @@ PROFILE = ROOT / "profiles/slurm/config.yaml"
 TINY = ROOT / "tests/data/tiny/config.yaml"
 VIDEOS = ("tree", "dog")
 # Rules that run a model and so ask for a GPU; every other rule must not.
-MODEL_HEAVY = {"flow", "teacher", "finetune", "guard", "evaluate", "evaluate_teacher", "track_labels",
+MODEL_HEAVY = {"flow", "labels", "finetune", "guard", "evaluate", "evaluate_teacher", "track_labels",
                "track_finetune", "track_eval", "track_predict"}
 FULL = bool(os.environ.get("MOTIONREFINE_SLURM_FULL"))
 RUN_LIMIT_S = 900 if FULL else 420  # a hang must end as a failed test, not block CI
@@ -75,7 +75,7 @@ def test_profile_dry_run_requests_gpus_on_model_rules_only(tmp_path):
             want = "CHANGE_ME_gpu_partition" if r in MODEL_HEAVY else "CHANGE_ME_partition"
             assert j.get("slurm_partition") == want, (r, j)
     # Small per-video CPU steps are batched into group jobs.
-    assert "Group job frames_batch" in out and "Group job labels_batch" in out, out
+    assert "Group job frames_batch" in out and "Group job labels_batch" not in out, out
 
 
 # --- the real cluster -------------------------------------------------------------------
@@ -247,10 +247,9 @@ def test_tiny_run_on_slurm_matches_local_run(slurm, project, tmp_path):
     if FULL:
         assert {"rule_flow", "rule_finetune", "rule_evaluate"} <= set(kinds), kinds  # tiny has no tracking
     else:
-        # One job per flow and per teacher flow; the frames of both videos in one batch, their
-        # labels in another.
-        expected = ["group_frames_batch", "group_labels_batch", "rule_flow", "rule_flow", "rule_teacher",
-                    "rule_teacher"]
+        # One job per flow and per label store (the teacher runs inside it); the frames of both
+        # videos in one batch.
+        expected = ["group_frames_batch", "rule_flow", "rule_flow", "rule_labels", "rule_labels"]
         assert len(kinds) == len(expected) and all(map(str.startswith, kinds, expected)), (kinds, out)
     # Exactly the model jobs were submitted with a GPU request (read back from slurmctld).
     for jobid, log in jobs.items():

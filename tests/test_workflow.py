@@ -26,9 +26,9 @@ def test_default_config_dry_run(tmp_path):
     proc = snakemake(tmp_path, "-n", "--quiet", "rules", config=None)
     out = proc.stdout + proc.stderr
     # 3 sample videos; 3 generated scenes + Motorcycle enter the chain as videos too, labelled
-    # from the teacher's flow; one fine-tune and guard per protocol run (heldout + 4
-    # transductive); student flow of the sample videos, pretrained (tracking) and refined.
-    expected = {"frames": "3", "scene_frames": "4", "benchmark_scene": "3", "teacher": "7", "labels": "7",
+    # by the teacher inside the labels job (no teacher flow store); one fine-tune and guard per
+    # protocol run (heldout + 4 transductive); student flow of the sample videos, pretrained (tracking) and refined.
+    expected = {"frames": "3", "scene_frames": "4", "benchmark_scene": "3", "labels": "7",
                 "flow": "6", "finetune": "5", "guard": "5", "evaluate": "5", "report": "1"}
     rows = {r.split()[0]: r.split()[1] for r in out.splitlines() if len(r.split()) == 2}
     for rule, count in expected.items():
@@ -62,7 +62,7 @@ def test_every_rule_has_a_benchmark_file_outside_the_scenes(tmp_path):
         bench = [ln.split(":", 1)[1].strip() for ln in blk.splitlines() if ln.strip().startswith("benchmark:")]
         assert bench and bench[0].startswith(f"results/benchmarks/{heads[0]}/"), blk
         seen.add(heads[0])
-    assert {"frames", "flow", "teacher", "labels", "aggregate", "finetune", "guard", "evaluate", "report"} <= seen, out
+    assert {"frames", "flow", "labels", "aggregate", "finetune", "guard", "evaluate", "report"} <= seen, out
     assert "results/scenes/tinytex/s0.zarr" in out
 
 
@@ -129,11 +129,12 @@ def test_tiny_end_to_end(tiny_run):
         lab = zarr.open_group(str(tmp_path / f"results/labels/flow/{video}.zarr"), mode="r")
         keep = lab["keep"][:]
         assert keep.shape == (5, 64, 96) and keep.dtype == bool
-        teacher = zarr.open_group(str(tmp_path / f"results/teacher/{video}.zarr"), mode="r")
-        assert teacher["flow_fw"].shape == (5, 64, 96, 2) and teacher.attrs["teacher"]["flip"] is True
-        # The labels are the teacher's verified flow, which is not the student's.
-        assert np.array_equal(lab["flow"][:][keep], teacher["flow_fw"][:][keep])
-        assert not np.array_equal(teacher["flow_fw"][:], g["flow_fw"][:])
+        # The labels are the teacher's verified flow (made inside the labels job, no teacher
+        # store in the default run), which is not the student's.
+        assert not (tmp_path / f"results/teacher/{video}.zarr").exists()
+        assert lab.attrs["flow_store"]["fused"] is True and lab.attrs["flow_store"]["teacher"]["flip"] is True
+        assert lab["labelled"][:].all() and lab.attrs["label_budget"]["labelled"] == 5
+        assert keep.any() and not np.array_equal(lab["flow"][:][keep], g["flow_fw"][:][keep])
         assert not lab["flow"][:][~keep].any()
     scene = zarr.open_group(str(tmp_path / "results/scenes/tinytex/s0.zarr"), mode="r")
     assert scene["flow_fw"].shape == (3, 64, 96, 2) and scene.attrs["self_check"]["ok"]

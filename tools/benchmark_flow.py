@@ -5,6 +5,7 @@
     python tools/benchmark_flow.py memory  [--sizes 540x960 1080x1920]
     python tools/benchmark_flow.py labels  [--video PATH] [--frames 16 32] [--resize 448x256] [--repeat 3]
     python tools/benchmark_flow.py finetune [--profiles demo paper] [--steps 3] [--repeat 3] [--threads 2]
+    python tools/benchmark_flow.py teacher [--sizes 240x432 540x960] [--pairs 2] [--video PATH]
     python tools/benchmark_flow.py all
 
 Every figure is printed with the machine, torch threads and settings. Timings are repeated
@@ -318,12 +319,134 @@ def finetune_speed(args) -> None:
             print(json.dumps(row))
 
 
+def teacher_speed(args) -> None:
+    """Label-making with the default teacher against bare student inference, per frame size.
+
+    In one run, on the same real frames (``--video`` resized to each size, ``--pairs`` pairs):
+    bare student inference (fw+bw, features shared) and bare teacher inference (frames in
+    memory, nothing written), both warmed up; the teacher's breakdown (view resizing, encoder,
+    correlation volumes, update iterations, per view); then the two label chains the rules
+    have run: teacher flow store + labels from it (two rules), and the fused job (teacher
+    flow verified in memory), each divided by the bare teacher."""
+    import tempfile
+
+    from motionrefine.config import settings as mrsettings
+    from motionrefine.config.schema import validate_config
+    from motionrefine.core.device import pick_device
+    from motionrefine.flow import teacher as tmod
+    from motionrefine.flow.inference import FlowEstimator, flow_stage, load_teacher
+    from motionrefine.flow.labels import make_flow_labels, make_teacher_labels
+    from motionrefine.core.store import open_group
+    from motionrefine.io.video import extract_frames
+    from motionrefine.models.checkpoint import load_raft
+    from motionrefine.models.raft import RAFT
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    validate_config(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    st = mrsettings.build(cfg)
+    ts, verify = st.teacher.teacher(), st.labels._asdict()
+    verify.pop("batch_size")
+    batch = st.teacher.batch_size
+    dev = pick_device("auto", args.threads)
+    model, _ = load_raft(args.checkpoint, args.variant, alternate_corr_pixels=st.flow.alternate_corr_pixels)
+    student = FlowEstimator(model.to(dev), iters=st.flow.iters, device=dev)
+    teacher, _, _ = load_teacher(args.checkpoint, ts, args.variant, alternate_corr_pixels=st.flow.alternate_corr_pixels,
+                                 device=str(dev.type), threads=args.threads)
+    print(f"# teacher: {machine()}; device {dev}; student RAFT-{args.variant} {st.flow.iters} it.; teacher "
+          f"{ts.as_attrs()}; batch {batch} pairs; {args.video}, {args.pairs} pairs per size; load {os.getloadavg()}")
+
+    parts: dict[str, float] = {}
+
+    def timed(obj, name, key):
+        orig = getattr(obj, name)
+
+        def wrapper(*a, **k):
+            with _Clock() as c:
+                out = orig(*a, **k)
+            parts[key] = parts.get(key, 0.0) + c.wall
+            return out
+        setattr(obj, name, wrapper)
+        return orig
+
+    def windows(est, frames):
+        for s, e in tmod.pair_windows(np.arange(len(frames) - 1), batch):
+            est.pairs(frames[s:e + 1])
+
+    for size in args.sizes:
+        h, w = map(int, size.split("x"))
+        n = args.pairs + 1
+        with tempfile.TemporaryDirectory() as tmp:
+            fr = f"{tmp}/frames.zarr"
+            extract_frames(args.video, fr, start=0, end=n, stride=1, resize=f"{w}x{h}")
+            frames = np.asarray(open_group(fr)["frames"][...])
+            windows(student, frames[:2])  # warm-up at the timed shapes
+            with _Clock() as bare_student:
+                windows(student, frames)
+            windows(teacher, frames[:2])
+            parts.clear()
+            saved = [(tmod, "to_view", timed(tmod, "to_view", "view_resize")),
+                     (tmod, "from_view", timed(tmod, "from_view", "view_resize_back")),
+                     (RAFT, "encode_features", timed(RAFT, "encode_features", "encoder_features")),
+                     (RAFT, "encode_context", timed(RAFT, "encode_context", "encoder_context")),
+                     (RAFT, "make_corr", timed(RAFT, "make_corr", "corr_volume")),
+                     (FlowEstimator, "refine_pairs", timed(FlowEstimator, "refine_pairs", "refine"))]
+            with _Clock() as bare_teacher:
+                windows(teacher, frames)
+            for obj, name, orig in saved:
+                setattr(obj, name, orig)
+            breakdown = {k: round(v, 2) for k, v in parts.items()}
+            breakdown["update_iterations"] = round(parts["refine"] - parts["corr_volume"], 2)
+            # The model calls inside each chain are timed too: chain / (its own model time)
+            # compares two figures taken under the same load, robust on a shared machine.
+            parts.clear()
+            orig_pairs = timed(tmod.Teacher, "pairs", "teacher_in_chain")
+            with _Clock() as two_flow:
+                flow_stage(fr, f"{tmp}/teacher.zarr", args.checkpoint, args.variant, batch_size=batch,
+                           threads=args.threads, alternate_corr_pixels=st.flow.alternate_corr_pixels,
+                           device=str(dev.type), progress=False, teacher=ts)
+            with _Clock() as two_labels:
+                make_flow_labels(fr, f"{tmp}/teacher.zarr", f"{tmp}/labels2.zarr", **verify, batch_size=batch)
+            two_inner = parts.pop("teacher_in_chain")
+            with _Clock() as fused:
+                make_teacher_labels(fr, f"{tmp}/labels1.zarr", args.checkpoint, ts, args.variant, batch_size=batch,
+                                    alternate_corr_pixels=st.flow.alternate_corr_pixels, device=str(dev.type),
+                                    threads=args.threads, **verify)
+            fused_inner = parts.pop("teacher_in_chain")
+            tmod.Teacher.pairs = orig_pairs
+            a, b = open_group(f"{tmp}/labels1.zarr"), open_group(f"{tmp}/labels2.zarr")
+            same = all(np.array_equal(np.asarray(a[k][...]), np.asarray(b[k][...]), equal_nan=True)
+                       for k in ("flow", "keep", "flow_bw", "keep_bw", "kept_fraction_by_bin"))
+            two = two_flow.wall + two_labels.wall
+            p = args.pairs
+            print(json.dumps({
+                "size": size, "pairs": p, "views": teacher.views(h, w), "labelled": int(len(ts.select_pairs(p, h, w))),
+                "student_s_per_pair": round(bare_student.wall / p, 2),
+                "teacher_s_per_pair": round(bare_teacher.wall / p, 2),
+                "teacher_over_student": round(bare_teacher.wall / bare_student.wall, 2),
+                "teacher_over_student_cpu": round(bare_teacher.cpu / bare_student.cpu, 2),
+                "teacher_breakdown_s": breakdown,
+                "two_rule_chain_s": round(two, 2), "two_rule_flow_stage_s": round(two_flow.wall, 2),
+                "two_rule_labels_s": round(two_labels.wall, 2),
+                "two_rule_over_teacher": round(two / bare_teacher.wall, 3),
+                "two_rule_over_its_teacher_calls": round(two / two_inner, 3),
+                "two_rule_cpu_over_teacher_cpu": round((two_flow.cpu + two_labels.cpu) / bare_teacher.cpu, 3),
+                "fused_chain_s": round(fused.wall, 2),
+                "fused_over_teacher": round(fused.wall / bare_teacher.wall, 3),
+                "fused_over_its_teacher_calls": round(fused.wall / fused_inner, 3),
+                "fused_cpu_over_teacher_cpu": round(fused.cpu / bare_teacher.cpu, 3),
+                "fused_outside_model_s": round(fused.wall - fused_inner, 2),
+                "two_rule_outside_model_s": round(two - two_inner, 2),
+                "fused_over_two_rule": round(fused.wall / two, 3),
+                "fused_equals_two_rule": bool(same), "load": os.getloadavg()[0]}))
+
+
 def main(argv=None) -> None:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_memchild":
         h, w, alt, ckpt, variant, iters = sys.argv[2:8]
         return _memory_child(int(h), int(w), bool(int(alt)), ckpt, variant, int(iters))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["speed", "memory", "labels", "finetune", "all"])
+    p.add_argument("what", choices=["speed", "memory", "labels", "finetune", "teacher", "all"])
     p.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
     p.add_argument("--variant", default="small")
     p.add_argument("--iters", type=int, default=12)
@@ -351,6 +474,10 @@ def main(argv=None) -> None:
         labels(args)
     if args.what in ("finetune", "all"):
         finetune_speed(args)
+    if args.what in ("teacher", "all"):
+        args.sizes = args.sizes if args.what == "teacher" and args.sizes else ["240x432", "540x960"]
+        args.pairs = args.pairs if args.what == "teacher" else 2
+        teacher_speed(args)
 
 
 if __name__ == "__main__":

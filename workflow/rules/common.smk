@@ -76,11 +76,31 @@ def tracking_enabled():
     )
 
 
+SELF_LABELLING = TEACHER.is_student(config["model"]["iters"])
+# The labels job runs the teacher model (its resources), or only verifies the student's flow.
+LABEL_JOB = "labels" if SELF_LABELLING else "teacher"
+
+
+# The labels job also writes the teacher's flow (results/teacher/{video}.zarr) from memory: the
+# tracker's chained-teacher labels and the teacher's evaluation read it.
+TEACHER_OUTPUT = {} if SELF_LABELLING else {"teacher": directory("results/teacher/{video}.zarr")}
+
+
 def label_flow(wildcards):
-    """The flow the labels verify: the teacher's, or the student's own store when the teacher is the student."""
-    if TEACHER.is_student(config["model"]["iters"]):
+    """The flow the labels were verified from: the teacher's store, or the student's own store
+    when the teacher is the student."""
+    if SELF_LABELLING:
         return f"results/flow/{MODEL}/{wildcards.video}.zarr"
     return f"results/teacher/{wildcards.video}.zarr"
+
+
+def label_inputs(wildcards):
+    """The labels' inputs: frames and the checkpoint the teacher runs, or, when the teacher is
+    the student, frames and the student's own flow store."""
+    frames = f"results/frames/{wildcards.video}.zarr"
+    if SELF_LABELLING:
+        return {"frames": frames, "flow": f"results/flow/{MODEL}/{wildcards.video}.zarr"}
+    return {"frames": frames, "checkpoint": checkpoint_path(wildcards)}
 
 
 def flow_checkpoint(wildcards):

@@ -34,7 +34,7 @@ rule evaluate_teacher:
     input:
         pretrained=checkpoint_path,
         scenes=[s.source for s in SCENES.values()],
-        teacher=expand("results/teacher/{video}.zarr", video=list(SCENES)) if not TEACHER.is_student(config["model"]["iters"]) else [],
+        teacher=[] if SELF_LABELLING else expand("results/teacher/{video}.zarr", video=list(SCENES)),
     output:
         report("results/eval/teacher.csv", caption="../report/teacher.rst", category="Before and after"),
     log:
@@ -44,7 +44,7 @@ rule evaluate_teacher:
     params:
         scenes=list(SCENES.values()),
         student=EVAL,
-        teacher=TEACHER,
+        teacher=TEACHER.without_budget(),
     threads: res("evaluate", "threads")
     resources:
         mem_mb=res("evaluate", "mem_mb"),

@@ -27,31 +27,6 @@ rule flow:
         "../scripts/flow.py"
 
 
-rule teacher:
-    """The label-maker's forward and backward flow: the frozen model at the teacher settings."""
-    input:
-        frames="results/frames/{video}.zarr",
-        checkpoint=checkpoint_path,
-    output:
-        directory("results/teacher/{video}.zarr"),
-    log:
-        "results/logs/teacher/{video}.log",
-    benchmark:
-        "results/benchmarks/teacher/{video}.tsv"
-    params:
-        settings=TEACHER,
-        sha256=config["model"]["sha256"],
-    threads: res("teacher", "threads")
-    resources:
-        mem_mb=res("teacher", "mem_mb"),
-        runtime=res("teacher", "runtime"),
-        gpu=res("teacher", "gpu"),
-    conda:
-        "../../envs/motionrefine.yaml"
-    script:
-        "../scripts/flow.py"
-
-
 rule export_flow:
     """Flow of one video as files other tools read: Middlebury .flo, .npy or KITTI 16-bit PNG
     (fmt kitti-png), one per pair and direction."""

@@ -1,21 +1,26 @@
 rule labels:
-    """Cycle-verify the teacher's flow of one video: the sparse pseudo-label store."""
+    """The sparse pseudo-label store of one video: the teacher's flow of the pairs in its label
+    budget, cycle-verified in the same job from memory, and that flow as a store beside it; in
+    the paper's self-labelling (teacher == student) the student's own flow store, verified."""
     input:
-        frames="results/frames/{video}.zarr",
-        flow=label_flow,
+        unpack(label_inputs),
     output:
-        directory("results/labels/flow/{video}.zarr"),
+        labels=directory("results/labels/flow/{video}.zarr"),
+        **TEACHER_OUTPUT,
     log:
         "results/logs/labels/{video}.log",
     benchmark:
         "results/benchmarks/labels/{video}.tsv"
     params:
         settings=LABELS,
-    threads: res("labels", "threads")
+        teacher=TEACHER,
+        sha256=config["model"]["sha256"],
+    # Labelling runs the teacher's model unless the teacher is the student.
+    threads: res(LABEL_JOB, "threads")
     resources:
-        mem_mb=res("labels", "mem_mb"),
-        runtime=res("labels", "runtime"),
-        gpu=res("labels", "gpu"),
+        mem_mb=res(LABEL_JOB, "mem_mb"),
+        runtime=res(LABEL_JOB, "runtime"),
+        gpu=res(LABEL_JOB, "gpu"),
     conda:
         "../../envs/motionrefine.yaml"
     script:

@@ -1,5 +1,11 @@
 """Snakemake script of rules flow and teacher: frames store -> forward + backward flow store
 (results/flow/{model}/{video}.zarr, or results/teacher/{video}.zarr at the teacher settings)."""
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU, spinning
+# threads wait at every barrier for a descheduled peer (the teacher at 2 threads under load
+# 16 ran 10x slower than with this, docs/performance.md). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import sys
 
 from motionrefine.config.schema import job_log

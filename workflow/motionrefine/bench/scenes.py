@@ -106,6 +106,8 @@ def label_quality(label_path: str, scene: FlowScene, speed_edges: Sequence[float
     if student is not None and student.shape != labels.shape:
         raise MotionRefineError(f"student flow {student.shape} does not match labels {labels.shape} of {scene.name}")
     valid = scene.valid & np.isfinite(scene.flow).all(-1)
+    if "labelled" in g:  # pairs outside the teacher's label budget are not scored
+        valid &= np.asarray(g["labelled"][:], bool)[:, None, None]
     kept = keep & valid
     truth = np.where(valid[..., None], scene.flow, 0)
     err = epe_map(labels, truth)

@@ -46,14 +46,24 @@ class TeacherStageSettings(NamedTuple):
     iters: int
     flip: bool
     max_pixels: int
+    pair_stride: int = 1
+    max_pairs: int = 0
+    max_megapixels: float = 0.0
 
     def is_student(self, student_iters: int) -> bool:
         return self.teacher().is_student(student_iters)
 
+    def without_budget(self) -> "TeacherStageSettings":
+        """The teacher's views and iterations only: for rules that score the teacher on
+        benchmark pairs (evaluate_teacher), which a change of the label budget must not rerun."""
+        return self._replace(pair_stride=1, max_pairs=0, max_megapixels=0.0)
+
     def teacher(self):
         from motionrefine.flow.teacher import TeacherSettings
 
-        return TeacherSettings(scales=tuple(self.scales), iters=self.iters, flip=self.flip, max_pixels=self.max_pixels)
+        return TeacherSettings(scales=tuple(self.scales), iters=self.iters, flip=self.flip, max_pixels=self.max_pixels,
+                               pair_stride=self.pair_stride, max_pairs=self.max_pairs,
+                               max_megapixels=float(self.max_megapixels))
 
     def stage_kwargs(self) -> dict:
         """``flow_stage`` keywords: the student's model settings and the teacher's views."""
@@ -136,7 +146,8 @@ def build(config: dict) -> Settings:
         flow=FlowSettings(model["variant"], model["iters"], model["batch_size"], model["alternate_corr_pixels"]),
         teacher=TeacherStageSettings(model["variant"], model["batch_size"], model["alternate_corr_pixels"],
                                      tuple(float(x) for x in teacher["scales"]), teacher["iters"], teacher["flip"],
-                                     teacher["max_pixels"]),
+                                     teacher["max_pixels"], teacher["pair_stride"], teacher["max_pairs"],
+                                     float(teacher["max_megapixels"])),
         guard=GuardSettings(guard["enabled"], model["variant"], model["iters"], guard["margin"], guard["holdout_block"],
                             guard["holdout_every"]),
         labels=LabelSettings(verify["alpha"], verify["beta"], verify["colour"], verify["max_flow"], verify["checks"],

@@ -106,13 +106,16 @@ def before_after(df: pd.DataFrame, before: str = "pretrained", after: str = "ref
 TEACHER_COLUMNS = ("scene", "benchmark", "model", "epe", "seconds_per_pair")
 
 
-def teacher_store_row(store_path: str, scene: FlowScene, benchmark: str = "") -> dict:
+def teacher_store_row(store_path: str, scene: FlowScene, benchmark: str = "") -> dict | None:
     """The teacher's row of a scene from its label-making store (results/teacher/{video}.zarr):
     EPE of the very flow the labels were verified from, and its seconds per pair and direction
-    (the store's recorded inference time over both directions, halved), with no second run."""
+    (the store's recorded label-making time over both directions, halved), with no second run.
+    None when the store's label budget left some pairs out."""
     g = open_group(store_path)
     if "flow_fw" not in g:
         raise MotionRefineError(f"{store_path}: no array 'flow_fw' (not a teacher flow store)")
+    if "pair_computed" in g and not bool(np.asarray(g["pair_computed"][...]).all()):
+        return None  # a label budget left pairs out: the scene is not covered
     fw = np.asarray(g["flow_fw"][...], np.float32)
     if fw.shape != scene.flow.shape:
         raise MotionRefineError(f"{store_path}: teacher flow {fw.shape} does not match scene {scene.name} "
@@ -144,7 +147,12 @@ def teacher_vs_student(checkpoint: str, scenes: Iterable[FlowScene], teacher: Te
     else:
         if len(teacher_stores) != len(scenes):
             raise MotionRefineError(f"{len(scenes)} scenes but {len(teacher_stores)} teacher stores")
-        tea = pd.DataFrame([teacher_store_row(p, sc, student.get("benchmark", "")) for p, sc in zip(teacher_stores, scenes)])
-        tea["variant"] = student.get("variant", "small")
+        rows = [teacher_store_row(p, sc, student.get("benchmark", "")) for p, sc in zip(teacher_stores, scenes)]
+        # A scene its store does not cover whole is run at the teacher's settings here.
+        missing = [sc for sc, r in zip(scenes, rows) if r is None]
+        tea = pd.DataFrame([r for r in rows if r is not None]).assign(variant=student.get("variant", "small"))
+        if missing:
+            tea = pd.concat([tea, evaluate_flow({"teacher": checkpoint}, missing, **student, teacher=teacher, timed=True)],
+                            ignore_index=True)
     df = pd.concat([stu, tea], ignore_index=True)
     return df[list(TEACHER_COLUMNS) + [c for c in df.columns if c not in TEACHER_COLUMNS]]

@@ -17,7 +17,7 @@ import torch
 from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.models.checkpoint import load_raft
-from motionrefine.flow.teacher import Teacher, TeacherSettings
+from motionrefine.flow.teacher import Teacher, TeacherSettings, pair_windows
 from motionrefine.models.raft import RAFT, InputPadder
 from motionrefine.core.store import atomic_group, create_array, open_group
 from motionrefine.io.video import frames_source
@@ -28,11 +28,16 @@ log = logging.getLogger("motionrefine")
 class FlowEstimator:
     """Runs RAFT on numpy frames (H, W, 3) uint8 RGB; returns flow as (…, H, W, 2) float32."""
 
-    def __init__(self, model: RAFT, iters: int = 12, padding: str = "even", device: torch.device | None = None):
+    def __init__(self, model: RAFT, iters: int = 12, padding: str = "even", device: torch.device | None = None,
+                 max_corr_bytes: int | None = None):
+        """``max_corr_bytes``: refine a batch in chunks whose all-pairs correlation volumes
+        stay under this many bytes (None: one batch). Each direction's flow is independent
+        of the others in its batch, so chunking bounds memory without changing the method."""
         self.model = model.eval()
         self.iters = iters
         self.padding = padding
         self.device = device or next(model.parameters()).device
+        self.max_corr_bytes = max_corr_bytes
 
     def _to_tensor(self, frames: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
@@ -50,9 +55,21 @@ class FlowEstimator:
     def refine_pairs(self, feats, ctx, padder, src: list[int], dst: list[int]) -> np.ndarray:
         """Flow from frame src[k] to dst[k] for every k, all in one batch."""
         net, inp = ctx
-        preds, _ = self.model.refine(feats[src], feats[dst], net[src], inp[src], self.iters, all_iters=False)
-        flow = padder.unpad(preds[-1])
-        return flow.permute(0, 2, 3, 1).float().cpu().numpy()
+        chunk = self._chunk(feats, len(src))
+        out = []
+        for i in range(0, len(src), chunk):
+            s, d = src[i:i + chunk], dst[i:i + chunk]
+            preds, _ = self.model.refine(feats[s], feats[d], net[s], inp[s], self.iters, all_iters=False)
+            out.append(padder.unpad(preds[-1]).permute(0, 2, 3, 1).float().cpu().numpy())
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def _chunk(self, feats: torch.Tensor, n: int) -> int:
+        h, w = feats.shape[-2:]
+        alt = self.model.alternate_corr_pixels
+        if self.max_corr_bytes is None or (alt is not None and h * w > alt):
+            return n  # on-demand correlation holds no volume
+        per_direction = 4 * (h * w) ** 2 * 4 / 3  # float32 volume and its pyramid
+        return max(1, min(n, int(self.max_corr_bytes // per_direction)))
 
     def pairs(self, frames: np.ndarray, backward: bool = True):
         """Consecutive pairs of (N, H, W, 3) frames → forward (N−1, H, W, 2) and backward flow.
@@ -73,6 +90,53 @@ class FlowEstimator:
         return fw[0]
 
 
+def sanitise_flow(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(N, H, W, 2) flow → (float32 flow with non-finite values as 0, (N,) pair finite, number of bad values)."""
+    bad = ~np.isfinite(flow)
+    if not bad.any():
+        return flow.astype(np.float32, copy=False), np.ones(len(flow), bool), 0
+    return (np.where(bad, 0.0, flow).astype(np.float32), ~bad.reshape(len(flow), -1).any(axis=1), int(bad.sum()))
+
+
+# The teacher's upsampled pairs would hold ~1.3 GB of all-pairs correlation per direction at
+# 540p; refined in chunks under this bound a window of 4 pairs (8 directions) fits in ~2 GB.
+TEACHER_CORR_BYTES = 1 << 30
+
+
+def load_teacher(checkpoint: str, teacher: TeacherSettings, variant: str = "small", padding: str = "even",
+                 expected_sha256: str | None = None, alternate_corr_pixels: int | None = None,
+                 device: str = "auto", threads: int = 1):
+    """(Teacher, checkpoint sha256, device): the frozen model as the label-maker."""
+    dev = pick_device(device, threads)
+    model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
+    model.to(dev)
+    est = FlowEstimator(model, teacher.iters, padding, dev, max_corr_bytes=TEACHER_CORR_BYTES)
+    return Teacher(est, teacher), digest, dev
+
+
+def flow_store_attrs(frames_path, checkpoint, digest, variant, iters, padding, size, n_pairs, store_dtype,
+                     nonfinite, dev, elapsed, teacher=None) -> dict:
+    """A flow store's attrs: what made it, from which frames, how fast. ``teacher``: (settings,
+    views, selected pairs) when the label-maker made it."""
+    h, w = size
+    store_dtype = np.dtype(store_dtype)
+    out = {
+        "model": f"raft-{variant}", "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
+        "iters": iters, "padding": padding, "input_size": [h, w], "pairs": n_pairs,
+        "dtype": str(store_dtype),
+        "dtype_error_bound_px": _dtype_bound(store_dtype),
+        "nonfinite_values": nonfinite, "device": str(dev), "seconds": round(elapsed, 3),
+        "frames_source": frames_source(dict(open_group(frames_path).attrs)), "code_version": __version__,
+        "convention": "flow_fw[t]: frame t -> t+1; flow_bw[t]: frame t+1 -> t; (u, v) in pixels",
+        "teacher": None,
+    }
+    if teacher is not None:
+        settings, views, selected = teacher
+        out["teacher"] = {**settings.as_attrs(), "views": views, "label_budget": settings.budget_attrs(selected, n_pairs)}
+        out["computed_pairs"] = int(len(selected))
+    return out
+
+
 def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = "small", iters: int = 12,
                batch_size: int = 4, threads: int = 1, expected_sha256: str | None = None, padding: str = "even",
                dtype: str = "float32", alternate_corr_pixels: int | None = None, device: str = "auto",
@@ -86,21 +150,24 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
     frame, so memory is bounded by the window, not the video. Non-finite flow values are
     counted and stored as NaN-free zeros with ``finite`` = False, never passed on silently.
     """
-    dev = pick_device(device, threads)
-    model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
-    model.to(dev)
     frames = open_group(frames_path)["frames"]
     t, h, w, _ = frames.shape
     if teacher is not None:
         iters = teacher.iters
-        est = Teacher(FlowEstimator(model, iters, padding, dev), teacher)
+        est, digest, dev = load_teacher(checkpoint, teacher, variant, padding, expected_sha256, alternate_corr_pixels,
+                                        device, threads)
     else:
+        dev = pick_device(device, threads)
+        model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
+        model.to(dev)
         est = FlowEstimator(model, iters, padding, dev)
     if t < 2:
         from motionrefine.core.errors import VideoError
 
         raise VideoError(f"{frames_path}: needs at least 2 frames for flow, has {t}")
     n_pairs = t - 1
+    # The teacher computes the pairs of its label budget only (all pairs when within it).
+    selected = teacher.select_pairs(n_pairs, h, w) if teacher is not None else np.arange(n_pairs)
     store_dtype = np.dtype(dtype)
     started = time.perf_counter()
     nonfinite = 0
@@ -108,35 +175,28 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
         fw_arr = create_array(g, "flow_fw", (n_pairs, h, w, 2), store_dtype)
         bw_arr = create_array(g, "flow_bw", (n_pairs, h, w, 2), store_dtype)
         finite = np.ones(n_pairs, dtype=bool)
-        bar = _progress(n_pairs, progress, Path(out_path).name)
-        for s in range(0, n_pairs, batch_size):
-            e = min(s + batch_size, n_pairs)
+        bar = _progress(len(selected), progress, Path(out_path).name)
+        for s, e in pair_windows(selected, batch_size):
             fw, bw = est.pairs(np.asarray(frames[s:e + 1]))
             for arr, flow in ((fw_arr, fw), (bw_arr, bw)):
-                bad = ~np.isfinite(flow)
-                if bad.any():
-                    nonfinite += int(bad.sum())
-                    finite[s:e] &= ~bad.reshape(e - s, -1).any(axis=1)
-                    flow = np.where(bad, 0.0, flow)
+                flow, ok, bad = sanitise_flow(flow)
+                nonfinite += bad
+                finite[s:e] &= ok
                 arr[s:e] = flow.astype(store_dtype)
             bar.update(e - s)
         bar.close()
         g.create_array("pair_finite", data=finite)
+        if teacher is not None:
+            computed = np.zeros(n_pairs, bool)
+            computed[selected] = True
+            g.create_array("pair_computed", data=computed)
         elapsed = time.perf_counter() - started
-        frames_attrs = dict(open_group(frames_path).attrs)
-        g.attrs.update({
-            "model": f"raft-{variant}", "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
-            "iters": iters, "padding": padding, "input_size": [h, w], "pairs": n_pairs,
-            "dtype": str(store_dtype),
-            "dtype_error_bound_px": _dtype_bound(store_dtype),
-            "nonfinite_values": nonfinite, "device": str(dev), "seconds": round(elapsed, 3),
-            "frames_source": frames_source(frames_attrs), "code_version": __version__,
-            "convention": "flow_fw[t]: frame t -> t+1; flow_bw[t]: frame t+1 -> t; (u, v) in pixels",
-            "teacher": None if teacher is None else {**teacher.as_attrs(), "views": est.views(h, w)},
-        })
-    log.info("%s: %d pairs in %.1f s (%.2f s/pair), %d non-finite values", out_path, n_pairs, elapsed,
-             elapsed / n_pairs, nonfinite)
-    return {"pairs": n_pairs, "seconds": elapsed, "nonfinite": nonfinite, "checkpoint_sha256": digest}
+        g.attrs.update(flow_store_attrs(frames_path, checkpoint, digest, variant, iters, padding, (h, w), n_pairs,
+                                        store_dtype, nonfinite, dev, elapsed,
+                                        None if teacher is None else (teacher, est.views(h, w), selected)))
+    log.info("%s: %d of %d pairs in %.1f s (%.2f s/pair), %d non-finite values", out_path, len(selected), n_pairs,
+             elapsed, elapsed / len(selected), nonfinite)
+    return {"pairs": n_pairs, "computed_pairs": int(len(selected)), "seconds": elapsed, "nonfinite": nonfinite, "checkpoint_sha256": digest}
 
 
 def _dtype_bound(dtype: np.dtype) -> str:

@@ -34,6 +34,8 @@ import torch
 
 from motionrefine import __version__
 from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
+from motionrefine.flow.inference import load_teacher, sanitise_flow
+from motionrefine.flow.teacher import TeacherSettings, pair_windows
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import atomic_group, create_array, open_group, write_array, write_text_atomic
 from motionrefine.io.video import frames_source
@@ -87,11 +89,115 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+class _LabelWriter:
+    """The arrays of one label store, filled window by window from in-memory flow.
+
+    Both ways of making labels go through it (flow read back from a store, or the teacher's
+    flow straight from the model), so they write the same arrays from the same flow."""
+
+    def __init__(self, g, p_count: int, h: int, w: int, th: CycleThresholds, edges: list[float]):
+        self.g, self.th, self.edges = g, th, edges
+        n_bins = len(edges) - 1
+        self.flow_out = create_array(g, "flow", (p_count, h, w, 2), np.float32)
+        self.keep_out = create_array(g, "keep", (p_count, h, w), bool)
+        # The reverse pairs (t+1 -> t) are verified the same way with the roles swapped:
+        # twice the training pairs from the same inference.
+        self.flow_bw_out = create_array(g, "flow_bw", (p_count, h, w, 2), np.float32)
+        self.keep_bw_out = create_array(g, "keep_bw", (p_count, h, w), bool)
+        self.labelled = np.zeros(p_count, bool)
+        self.kept_fraction = np.zeros(p_count, np.float64)
+        self.kept_fraction_bw = np.zeros(p_count, np.float64)
+        self.kept_count = np.zeros(p_count, np.int64)
+        self.pixels_by_bin = np.zeros((p_count, n_bins), np.int64)
+        self.kept_by_bin = np.zeros((p_count, n_bins), np.int64)
+        # NaN = empty bin; a pair outside the label budget has every bin empty.
+        self.frac_by_bin = np.full((p_count, n_bins), np.nan, np.float64)
+        self.rejected = np.zeros((p_count, len(REASONS)), np.int64)
+
+    def add(self, s: int, e: int, frames: np.ndarray, fw: np.ndarray, bw: np.ndarray, finite: np.ndarray) -> None:
+        """Verify pairs s..e-1: frames (e-s+1, H, W, 3), fw/bw (e-s, H, W, 2) float32 with
+        non-finite values stored as 0, ``finite`` (e-s,) False for such pairs."""
+        th = self.th
+        imgs = torch.from_numpy(np.asarray(frames)).permute(0, 3, 1, 2).float()
+        ff = torch.from_numpy(np.asarray(fw, dtype=np.float32)).permute(0, 3, 1, 2)
+        fb = torch.from_numpy(np.asarray(bw, dtype=np.float32)).permute(0, 3, 1, 2)
+        bad_pairs = torch.from_numpy(~np.asarray(finite, bool))
+        if bad_pairs.any():
+            ff = ff.clone()
+            ff[bad_pairs] = float("nan")
+        res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+        if bad_pairs.any():
+            fb = fb.clone()
+            fb[bad_pairs] = float("nan")
+        res_bw = verify_flow(fb, ff, imgs[1:], imgs[:-1], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+        self.flow_bw_out[s:e] = torch.where(res_bw.keep[:, None], torch.nan_to_num(fb),
+                                            torch.zeros_like(fb)).permute(0, 2, 3, 1).numpy()
+        self.keep_bw_out[s:e] = res_bw.keep.numpy()
+        self.kept_fraction_bw[s:e] = res_bw.keep.flatten(1).float().mean(1).numpy()
+        st = pair_stats(res, self.edges)
+        keep = res.keep
+        self.flow_out[s:e] = torch.where(keep[:, None], torch.nan_to_num(ff), torch.zeros_like(ff)).permute(0, 2, 3, 1).numpy()
+        self.keep_out[s:e] = keep.numpy()
+        self.labelled[s:e] = True
+        self.kept_fraction[s:e] = st["kept_fraction"].numpy()
+        self.kept_count[s:e] = st["kept_count"].numpy()
+        self.pixels_by_bin[s:e] = st["pixels_by_bin"].numpy()
+        self.kept_by_bin[s:e] = st["kept_by_bin"].numpy()
+        self.frac_by_bin[s:e] = st["kept_fraction_by_bin"].numpy()
+        self.rejected[s:e] = st["rejected"].numpy()
+
+    def finish(self) -> None:
+        g = self.g
+        write_array(g, "labelled", self.labelled)
+        write_array(g, "kept_fraction", self.kept_fraction)
+        write_array(g, "kept_fraction_bw", self.kept_fraction_bw)
+        write_array(g, "kept_count", self.kept_count)
+        write_array(g, "pixels_by_bin", self.pixels_by_bin)
+        write_array(g, "kept_by_bin", self.kept_by_bin)
+        write_array(g, "kept_fraction_by_bin", self.frac_by_bin)
+        write_array(g, "rejected", self.rejected, columns=list(REASONS))
+        write_array(g, "speed_bin_edges", np.asarray(self.edges, np.float64))
+
+
+def _label_attrs(out_path, frames_path, frames_g, frames, th: CycleThresholds, edges, writer: _LabelWriter,
+                 non_finite_pairs: int, seconds: float, checkpoint_sha256, flow_store: dict,
+                 budget: dict | None) -> dict:
+    t, h, w, _ = frames.shape
+    p_count = len(writer.labelled)
+    labelled = int(writer.labelled.sum())
+    pixels = labelled * h * w
+    return {
+        "kind": "flow_labels",
+        "video": video_name(out_path),
+        "pairs": int(p_count), "input_size": [int(h), int(w)],
+        "labelled_pairs": labelled,
+        # Which pairs carry labels; the others (outside the teacher's label budget) have
+        # labelled False, keep False everywhere, and are never indexed for training.
+        "label_budget": budget,
+        "checkpoint_sha256": checkpoint_sha256,
+        "thresholds": {"alpha": th.alpha, "beta": th.beta, "colour": th.colour, "max_flow": th.max_flow},
+        "checks": th.checks,
+        "fb_threshold_uses": "|F_b| sampled at x + F_f(x) (official code: |F_b(x)|)",
+        "speed_bins": edges,
+        "rejected_columns": list(REASONS),
+        "rejection_reasons_overlap": "yes, except non_finite which excludes the others",
+        "kept_fraction_total": int(writer.kept_count.sum()) / max(pixels, 1),
+        "non_finite_pairs": int(non_finite_pairs),
+        "code_version": __version__,
+        "seconds": round(seconds, 3),
+        "frames_store": {"path": str(frames_path), "shape": list(frames.shape),
+                         "source": frames_source(dict(frames_g.attrs)),
+                         "fingerprint": _fingerprint(frames, 0, t - 1)},
+        "flow_store": flow_store,
+        "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; flow_bw[p]: frame p+1 -> p "
+                      "where keep_bw[p]; (u, v) in pixels; only pairs with labelled[p]",
+    }
+
+
 def _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max_flow, checks, speed_bins,
                       batch_size, progress) -> dict:
     th = CycleThresholds(alpha, beta, colour, max_flow, checks)
     edges = check_speed_edges(speed_bins)
-    n_bins = len(edges) - 1
     frames_g = open_group(frames_path)
     flow_g = open_group(flow_path)
     for key, g, p in (("frames", frames_g, frames_path), ("flow_fw", flow_g, flow_path), ("flow_bw", flow_g, flow_path)):
@@ -105,91 +211,113 @@ def _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max
             f"{flow_path}: flow shapes {fw_arr.shape}/{bw_arr.shape} do not fit frames {frames.shape} of {frames_path}"
             " (expected (T-1, H, W, 2)); was the flow computed from these frames?")
     pair_finite = np.asarray(flow_g["pair_finite"][:]) if "pair_finite" in flow_g else np.ones(p_count, bool)
+    # A teacher store under a label budget holds only some pairs; those are the ones labelled.
+    computed = np.asarray(flow_g["pair_computed"][:], bool) if "pair_computed" in flow_g else np.ones(p_count, bool)
     flow_attrs = dict(flow_g.attrs)
     started = time.perf_counter()
-    sums = {"kept": 0, "pixels": 0}
     with atomic_group(out_path) as g:
-        flow_out = create_array(g, "flow", (p_count, h, w, 2), np.float32)
-        keep_out = create_array(g, "keep", (p_count, h, w), bool)
-        kept_fraction = np.zeros(p_count, np.float64)
-        kept_count = np.zeros(p_count, np.int64)
-        pixels_by_bin = np.zeros((p_count, n_bins), np.int64)
-        kept_by_bin = np.zeros((p_count, n_bins), np.int64)
-        frac_by_bin = np.zeros((p_count, n_bins), np.float64)
-        rejected = np.zeros((p_count, len(REASONS)), np.int64)
-        # The reverse pairs (t+1 -> t) are verified the same way with the roles swapped:
-        # twice the training pairs from the same inference.
-        flow_bw_out = create_array(g, "flow_bw", (p_count, h, w, 2), np.float32)
-        keep_bw_out = create_array(g, "keep_bw", (p_count, h, w), bool)
-        kept_fraction_bw = np.zeros(p_count, np.float64)
-        for s in range(0, p_count, max(1, batch_size)):
-            e = min(s + max(1, batch_size), p_count)
-            imgs = torch.from_numpy(np.asarray(frames[s:e + 1])).permute(0, 3, 1, 2).float()
-            ff = torch.from_numpy(np.asarray(fw_arr[s:e], dtype=np.float32)).permute(0, 3, 1, 2)
-            fb = torch.from_numpy(np.asarray(bw_arr[s:e], dtype=np.float32)).permute(0, 3, 1, 2)
-            bad_pairs = torch.from_numpy(~pair_finite[s:e])
-            if bad_pairs.any():
-                ff = ff.clone()
-                ff[bad_pairs] = float("nan")
-            res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
-            if bad_pairs.any():
-                fb = fb.clone()
-                fb[bad_pairs] = float("nan")
-            res_bw = verify_flow(fb, ff, imgs[1:], imgs[:-1], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
-            flow_bw_out[s:e] = torch.where(res_bw.keep[:, None], torch.nan_to_num(fb),
-                                           torch.zeros_like(fb)).permute(0, 2, 3, 1).numpy()
-            keep_bw_out[s:e] = res_bw.keep.numpy()
-            kept_fraction_bw[s:e] = res_bw.keep.flatten(1).float().mean(1).numpy()
-            st = pair_stats(res, edges)
-            keep = res.keep
-            flow_out[s:e] = torch.where(keep[:, None], torch.nan_to_num(ff), torch.zeros_like(ff)).permute(0, 2, 3, 1).numpy()
-            keep_out[s:e] = keep.numpy()
-            kept_fraction[s:e] = st["kept_fraction"].numpy()
-            kept_count[s:e] = st["kept_count"].numpy()
-            pixels_by_bin[s:e] = st["pixels_by_bin"].numpy()
-            kept_by_bin[s:e] = st["kept_by_bin"].numpy()
-            frac_by_bin[s:e] = st["kept_fraction_by_bin"].numpy()
-            rejected[s:e] = st["rejected"].numpy()
+        writer = _LabelWriter(g, p_count, h, w, th, edges)
+        for s, e in pair_windows(np.flatnonzero(computed), batch_size):
+            writer.add(s, e, np.asarray(frames[s:e + 1]), np.asarray(fw_arr[s:e], dtype=np.float32),
+                       np.asarray(bw_arr[s:e], dtype=np.float32), pair_finite[s:e])
             if progress:
-                log.info("%s: pairs %d-%d, kept %.3f", video_name(out_path), s, e - 1, kept_fraction[s:e].mean())
-        write_array(g, "kept_fraction", kept_fraction)
-        write_array(g, "kept_fraction_bw", kept_fraction_bw)
-        write_array(g, "kept_count", kept_count)
-        write_array(g, "pixels_by_bin", pixels_by_bin)
-        write_array(g, "kept_by_bin", kept_by_bin)
-        write_array(g, "kept_fraction_by_bin", frac_by_bin)
-        write_array(g, "rejected", rejected, columns=list(REASONS))
-        write_array(g, "speed_bin_edges", np.asarray(edges, np.float64))
+                log.info("%s: pairs %d-%d, kept %.3f", video_name(out_path), s, e - 1, writer.kept_fraction[s:e].mean())
+        writer.finish()
         elapsed = time.perf_counter() - started
-        sums["kept"] = int(kept_count.sum())
-        sums["pixels"] = int(p_count * h * w)
-        g.attrs.update({
-            "kind": "flow_labels",
-            "video": video_name(out_path),
-            "pairs": int(p_count), "input_size": [int(h), int(w)],
-            "checkpoint_sha256": flow_attrs.get("checkpoint_sha256"),
-            "thresholds": {"alpha": th.alpha, "beta": th.beta, "colour": th.colour, "max_flow": th.max_flow},
-            "checks": th.checks,
-            "fb_threshold_uses": "|F_b| sampled at x + F_f(x) (official code: |F_b(x)|)",
-            "speed_bins": edges,
-            "rejected_columns": list(REASONS),
-            "rejection_reasons_overlap": "yes, except non_finite which excludes the others",
-            "kept_fraction_total": sums["kept"] / max(sums["pixels"], 1),
-            "non_finite_pairs": int((~pair_finite).sum()),
-            "code_version": __version__,
-            "seconds": round(elapsed, 3),
-            "frames_store": {"path": str(frames_path), "shape": list(frames.shape),
-                             "source": frames_source(dict(frames_g.attrs)),
-                             "fingerprint": _fingerprint(frames, 0, t - 1)},
-            "flow_store": {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
-                           **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "teacher", "code_version")}},
-            "convention": "flow[p]: frame p -> p+1 where keep[p], else 0; flow_bw[p]: frame p+1 -> p "
-                          "where keep_bw[p]; (u, v) in pixels",
-        })
-    log.info("%s: %d pairs, kept %.2f%% of pixels in %.1f s", out_path, p_count,
-             100.0 * sums["kept"] / max(sums["pixels"], 1), elapsed)
-    return {"pairs": int(p_count), "kept_fraction": sums["kept"] / max(sums["pixels"], 1), "seconds": elapsed,
-            "checkpoint_sha256": flow_attrs.get("checkpoint_sha256")}
+        flow_store = {"path": str(flow_path), "fingerprint": _fingerprint(fw_arr, 0),
+                      **{k: flow_attrs.get(k) for k in ("model", "checkpoint", "iters", "padding", "teacher", "code_version")}}
+        attrs = _label_attrs(out_path, frames_path, frames_g, frames, th, edges, writer,
+                             int((~pair_finite[computed]).sum()), elapsed, flow_attrs.get("checkpoint_sha256"),
+                             flow_store, (flow_attrs.get("teacher") or {}).get("label_budget"))
+        g.attrs.update(attrs)
+    return _summary(out_path, attrs, writer, elapsed)
+
+
+def _summary(out_path, attrs: dict, writer: _LabelWriter, elapsed: float) -> dict:
+    log.info("%s: %d of %d pairs labelled, kept %.2f%% of their pixels in %.1f s", out_path,
+             attrs["labelled_pairs"], attrs["pairs"], 100.0 * attrs["kept_fraction_total"], elapsed)
+    return {"pairs": attrs["pairs"], "labelled_pairs": attrs["labelled_pairs"],
+            "kept_fraction": attrs["kept_fraction_total"], "seconds": elapsed,
+            "checkpoint_sha256": attrs["checkpoint_sha256"]}
+
+
+def make_teacher_labels(frames_path: str, out_path: str, checkpoint: str, teacher: TeacherSettings,
+                        variant: str = "small", batch_size: int = 4, expected_sha256: str | None = None,
+                        padding: str = "even", alternate_corr_pixels: int | None = None, device: str = "auto",
+                        threads: int = 1, alpha: float = 0.002, beta: float = 0.1, colour: float = 0.005,
+                        max_flow: float = 400.0, checks: str = "fb+colour",
+                        speed_bins: Sequence[float] = DEFAULT_SPEED_EDGES, verify_threads: int | None = 1,
+                        progress: bool = False, flow_out: str | None = None) -> dict:
+    """The teacher's flow of the pairs in its label budget, verified as it is made: one job
+    from frames to the label store, no flow store written and read back.
+
+    ``flow_out``: also write the teacher's flow as a flow store (the layout of ``flow_stage``),
+    from the same in-memory flow: the tracker's chained-teacher labels and the teacher's
+    evaluation read it, so the teacher does not run twice.
+
+    The labels equal ``flow_stage(teacher=...)`` followed by ``make_flow_labels`` on that
+    store (the same windows, the same float32 flow, the same non-finite handling).
+    ``threads`` are the model's torch threads; verification runs with ``verify_threads``
+    (see ``make_flow_labels``)."""
+    th = CycleThresholds(alpha, beta, colour, max_flow, checks)
+    edges = check_speed_edges(speed_bins)
+    frames_g = open_group(frames_path)
+    if "frames" not in frames_g:
+        raise MotionRefineError(f"{frames_path}: no array 'frames' in the store")
+    frames = frames_g["frames"]
+    t, h, w, _ = frames.shape
+    if t < 2:
+        from motionrefine.core.errors import VideoError
+
+        raise VideoError(f"{frames_path}: needs at least 2 frames for flow, has {t}")
+    est, digest, dev = load_teacher(checkpoint, teacher, variant, padding, expected_sha256, alternate_corr_pixels,
+                                    device, threads)
+    p_count = t - 1
+    selected = teacher.select_pairs(p_count, h, w)
+    started = time.perf_counter()
+    non_finite = 0
+    with contextlib.ExitStack() as stack:
+        g = stack.enter_context(atomic_group(out_path))
+        writer = _LabelWriter(g, p_count, h, w, th, edges)
+        fg = stack.enter_context(atomic_group(flow_out)) if flow_out else None
+        if fg is not None:
+            flow_arrays = (create_array(fg, "flow_fw", (p_count, h, w, 2), np.float32),
+                           create_array(fg, "flow_bw", (p_count, h, w, 2), np.float32))
+            pair_finite = np.ones(p_count, bool)
+            flow_nonfinite = 0
+        for s, e in pair_windows(selected, batch_size):
+            window = np.asarray(frames[s:e + 1])
+            fw, bw = est.pairs(window)
+            (fw, ok_f, bad_f), (bw, ok_b, bad_b) = sanitise_flow(fw), sanitise_flow(bw)
+            finite = ok_f & ok_b
+            non_finite += int((~finite).sum())
+            if fg is not None:
+                flow_arrays[0][s:e], flow_arrays[1][s:e] = fw, bw
+                pair_finite[s:e] &= finite
+                flow_nonfinite += bad_f + bad_b
+            with torch_threads(verify_threads):
+                writer.add(s, e, window, fw, bw, finite)
+            if progress:
+                log.info("%s: pairs %d-%d, kept %.3f", video_name(out_path), s, e - 1, writer.kept_fraction[s:e].mean())
+        writer.finish()
+        elapsed = time.perf_counter() - started
+        if fg is not None:
+            computed = np.zeros(p_count, bool)
+            computed[selected] = True
+            fg.create_array("pair_finite", data=pair_finite)
+            fg.create_array("pair_computed", data=computed)
+            fg.attrs.update(flow_store_attrs(frames_path, checkpoint, digest, variant, teacher.iters, padding, (h, w),
+                                             p_count, np.float32, flow_nonfinite, dev, elapsed,
+                                             (teacher, est.views(h, w), selected)))
+        budget = teacher.budget_attrs(selected, p_count)
+        flow_store = {"path": None, "fused": True, "fingerprint": None, "model": f"raft-{variant}",
+                      "checkpoint": str(checkpoint), "iters": teacher.iters, "padding": padding,
+                      "teacher": {**teacher.as_attrs(), "views": est.views(h, w), "label_budget": budget},
+                      "code_version": __version__, "device": str(dev)}
+        attrs = _label_attrs(out_path, frames_path, frames_g, frames, th, edges, writer, non_finite, elapsed,
+                             digest, flow_store, budget)
+        g.attrs.update(attrs)
+    return _summary(out_path, attrs, writer, elapsed)
 
 
 # ------------------------------------------------------------------ training-set index
@@ -230,16 +358,19 @@ def aggregate_labels(label_paths: Sequence[str], frames_paths: Sequence[str], ou
             raise MotionRefineError(f"{fp} is not the frames store {lp} was labelled from ({want.get('path')})")
         shas.add(attrs.get("checkpoint_sha256"))
         kf = np.asarray(g["kept_fraction"][:])
+        labelled = _labelled(g)
         video = attrs.get("video", video_name(lp))
         rel_l = os.path.relpath(Path(lp).resolve(), base)
         rel_f = os.path.relpath(Path(fp).resolve(), base)
-        used = [int(i) for i in np.flatnonzero(kf > min_kept_fraction)]
+        # Pairs outside the label budget carry no labels and are never indexed.
+        used = [int(i) for i in np.flatnonzero((kf > min_kept_fraction) & labelled)]
         videos.append({"video": video, "labels": rel_l, "frames": rel_f, "pairs": len(kf), "used_pairs": len(used),
-                       "input_size": attrs.get("input_size"), "kept_fraction": float(kf.mean()) if len(kf) else 0.0})
+                       "labelled_pairs": int(labelled.sum()), "input_size": attrs.get("input_size"),
+                       "kept_fraction": float(kf[labelled].mean()) if labelled.any() else 0.0})
         pairs.extend({"video": video, "pair": i, "kept_fraction": float(kf[i])} for i in used)
         if "kept_fraction_bw" in g:  # reverse pairs, labelled by the same check
             kb = np.asarray(g["kept_fraction_bw"][:])
-            used_bw = [int(i) for i in np.flatnonzero(kb > min_kept_fraction)]
+            used_bw = [int(i) for i in np.flatnonzero((kb > min_kept_fraction) & labelled)]
             videos[-1]["used_pairs_bw"] = len(used_bw)
             pairs.extend({"video": video, "pair": i, "kept_fraction": float(kb[i]), "direction": "bw"}
                          for i in used_bw)
@@ -282,8 +413,16 @@ def load_training_pairs(index: str | os.PathLike | dict | Iterable[TrainingPair]
     return out
 
 
+def _labelled(g) -> np.ndarray:
+    """(P,) bool: the pairs of a label store that carry labels (stores made before the label
+    budget label every pair)."""
+    if "labelled" in g:
+        return np.asarray(g["labelled"][:], bool)
+    return np.ones(g["kept_fraction"].shape[0], bool)
+
+
 def label_stats_table(label_paths: Sequence[str]) -> pd.DataFrame:
-    """One row per (video, pair): kept fraction overall and per speed bin, rejection counts."""
+    """One row per labelled (video, pair): kept fraction overall and per speed bin, rejection counts."""
     frames = []
     for lp in label_paths:
         g = open_group(lp)
@@ -303,5 +442,5 @@ def label_stats_table(label_paths: Sequence[str]) -> pd.DataFrame:
             df[f"rejected_{reason}"] = rej[:, j]
         df["checks"] = attrs.get("checks")
         df["checkpoint_sha256"] = attrs.get("checkpoint_sha256")
-        frames.append(df)
+        frames.append(df[_labelled(g)].reset_index(drop=True))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -26,12 +26,22 @@ class TeacherSettings:
     # Cap on the upsampled input (height x width): the scale follows the frame size, since
     # upsampling helps small frames most and costs s^2 per pass. 0: no cap.
     max_pixels: int = 0
+    # The label budget of one video: every ``pair_stride``-th pair, at most ``max_pairs`` of
+    # them, and at most ``max_megapixels`` of teacher input (the upsampled frame's area
+    # summed over the labelled pairs). Pairs beyond a budget are dropped evenly over the
+    # video, so long or large videos keep their whole time span. 0: no cap.
+    pair_stride: int = 1
+    max_pairs: int = 0
+    max_megapixels: float = 0.0
 
     def __post_init__(self):
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"teacher scales must be positive, got {self.scales}")
         if self.iters < 1:
             raise ValueError(f"teacher iters must be >= 1, got {self.iters}")
+        if self.pair_stride < 1 or self.max_pairs < 0 or self.max_megapixels < 0:
+            raise ValueError(f"teacher pair budget must be pair_stride >= 1, max_pairs >= 0, max_megapixels >= 0; "
+                             f"got {self.pair_stride}, {self.max_pairs}, {self.max_megapixels}")
 
     def is_student(self, student_iters: int) -> bool:
         """True when the teacher is the student itself (the paper's self-labelling)."""
@@ -44,9 +54,49 @@ class TeacherSettings:
         cap = (self.max_pixels / (height * width)) ** 0.5
         return tuple(dict.fromkeys(max(1.0, min(s, cap)) if s >= 1 else s for s in self.scales))
 
+    def select_pairs(self, n_pairs: int, height: int, width: int) -> np.ndarray:
+        """Indices of the pairs (t, t+1) the teacher labels, sorted; at least one."""
+        candidates = np.arange(0, n_pairs, self.pair_stride)
+        cap = len(candidates)
+        if self.max_pairs:
+            cap = min(cap, self.max_pairs)
+        if self.max_megapixels:
+            th, tw = scaled_size(height, width, max(self.scales_for(height, width)))
+            cap = min(cap, int(self.max_megapixels * 1e6 // (th * tw)))
+        cap = max(1, cap)
+        if cap >= len(candidates):
+            return candidates
+        # Evenly over the candidates, first and last included.
+        return candidates[np.round(np.linspace(0, len(candidates) - 1, cap)).astype(int)]
+
+    def budget_attrs(self, selected: np.ndarray, n_pairs: int) -> dict:
+        """The label budget as recorded in the stores: the settings and the pairs it chose."""
+        return {"pair_stride": self.pair_stride, "max_pairs": self.max_pairs, "max_megapixels": self.max_megapixels,
+                "pairs": int(n_pairs), "labelled": int(len(selected)), "labelled_pairs": [int(i) for i in selected]}
+
     def as_attrs(self) -> dict:
         return {"scales": list(self.scales), "iters": self.iters, "flip": self.flip,
-                "max_pixels": self.max_pixels}
+                "max_pixels": self.max_pixels, "pair_stride": self.pair_stride, "max_pairs": self.max_pairs,
+                "max_megapixels": self.max_megapixels}
+
+
+def pair_windows(pairs: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
+    """Half-open pair ranges [s, e) covering ``pairs`` (sorted): runs of consecutive pairs,
+    each cut into windows of at most ``batch_size`` pairs counted from the run's start.
+
+    A window of k pairs encodes k+1 frames once; with every pair selected this is
+    ``range(0, n, batch_size)``, the flow stage's windows."""
+    out = []
+    i = 0
+    pairs = [int(p) for p in pairs]
+    while i < len(pairs):
+        j = i
+        while j + 1 < len(pairs) and pairs[j + 1] == pairs[j] + 1:
+            j += 1
+        for s in range(pairs[i], pairs[j] + 1, max(1, batch_size)):
+            out.append((s, min(s + max(1, batch_size), pairs[j] + 1)))
+        i = j + 1
+    return out
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
