@@ -104,7 +104,12 @@ def test_fused_labels_equal_the_teacher_store_verified(frames, tmp_path, keep_to
         make_flow_labels(frames, str(tmp_path / f"teacher_{name}.zarr"), str(tmp_path / f"two_{name}.zarr"),
                          batch_size=2, **VERIFY)
         make_teacher_labels(frames, str(tmp_path / f"fused_{name}.zarr"), str(WEIGHTS), teacher, batch_size=2,
-                            threads=1, device="cpu", **VERIFY)
+                            threads=1, device="cpu", **VERIFY, flow_out=str(tmp_path / f"fused_flow_{name}.zarr"))
+        # The flow store the labels job writes beside its labels is the flow stage's, byte for byte.
+        fa, fb = open_group(tmp_path / f"teacher_{name}.zarr"), open_group(tmp_path / f"fused_flow_{name}.zarr")
+        for k in ("flow_fw", "flow_bw", "pair_finite", "pair_computed"):
+            assert fa[k][...].tobytes() == fb[k][...].tobytes(), f"{name}: flow store {k} differs"
+        assert fa.attrs["teacher"] == fb.attrs["teacher"] and fb.attrs["computed_pairs"] == computed.sum()
         a, b = open_group(tmp_path / f"two_{name}.zarr"), open_group(tmp_path / f"fused_{name}.zarr")
         names = sorted(k for k, _ in a.arrays())
         assert names == sorted(k for k, _ in b.arrays()) and "labelled" in names

@@ -92,6 +92,7 @@ class LabelSettings(NamedTuple):
     checks: str
     speed_bins: tuple
     batch_size: int
+    colour_norm: str = "raw"
 
 
 class EvalSettings(NamedTuple):
@@ -151,7 +152,7 @@ def build(config: dict) -> Settings:
         guard=GuardSettings(guard["enabled"], model["variant"], model["iters"], guard["margin"], guard["holdout_block"],
                             guard["holdout_every"]),
         labels=LabelSettings(verify["alpha"], verify["beta"], verify["colour"], verify["max_flow"], verify["checks"],
-                             _frozen(verify["speed_bins"]), model["batch_size"]),
+                             _frozen(verify["speed_bins"]), model["batch_size"], verify.get("colour_norm", "raw")),
         evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),
         track_labels=TrackLabelSettings(tracking["size"], tracking.get("sha256"),
                                         _frozen(tracking.get("labels") or {})),

@@ -34,7 +34,7 @@ import torch
 
 from motionrefine import __version__
 from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
-from motionrefine.flow.inference import load_teacher, sanitise_flow
+from motionrefine.flow.inference import flow_store_attrs, load_teacher, sanitise_flow
 from motionrefine.flow.teacher import TeacherSettings, pair_windows
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import atomic_group, create_array, open_group, write_array, write_text_atomic
@@ -61,7 +61,7 @@ def video_name(path: str | os.PathLike) -> str:
 def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: float = 0.002, beta: float = 0.1,
                      colour: float = 0.005, max_flow: float = 400.0, checks: str = "fb+colour",
                      speed_bins: Sequence[float] = DEFAULT_SPEED_EDGES, batch_size: int = 4,
-                     progress: bool = False, threads: int | None = 1) -> dict:
+                     progress: bool = False, threads: int | None = 1, colour_norm: str = "raw") -> dict:
     """Cycle-verify every pair of one video and write its label store. Returns a summary dict.
 
     ``threads``: torch CPU threads for the verification (restored afterwards; None leaves
@@ -72,7 +72,7 @@ def make_flow_labels(frames_path: str, flow_path: str, out_path: str, alpha: flo
     """
     with torch_threads(threads):
         return _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max_flow, checks,
-                                 speed_bins, batch_size, progress)
+                                 speed_bins, batch_size, progress, colour_norm)
 
 
 @contextlib.contextmanager
@@ -125,11 +125,13 @@ class _LabelWriter:
         if bad_pairs.any():
             ff = ff.clone()
             ff[bad_pairs] = float("nan")
-        res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+        res = verify_flow(ff, fb, imgs[:-1], imgs[1:], th.alpha, th.beta, th.colour, th.max_flow, th.checks,
+                          th.colour_norm)
         if bad_pairs.any():
             fb = fb.clone()
             fb[bad_pairs] = float("nan")
-        res_bw = verify_flow(fb, ff, imgs[1:], imgs[:-1], th.alpha, th.beta, th.colour, th.max_flow, th.checks)
+        res_bw = verify_flow(fb, ff, imgs[1:], imgs[:-1], th.alpha, th.beta, th.colour, th.max_flow, th.checks,
+                             th.colour_norm)
         self.flow_bw_out[s:e] = torch.where(res_bw.keep[:, None], torch.nan_to_num(fb),
                                             torch.zeros_like(fb)).permute(0, 2, 3, 1).numpy()
         self.keep_bw_out[s:e] = res_bw.keep.numpy()
@@ -175,7 +177,8 @@ def _label_attrs(out_path, frames_path, frames_g, frames, th: CycleThresholds, e
         # labelled False, keep False everywhere, and are never indexed for training.
         "label_budget": budget,
         "checkpoint_sha256": checkpoint_sha256,
-        "thresholds": {"alpha": th.alpha, "beta": th.beta, "colour": th.colour, "max_flow": th.max_flow},
+        "thresholds": {"alpha": th.alpha, "beta": th.beta, "colour": th.colour, "max_flow": th.max_flow,
+                       "colour_norm": th.colour_norm},
         "checks": th.checks,
         "fb_threshold_uses": "|F_b| sampled at x + F_f(x) (official code: |F_b(x)|)",
         "speed_bins": edges,
@@ -195,8 +198,8 @@ def _label_attrs(out_path, frames_path, frames_g, frames, th: CycleThresholds, e
 
 
 def _make_flow_labels(frames_path, flow_path, out_path, alpha, beta, colour, max_flow, checks, speed_bins,
-                      batch_size, progress) -> dict:
-    th = CycleThresholds(alpha, beta, colour, max_flow, checks)
+                      batch_size, progress, colour_norm="raw") -> dict:
+    th = CycleThresholds(alpha, beta, colour, max_flow, checks, colour_norm)
     edges = check_speed_edges(speed_bins)
     frames_g = open_group(frames_path)
     flow_g = open_group(flow_path)
@@ -245,7 +248,7 @@ def make_teacher_labels(frames_path: str, out_path: str, checkpoint: str, teache
                         variant: str = "small", batch_size: int = 4, expected_sha256: str | None = None,
                         padding: str = "even", alternate_corr_pixels: int | None = None, device: str = "auto",
                         threads: int = 1, alpha: float = 0.002, beta: float = 0.1, colour: float = 0.005,
-                        max_flow: float = 400.0, checks: str = "fb+colour",
+                        max_flow: float = 400.0, checks: str = "fb+colour", colour_norm: str = "raw",
                         speed_bins: Sequence[float] = DEFAULT_SPEED_EDGES, verify_threads: int | None = 1,
                         progress: bool = False, flow_out: str | None = None) -> dict:
     """The teacher's flow of the pairs in its label budget, verified as it is made: one job
@@ -259,7 +262,7 @@ def make_teacher_labels(frames_path: str, out_path: str, checkpoint: str, teache
     store (the same windows, the same float32 flow, the same non-finite handling).
     ``threads`` are the model's torch threads; verification runs with ``verify_threads``
     (see ``make_flow_labels``)."""
-    th = CycleThresholds(alpha, beta, colour, max_flow, checks)
+    th = CycleThresholds(alpha, beta, colour, max_flow, checks, colour_norm)
     edges = check_speed_edges(speed_bins)
     frames_g = open_group(frames_path)
     if "frames" not in frames_g:
