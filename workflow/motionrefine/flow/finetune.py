@@ -3,11 +3,14 @@ baseline objective), resumable and deterministic.
 
 Modes:
 - ``labels`` (the recipe): RAFT sequence loss on the sparse pseudo-labels.
-- ``photometric`` (baseline): occlusion-masked photometric loss + λ·edge-aware smoothness, both
-  directions; the occlusion mask comes from a forward-backward check (UnFlow form) on the
-  current model's final predictions, detached.
-- ``cycle`` (baseline): forward-backward cycle-consistency loss, both directions.
-The self-supervised losses see the frames without colour jitter (same crop and flips).
+- ``photometric`` (baseline, UFlow's unsupervised loss): occlusion-masked census loss + 2 ·
+  edge-aware second-order smoothness (edge constant 150), both directions;
+- ``cycle`` (baseline, UnFlow's form): the same occlusion-masked census loss + 0.2 · forward-
+  backward cycle consistency on the non-occluded pixels, both directions.
+Their constants are ``flow.losses.SelfSupWeights`` (the published values, cited there); the
+occlusion masks come from the forward-backward test on the current model's final
+predictions, detached (UFlow's stop-gradient). The self-supervised losses see the frames
+without colour jitter (same crop and flips).
 
 Determinism and resume: batches are a pure function of (seed, step) (``flow.pairs``), so a
 run that resumes from a checkpoint at step s sees exactly the batches an uninterrupted run
@@ -33,9 +36,10 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.augment import AugmentConfig
-from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, fb_consistency
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges
 from motionrefine.flow.labels import TrainingPair, load_training_pairs
-from motionrefine.flow.losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
+from motionrefine.flow.losses import (SelfSupWeights, cycle_objective, occlusion_masks, photometric_objective,
+                                     sequence_loss, sequence_weights)
 from motionrefine.flow.pairs import common_crop, make_loader
 from motionrefine.models.checkpoint import load_raft, save_raft
 from motionrefine.train import state
@@ -75,10 +79,13 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
-    # photometric baseline
-    smooth_weight: float = 0.1
-    ssim_weight: float = 0.0
-    edge_scale: float = 1.0
+    # self-supervised baselines (flow.losses.SelfSupWeights: published values)
+    census_weight: float = 1.0
+    smooth_weight: float = 2.0
+    smooth_order: int = 2
+    smooth_level: int = 2
+    edge_scale: float = 150.0
+    cycle_weight: float = 0.2
     occlusion_alpha: float = 0.01  # UnFlow constants, squared norms
     occlusion_beta: float = 0.5
     # runtime
@@ -100,8 +107,15 @@ class FinetuneConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise MotionRefineError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.smooth_order not in (1, 2):
+            raise MotionRefineError(f"smooth_order must be 1 or 2, got {self.smooth_order}")
         if self.iters is not None and self.iters < 1:
             raise MotionRefineError(f"iters must be >= 1, got {self.iters}")
+
+    @property
+    def selfsup(self) -> SelfSupWeights:
+        return SelfSupWeights(self.census_weight, self.smooth_weight, self.smooth_order, self.smooth_level,
+                              self.edge_scale, self.cycle_weight, self.occlusion_alpha, self.occlusion_beta)
 
     @property
     def train_iters(self) -> int:
@@ -141,24 +155,13 @@ def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor,
     # Both directions in one batch: they share the encoders' cost structure and BN state.
     preds = model(torch.cat([img1, img2]), torch.cat([img2, img1]), iters=iters)
     ws = sequence_weights(len(preds), cfg.gamma)
+    w = cfg.selfsup
+    raw1, raw2 = batch["raw1"], batch["raw2"]
+    vis_f, vis_b = occlusion_masks(preds[-1][:b], preds[-1][b:], w)
+    objective = photometric_objective if cfg.mode == "photometric" else cycle_objective
     loss = img1.new_zeros(())
-    if cfg.mode == "photometric":
-        raw1, raw2 = batch["raw1"], batch["raw2"]
-        with torch.no_grad():
-            ff, fb = preds[-1][:b], preds[-1][b:]
-            vis_f = fb_consistency(ff, fb, cfg.occlusion_alpha, cfg.occlusion_beta, squared=True)[0]
-            vis_b = fb_consistency(fb, ff, cfg.occlusion_alpha, cfg.occlusion_beta, squared=True)[0]
-        for w_i, p in zip(ws, preds):
-            ff, fb = p[:b], p[b:]
-            term = (photometric_loss(raw1, raw2, ff, vis_f, cfg.ssim_weight)
-                    + photometric_loss(raw2, raw1, fb, vis_b, cfg.ssim_weight)
-                    + cfg.smooth_weight * (smoothness_loss(ff, raw1, cfg.edge_scale)
-                                           + smoothness_loss(fb, raw2, cfg.edge_scale)))
-            loss = loss + w_i * term
-    else:  # cycle
-        for w_i, p in zip(ws, preds):
-            ff, fb = p[:b], p[b:]
-            loss = loss + w_i * (cycle_loss(ff, fb) + cycle_loss(fb, ff))
+    for w_i, p in zip(ws, preds):
+        loss = loss + w_i * objective(raw1, raw2, p[:b], p[b:], vis_f, vis_b, w)
     with torch.no_grad():
         _, metrics = sequence_loss([preds[-1][:b].detach()], label, valid, None, cfg.gamma, cfg.max_flow)
     return loss, metrics
