@@ -160,12 +160,18 @@ def test_census_of_a_constant_intensity_shift_is_zero_at_the_true_flow():
     i1, i2 = i1 * 0.7 + 10, i2 * 0.7 + 40  # 0–255 kept, +30 on the second frame
     assert census_transform(i2 + 0.0).shape == (1, 49, 24, 32)
     assert torch.allclose(census_transform(i1)[..., 3:-3, 3:-3], census_transform(i1 + 30.0)[..., 3:-3, 3:-3], atol=1e-4)
-    assert census_loss(i1, i2, flow).item() < 1e-5
-    assert photometric_loss(i1, i2, flow).item() > 0.05  # a plain colour difference sees the brightening
+    # Pixels whose patch warps from inside the frame (the zero-padded outside is not the scene).
+    interior = torch.zeros(1, 24, 32, dtype=torch.bool)
+    interior[:, 6:-6, 6:-6] = True
+    assert census_loss(i1, i2, flow, interior).item() < 1e-5
+    assert photometric_loss(i1, i2, flow, interior).item() > 0.05  # a plain colour difference sees the brightening
     for off in ((1, 0), (0, 1), (-1, -1), (0.5, 0)):
         wrong = flow + torch.tensor(off, dtype=torch.float32)[None, :, None, None]
-        assert census_loss(i1, i2, wrong).item() > 0.1, off
-    assert census_loss(i1, i2, torch.zeros_like(flow)).item() > 0.1
+        assert census_loss(i1, i2, wrong, interior).item() > 0.1, off
+    assert census_loss(i1, i2, torch.zeros_like(flow), interior).item() > 0.1
+    # Unmasked, pointing out of the frame costs (it meets the zero padding) rather than escaping the loss.
+    out = torch.full_like(flow, 100.0)
+    assert census_loss(i1, i2, out).item() > census_loss(i1, i2, flow).item() + 0.1
     # Soft Hamming: 0 for equal transforms, grows with the difference, below 1 per channel.
     t = census_transform(i1)
     assert soft_hamming(t, t).abs().max().item() == 0.0
@@ -179,12 +185,16 @@ def test_cycle_baseline_is_minimised_by_the_true_flow_not_by_zero_flow():
     (also 0 for them) could not tell apart."""
     u, v = 2, 1
     i1, i2, _ = shifted_pair(u, v, h=32, w=40, seed=3)
+    # Occlusion-free: every scored pixel's patch lies in both frames under any flow tried here.
+    inner = torch.zeros(1, 32, 40, dtype=torch.bool)
+    inner[:, 10:-10, 10:-10] = True
     def objective(fu, fv):
         ff = torch.zeros(1, 2, 32, 40)
         ff[:, 0], ff[:, 1] = fu, fv
         fb = -ff
         vis_f, vis_b = occlusion_masks(ff, fb)
-        return cycle_objective(i1, i2, ff, fb, vis_f, vis_b).item(), cycle_loss(ff, fb).item()
+        return (cycle_objective(i1, i2, ff, fb, vis_f & inner, vis_b & inner).item(),
+                cycle_loss(ff, fb, inner).item())
     true, true_cyc = objective(u, v)
     assert true < 1e-5 and true_cyc < 1e-6
     zero, zero_cyc = objective(0, 0)
@@ -195,15 +205,15 @@ def test_cycle_baseline_is_minimised_by_the_true_flow_not_by_zero_flow():
     ff = torch.zeros(1, 2, 32, 40)
     ff[:, 0], ff[:, 1] = u, v
     fb = -ff + 0.4
-    ones = torch.ones(1, 32, 40, dtype=torch.bool)
     w = SelfSupWeights()
-    assert cycle_objective(i1, i2, ff, fb, ones, ones, w).item() > \
-        cycle_objective(i1, i2, ff, fb, ones, ones, w._replace(cycle=0.0)).item() + 0.05
+    assert cycle_objective(i1, i2, ff, fb, inner, inner, w).item() > \
+        cycle_objective(i1, i2, ff, fb, inner, inner, w._replace(cycle=0.0)).item() + 0.05
 
 
 def test_photometric_baseline_prefers_the_true_flow():
     i1, i2, flow = shifted_pair(3, -2)
-    vis = torch.ones(1, 24, 32, dtype=torch.bool)
+    vis = torch.zeros(1, 24, 32, dtype=torch.bool)
+    vis[:, 6:-6, 6:-6] = True
     true = photometric_objective(i1, i2, flow, -flow, vis, vis).item()
     assert true < 1e-5
     assert photometric_objective(i1, i2, flow * 0, flow * 0, vis, vis).item() > true + 0.1

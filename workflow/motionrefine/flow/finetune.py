@@ -88,6 +88,9 @@ class FinetuneConfig:
     cycle_weight: float = 0.2
     occlusion_alpha: float = 0.01  # UnFlow constants, squared norms
     occlusion_beta: float = 0.5
+    # Steps without the occlusion mask first (UFlow's occ_after_num_steps): from a weak start
+    # the forward-backward test marks every pixel occluded, which would leave no loss at all.
+    occlusion_after: int = 0
     # runtime
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -143,7 +146,8 @@ class FinetuneConfig:
 
 # ------------------------------------------------------------------ losses per mode
 
-def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor, dict]:
+def compute_loss(model, batch: dict, cfg: FinetuneConfig, step: int = 0) -> tuple[torch.Tensor, dict]:
+    """The mode's loss of one batch at training step ``step`` (0-based) and label metrics."""
     img1, img2 = batch["img1"], batch["img2"]
     label, valid = batch["flow"], batch["valid"]
     iters = cfg.train_iters
@@ -157,7 +161,10 @@ def compute_loss(model, batch: dict, cfg: FinetuneConfig) -> tuple[torch.Tensor,
     ws = sequence_weights(len(preds), cfg.gamma)
     w = cfg.selfsup
     raw1, raw2 = batch["raw1"], batch["raw2"]
-    vis_f, vis_b = occlusion_masks(preds[-1][:b], preds[-1][b:], w)
+    if step >= cfg.occlusion_after:
+        vis_f, vis_b = occlusion_masks(preds[-1][:b], preds[-1][b:], w)
+    else:
+        vis_f = vis_b = torch.ones_like(valid, dtype=torch.bool)
     objective = photometric_objective if cfg.mode == "photometric" else cycle_objective
     loss = img1.new_zeros(())
     for w_i, p in zip(ws, preds):
@@ -219,7 +226,7 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
     def step(s: int, batch: dict) -> list[str]:
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         lr = run.lr
-        loss, metrics = compute_loss(model, batch, cfg)
+        loss, metrics = compute_loss(model, batch, cfg, s)
         optimizer_step(model, optimizer, scheduler, [loss], cfg.clip, s)
         return [f"{loss.item():.6g}", f"{lr:.6g}", f"{metrics['epe']:.6g}"]
 

@@ -7,7 +7,7 @@ The baselines follow UFlow (Jonschkowski et al., ECCV 2020; its repository's def
 - data term: census transform of 7×7 patches of the grey image on 0–255, each neighbour's
   difference normalised d/√(0.81 + d²), soft Hamming distance Σ (Δ²/(0.1 + Δ²)) over the 48
   neighbours, robust penalty (|x| + 0.01)^0.4 (less its constant 0.01^0.4), masked by the (detached) occlusion mask, the
-  3-px patch border and patches with out-of-frame targets (UFlow ``census_loss``, weight 1);
+  3-px patch border, not by out-of-frame targets (UFlow ``census_loss``, weight 1);
 - occlusions: the forward-backward test (UFlow's ``brox`` option = UnFlow's constants,
   ‖F_f + F_b(x+F_f)‖² > 0.01 (‖F_f‖² + ‖F_b(x+F_f)‖²) + 0.5), stop-gradient;
 - smoothness: edge-aware, exp(−150 · mean_RGB |∂I|) on [0, 1] images (UFlow's
@@ -208,18 +208,17 @@ def border_mask(b: int, h: int, w: int, width: int, device=None) -> torch.Tensor
 def census_loss(image1: torch.Tensor, image2: torch.Tensor, flow: torch.Tensor,
                 mask: torch.Tensor | None = None, patch: int = CENSUS_PATCH) -> torch.Tensor:
     """UFlow's census loss of I_t against I_{t+1} warped back by ``flow``: (|hamming| + 0.01)^0.4
-    per pixel, masked by ``mask`` (True = visible), the patch border and pixels whose patch
-    has an x + flow(x) outside the frame; reduced per sample."""
+    per pixel, masked by ``mask`` (True = visible) and the patch border; reduced per sample.
+    Out-of-frame targets are not masked here (see the comment below)."""
     warped = backward_warp(image2.float(), flow)
     ham = soft_hamming(census_transform(image1, patch), census_transform(warped, patch))
     # UFlow's (|x| + 0.01)^0.4, less its value at 0 so a perfect match costs 0 (same gradient).
     per_px = (ham.abs() + 0.01).pow(0.4) - 0.01 ** 0.4
     b, _, h, w = flow.shape
-    # A pixel counts only if its whole patch warps from inside the frame (eroded in-frame
-    # mask): the zero-padded outside would otherwise bias every patch near it (UFlow counts them).
-    inside = inside_frame(flow.detach()).float()[:, None]
-    inside = -F.max_pool2d(-inside, patch, stride=1, padding=patch // 2)
-    m = (inside[:, 0] > 0.5) & border_mask(b, h, w, patch // 2, flow.device)
+    # No in-frame mask (as UFlow): a flow that points out of the frame meets the zero padding
+    # and costs, instead of escaping the loss; where the occlusion mask is on, the forward-
+    # backward test already excludes such pixels (the backward flow samples zeros there).
+    m = border_mask(b, h, w, patch // 2, flow.device)
     if mask is not None:
         m = m & mask.bool()
     return masked_mean_per_sample(per_px, m)
