@@ -150,7 +150,7 @@ def test_worker_processes_give_the_same_weights(training_set, tmp_path):
 
 @pytest.mark.parametrize("mode", ["photometric", "cycle"])
 def test_baseline_modes_train(training_set, tmp_path, mode):
-    s = finetune(tiny(steps=1, mode=mode, ssim_weight=0.5 if mode == "photometric" else 0.0), training_set,
+    s = finetune(tiny(steps=1, mode=mode, smooth_order=1 if mode == "photometric" else 2), training_set,
                  WEIGHTS, tmp_path / mode)
     curve = read_loss_curve(s["loss_tsv"])
     assert len(curve) == 1 and np.isfinite(curve["loss"]).all() and curve["loss"][0] > 0

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from motionrefine.flow.losses import (charbonnier, cycle_loss, masked_mean_per_sample, photometric_loss,
-                                 sequence_loss, sequence_weights, smoothness_loss)
+from motionrefine.flow.losses import (SelfSupWeights, census_loss, census_transform, charbonnier, cycle_loss,
+                                     cycle_objective, edge_weights, masked_mean_per_sample, occlusion_masks,
+                                     photometric_loss, photometric_objective, sequence_loss, sequence_weights,
+                                     smoothness_loss, soft_hamming)
 from motionrefine.flow.rebalance import speed_bin_weights
 
 
@@ -108,13 +110,116 @@ def test_smoothness_loss():
     img = torch.rand(2, 3, 16, 16) * 255
     const = torch.zeros(2, 2, 16, 16)
     const[:, 0], const[:, 1] = 3.0, -1.5
-    assert smoothness_loss(const, img).item() == 0.0
     ramp = torch.arange(16.0).expand(2, 2, 16, 16).clone()
     flat = torch.full_like(img, 128.0)
-    edges = torch.zeros_like(img)
-    edges[..., ::2] = 255.0  # strong vertical edges everywhere
-    assert smoothness_loss(ramp, flat).item() == pytest.approx(1.0)  # |∂x| = 1, |∂y| = 0, no edges
-    assert smoothness_loss(ramp, edges).item() < smoothness_loss(ramp, flat).item()
+    for order in (1, 2):
+        assert smoothness_loss(const, img, order=order).item() == 0.0
+    # First order: |∂x| = 1 on both channels, ∂y = 0, no edges: (1 + 0) / 2.
+    assert smoothness_loss(ramp, flat, order=1).item() == pytest.approx(0.5, abs=1e-3)
+    # Second order: a linear flow costs nothing, a quadratic one does.
+    assert smoothness_loss(ramp, flat, order=2).item() == pytest.approx(0.0, abs=1e-6)
+    quad = ramp ** 2 / 2  # ∂²x = 1
+    assert smoothness_loss(quad, flat, order=2).item() == pytest.approx(0.5, abs=1e-3)
+    # Level 2: the flow at 1/4 resolution in that level's pixels: a ramp of slope 1 stays slope 1.
+    assert smoothness_loss(ramp, flat, order=1, level=2).item() == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ValueError):
+        smoothness_loss(ramp, flat, order=3)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_smoothness_weight_follows_a_step_edge_by_exp_minus_150_step(order):
+    """A flow discontinuity on an image step edge of height s (on [0, 1]) costs exp(−150 s) of the
+    same discontinuity in a flat region (UFlow's edge weight; second order: both ∂²F terms
+    lie on stride-2 image differences that span the edge)."""
+    h, w, s = 8, 32, 0.01
+    img = torch.full((1, 3, h, w), 100.0)
+    img[..., 16:] += 255.0 * s  # step edge between columns 15 and 16
+    def jump_at(c):
+        f = torch.zeros(1, 2, h, w)
+        f[:, 0, :, c:] = 2.0
+        return f
+    on_edge = smoothness_loss(jump_at(16), img, order=order).item()
+    off_edge = smoothness_loss(jump_at(6), img, order=order).item()
+    assert on_edge / off_edge == pytest.approx(np.exp(-150 * s), rel=1e-4)
+    # The weight itself: exp(−150 · mean_RGB |∂I|).
+    grad = torch.zeros(1, 3, 1, 1)
+    grad[0, 0] = 0.03  # one channel of three: mean 0.01
+    assert edge_weights(grad, 150.0).item() == pytest.approx(np.exp(-1.5))
+
+
+def random_texture(h, w, seed=0, lo=20.0, hi=200.0):
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.uniform(lo, hi, (1, 3, h, w)).astype(np.float32))
+
+
+def test_census_of_a_constant_intensity_shift_is_zero_at_the_true_flow():
+    """I2 = I1 translated by (3, −2) and brightened by a constant 30: census ignores the
+    brightness, so its loss is 0 at the true flow and positive off it (also the transform
+    itself is unchanged by the brightness, away from the zero-padded border)."""
+    i1, i2, flow = shifted_pair(3, -2)
+    i1, i2 = i1 * 0.7 + 10, i2 * 0.7 + 40  # 0–255 kept, +30 on the second frame
+    assert census_transform(i2 + 0.0).shape == (1, 49, 24, 32)
+    assert torch.allclose(census_transform(i1)[..., 3:-3, 3:-3], census_transform(i1 + 30.0)[..., 3:-3, 3:-3], atol=1e-4)
+    # Pixels whose patch warps from inside the frame (the zero-padded outside is not the scene).
+    interior = torch.zeros(1, 24, 32, dtype=torch.bool)
+    interior[:, 6:-6, 6:-6] = True
+    assert census_loss(i1, i2, flow, interior).item() < 1e-5
+    assert photometric_loss(i1, i2, flow, interior).item() > 0.05  # a plain colour difference sees the brightening
+    for off in ((1, 0), (0, 1), (-1, -1), (0.5, 0)):
+        wrong = flow + torch.tensor(off, dtype=torch.float32)[None, :, None, None]
+        assert census_loss(i1, i2, wrong, interior).item() > 0.1, off
+    assert census_loss(i1, i2, torch.zeros_like(flow), interior).item() > 0.1
+    # Unmasked, pointing out of the frame costs (it meets the zero padding) rather than escaping the loss.
+    out = torch.full_like(flow, 100.0)
+    assert census_loss(i1, i2, out).item() > census_loss(i1, i2, flow).item() + 0.1
+    # Soft Hamming: 0 for equal transforms, grows with the difference, below 1 per channel.
+    t = census_transform(i1)
+    assert soft_hamming(t, t).abs().max().item() == 0.0
+    assert 0 < soft_hamming(t, -t).max().item() < 49
+
+
+def test_cycle_baseline_is_minimised_by_the_true_flow_not_by_zero_flow():
+    """On an occlusion-free translated pair (I2 = I1 shifted by (2, 1); pixels whose target leaves
+    the frame are masked), the cycle objective of the true forward/backward flows is 0 and
+    below that of zero flow and of mutually consistent wrong flows, which the cycle term alone
+    (also 0 for them) could not tell apart."""
+    u, v = 2, 1
+    i1, i2, _ = shifted_pair(u, v, h=32, w=40, seed=3)
+    # Occlusion-free: every scored pixel's patch lies in both frames under any flow tried here.
+    inner = torch.zeros(1, 32, 40, dtype=torch.bool)
+    inner[:, 10:-10, 10:-10] = True
+    def objective(fu, fv):
+        ff = torch.zeros(1, 2, 32, 40)
+        ff[:, 0], ff[:, 1] = fu, fv
+        fb = -ff
+        vis_f, vis_b = occlusion_masks(ff, fb)
+        return (cycle_objective(i1, i2, ff, fb, vis_f & inner, vis_b & inner).item(),
+                cycle_loss(ff, fb, inner).item())
+    true, true_cyc = objective(u, v)
+    assert true < 1e-5 and true_cyc < 1e-6
+    zero, zero_cyc = objective(0, 0)
+    assert zero_cyc < 1e-6 and zero > 0.1  # the cycle term alone prefers zero flow as much as the truth
+    for fu, fv in ((u + 1, v), (u, v - 1), (u - 0.5, v + 0.5), (-u, -v), (u + 3, v + 2)):
+        assert objective(fu, fv)[0] > true + 0.05, (fu, fv)
+    # An inconsistent backward flow is penalised by the cycle term on top of the census anchor.
+    ff = torch.zeros(1, 2, 32, 40)
+    ff[:, 0], ff[:, 1] = u, v
+    fb = -ff + 0.4
+    w = SelfSupWeights()
+    assert cycle_objective(i1, i2, ff, fb, inner, inner, w).item() > \
+        cycle_objective(i1, i2, ff, fb, inner, inner, w._replace(cycle=0.0)).item() + 0.05
+
+
+def test_photometric_baseline_prefers_the_true_flow():
+    i1, i2, flow = shifted_pair(3, -2)
+    vis = torch.zeros(1, 24, 32, dtype=torch.bool)
+    vis[:, 6:-6, 6:-6] = True
+    true = photometric_objective(i1, i2, flow, -flow, vis, vis).item()
+    assert true < 1e-5
+    assert photometric_objective(i1, i2, flow * 0, flow * 0, vis, vis).item() > true + 0.1
+    # Occluded (masked) pixels do not count: masking everything leaves only the smoothness term.
+    none = torch.zeros_like(vis)
+    assert photometric_objective(i1, i2, flow * 0, flow * 0, none, none).item() == 0.0
 
 
 def test_cycle_loss():

@@ -2,15 +2,21 @@
 ablations and against naive self-supervised fine-tuning, on the same start weights, videos,
 steps and schedule. Its table and figure: motionrefine/report/ablation.py.
 
-A variant is the recipe (fine-tune on pseudo-labels made with the forward-backward and
-colour checks, with augmentation, no speed re-balancing) with some of four switches
-changed: ``mode`` (labels | photometric | cycle), ``checks`` (none | fb | fb+colour),
-``augment`` and ``rebalance``. Everything else (steps, batch, crop, lr, seed, schedule)
-is the ``finetune`` section's, so only the switch differs between two rows.
+A variant is the recipe (fine-tune on the teacher's pseudo-labels made with the
+forward-backward and colour checks, with augmentation, no speed re-balancing) with some of
+five switches changed: ``mode`` (labels | photometric | cycle), ``labeller`` (teacher: the
+config's teacher; student: the paper's self-labelling, labels from the student's own flow),
+``checks`` (none | fb | fb+colour), ``augment`` and ``rebalance``. Everything else (steps,
+batch, crop, lr, schedule) is the ``finetune`` section's, so only the switch differs between
+two rows. The ablation compares the fine-tuned weights themselves (no guard: it would hide
+the differences it is meant to show by keeping the pretrained weights).
+
+Seeds: ``ablation.seeds`` fine-tunes per variant and run, seed i = ``finetune.seed`` + i
+(it seeds the batches, augmentation and shuffling); the table reports mean ± sd over them.
 
 Protocols: ``heldout`` (train on the sample videos, evaluate on every benchmark scene;
-one fine-tune per variant) and optionally ``transductive`` (one fine-tune per variant and
-scene on that scene's own frames, evaluated on it).
+one fine-tune per variant and seed) and optionally ``transductive`` (one per variant, seed
+and scene on that scene's own frames, evaluated on it).
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.config.plan import HELDOUT, finetune_settings, flow_scenes
 
 TRANSDUCTIVE = "transductive"
-SWITCHES = ("mode", "checks", "augment", "rebalance")
+SWITCHES = ("mode", "labeller", "checks", "augment", "rebalance")
+LABELLERS = ("teacher", "student")
 # The recipe every variant departs from (the paper's two-stage recipe as this project runs it).
-RECIPE = {"mode": "labels", "checks": "fb+colour", "augment": True, "rebalance": False}
+RECIPE = {"mode": "labels", "labeller": "teacher", "checks": "fb+colour", "augment": True, "rebalance": False}
+DEFAULT_SEED = 125  # finetune.seed's default
 DEFAULT_VARIANTS = {
     "recipe": {},
+    "self-label": {"labeller": "student"},
     "no-verify": {"checks": "none"},
     "fb-only": {"checks": "fb"},
     "no-augment": {"augment": False},
@@ -57,26 +66,59 @@ def variants(config: dict) -> dict[str, dict]:
     return out
 
 
-def variant_settings(config: dict, spec: dict) -> dict:
-    """The fine-tuning settings of one variant: the `finetune` section's (steps, schedule,
-    seed...) with the variant's mode, augmentation and re-balancing switches."""
+def seed_count(config: dict) -> int:
+    n = section(config).get("seeds", 3)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise MotionRefineError(f"config key 'ablation.seeds': a count >= 1, got {n!r}")
+    return n
+
+
+def seeds(config: dict) -> list[int]:
+    """Seed indices 0..n−1 (seed i trains with finetune.seed + i)."""
+    return list(range(seed_count(config)))
+
+
+def variant_settings(config: dict, spec: dict, seed: int = 0) -> dict:
+    """The fine-tuning settings of one variant and seed index: the `finetune` section's (steps,
+    schedule...) with the variant's mode, augmentation and re-balancing switches and the seed
+    finetune.seed + ``seed``."""
     s = finetune_settings(config)
+    s["seed"] = int(s.get("seed", DEFAULT_SEED)) + int(seed)
     s["mode"] = spec["mode"]
     s["rebalance"] = bool(spec["rebalance"])
     s["augment"] = {**s["augment"], "no_aug": not spec["augment"]}
     return s
 
 
-def label_presets(config: dict) -> list[str]:
-    """The checks presets whose labels the variants train on (sorted, unique)."""
-    return sorted({v["checks"] for v in variants(config).values()})
+def main_labeller(config: dict) -> str:
+    """Who made the main chain's labels: 'student' when the configured teacher is the student
+    itself (scales [1], model.iters, no flip), else 'teacher'."""
+    t = config.get("teacher") or {}
+    scales = tuple(float(x) for x in t.get("scales", [2.0]))
+    same = scales == (1.0,) and not t.get("flip", True) and \
+        t.get("iters", 32) == (config.get("model") or {}).get("iters", 12)
+    return "student" if same else "teacher"
 
 
-def label_store(config: dict, checks: str, video: str) -> str:
-    """The main chain's labels serve the preset it was made with; other presets get their own."""
-    if checks == (config.get("verify") or {}).get("checks", "fb+colour"):
+def label_presets(config: dict) -> list[tuple[str, str]]:
+    """The (labeller, checks) presets whose labels the variants train on (sorted, unique)."""
+    return sorted({(v["labeller"], v["checks"]) for v in variants(config).values()})
+
+
+def labeller_flow(config: dict, labeller: str, video: str) -> str:
+    """The flow store a labeller's labels verify: the teacher's, or the student's own (also for
+    'teacher' when the configured teacher is the student: there is no other teacher then)."""
+    if labeller == "student" or main_labeller(config) == "student":
+        model = (config.get("model") or {}).get("name", "raft-small")
+        return f"results/flow/{model}/{video}.zarr"
+    return f"results/teacher/{video}.zarr"
+
+
+def label_store(config: dict, labeller: str, checks: str, video: str) -> str:
+    """The main chain's labels serve the preset they were made with; other presets get their own."""
+    if (labeller, checks) == (main_labeller(config), (config.get("verify") or {}).get("checks", "fb+colour")):
         return f"results/labels/flow/{video}.zarr"
-    return f"results/ablation/labels/{checks}/{video}.zarr"
+    return f"results/ablation/labels/{labeller}/{checks}/{video}.zarr"
 
 
 def protocols(config: dict) -> list[str]:
@@ -117,27 +159,31 @@ def check_runs(config: dict, samples: Sequence[str]) -> dict[str, dict]:
     raise MotionRefineError("config key 'ablation.heldout' needs sample videos to train on")
 
 
-def finetune_name(variant: str, run: str) -> str:
-    """One fine-tune's folder below results/ablation/finetune/: the variant's own for the
-    heldout run, a transductive run's one folder below it."""
-    return variant if run == HELDOUT else f"{variant}/{run}"
+def finetune_name(variant: str, run: str, seed: int) -> str:
+    """One fine-tune's folder below results/ablation/finetune/: variant/seed{i} for the heldout
+    run, variant/{scene}/seed{i} for a transductive one."""
+    return f"{variant}/seed{seed}" if run == HELDOUT else f"{variant}/{run}/seed{seed}"
 
 
-def refined_path(variant: str, run: str) -> str:
-    return f"results/ablation/finetune/{finetune_name(variant, run)}/refined.pth"
+def refined_path(variant: str, run: str, seed: int) -> str:
+    return f"results/ablation/finetune/{finetune_name(variant, run, seed)}/refined.pth"
 
 
-def eval_path(variant: str, run: str) -> str:
-    return f"results/ablation/eval/{run}/{variant}.csv"
+def eval_path(variant: str, run: str, seed: int) -> str:
+    return f"results/ablation/eval/{run}/{variant}/seed{seed}.csv"
 
 
 def train_index(spec: dict, run: str) -> str:
-    """A run's training-set index under the variant's checks preset (shared by the variants
-    that use the same preset)."""
-    return f"results/ablation/train/{spec['checks']}/{run}.json"
+    """A run's training-set index under the variant's labels preset (shared by the variants
+    that use the same preset, and by every seed)."""
+    return f"results/ablation/train/{spec['labeller']}/{spec['checks']}/{run}.json"
 
 
-def evaluations(config: dict, samples: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(variant, run, evaluation CSV) of every variant and run, runs outer; raises when the
-    config plans no run (:func:`check_runs`)."""
-    return [(v, r, eval_path(v, r)) for r in check_runs(config, samples) for v in variants(config)]
+def evaluations(config: dict, samples: Sequence[str], protocol: str | None = None) -> list[tuple[str, str, int, str]]:
+    """(variant, run, seed, evaluation CSV) of every variant, run and seed (runs outer, seeds
+    inner), optionally of one protocol's runs only; raises when the config plans no run
+    (:func:`check_runs`)."""
+    planned = check_runs(config, samples)
+    return [(v, r, i, eval_path(v, r, i)) for r, spec in planned.items()
+            if protocol is None or spec["protocol"] == protocol
+            for v in variants(config) for i in seeds(config)]

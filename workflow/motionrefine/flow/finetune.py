@@ -3,11 +3,14 @@ baseline objective), resumable and deterministic.
 
 Modes:
 - ``labels`` (the recipe): RAFT sequence loss on the sparse pseudo-labels.
-- ``photometric`` (baseline): occlusion-masked photometric loss + λ·edge-aware smoothness, both
-  directions; the occlusion mask comes from a forward-backward check (UnFlow form) on the
-  current model's final predictions, detached.
-- ``cycle`` (baseline): forward-backward cycle-consistency loss, both directions.
-The self-supervised losses see the frames without colour jitter (same crop and flips).
+- ``photometric`` (baseline, UFlow's unsupervised loss): occlusion-masked census loss + 2 ·
+  edge-aware second-order smoothness (edge constant 150), both directions;
+- ``cycle`` (baseline, UnFlow's form): the same occlusion-masked census loss + 0.2 · forward-
+  backward cycle consistency on the non-occluded pixels, both directions.
+Their constants are ``flow.losses.SelfSupWeights`` (the published values, cited there); the
+occlusion masks come from the forward-backward test on the current model's final
+predictions, detached (UFlow's stop-gradient). The self-supervised losses see the frames
+without colour jitter (same crop and flips).
 
 Determinism and resume: batches are a pure function of (seed, step) (``flow.pairs``), so a
 run that resumes from a checkpoint at step s sees exactly the batches an uninterrupted run
@@ -39,9 +42,10 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.augment import AugmentConfig
-from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges, fb_consistency
+from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges
 from motionrefine.flow.labels import TrainingPair, load_training_pairs
-from motionrefine.flow.losses import cycle_loss, photometric_loss, sequence_loss, sequence_weights, smoothness_loss
+from motionrefine.flow.losses import (SelfSupWeights, cycle_objective, occlusion_masks, photometric_objective,
+                                     sequence_loss, sequence_weights)
 from motionrefine.flow.pairs import common_crop, make_loader
 from motionrefine.models.checkpoint import load_raft, save_raft
 from motionrefine.train import distributed, state
@@ -83,12 +87,18 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
-    # photometric baseline
-    smooth_weight: float = 0.1
-    ssim_weight: float = 0.0
-    edge_scale: float = 1.0
+    # self-supervised baselines (flow.losses.SelfSupWeights: published values)
+    census_weight: float = 1.0
+    smooth_weight: float = 2.0
+    smooth_order: int = 2
+    smooth_level: int = 2
+    edge_scale: float = 150.0
+    cycle_weight: float = 0.2
     occlusion_alpha: float = 0.01  # UnFlow constants, squared norms
     occlusion_beta: float = 0.5
+    # Steps without the occlusion mask first (UFlow's occ_after_num_steps): from a weak start
+    # the forward-backward test marks every pixel occluded, which would leave no loss at all.
+    occlusion_after: int = 0
     # runtime
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
@@ -113,6 +123,8 @@ class FinetuneConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise MotionRefineError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.smooth_order not in (1, 2):
+            raise MotionRefineError(f"smooth_order must be 1 or 2, got {self.smooth_order}")
         if self.iters is not None and self.iters < 1:
             raise MotionRefineError(f"iters must be >= 1, got {self.iters}")
         if self.shards is not None and self.shards < 1:
@@ -121,6 +133,11 @@ class FinetuneConfig:
             raise MotionRefineError(f"log_every must be >= 1, got {self.log_every}")
         if self.amp not in ("auto", "off"):
             raise MotionRefineError(f"amp must be 'auto' or 'off', got {self.amp!r}")
+
+    @property
+    def selfsup(self) -> SelfSupWeights:
+        return SelfSupWeights(self.census_weight, self.smooth_weight, self.smooth_order, self.smooth_level,
+                              self.edge_scale, self.cycle_weight, self.occlusion_alpha, self.occlusion_beta)
 
     @property
     def train_iters(self) -> int:
@@ -163,7 +180,9 @@ def _predict(model, img1: torch.Tensor, img2: torch.Tensor, iters: int, bf16: bo
     return [p.float() for p in preds]
 
 
-def compute_loss(model, batch: dict, cfg: FinetuneConfig, bf16: bool = False) -> tuple[torch.Tensor, dict]:
+def compute_loss(model, batch: dict, cfg: FinetuneConfig, step: int = 0,
+                 bf16: bool = False) -> tuple[torch.Tensor, dict]:
+    """The mode's loss of one batch at training step ``step`` (0-based) and label metrics."""
     img1, img2 = batch["img1"], batch["img2"]
     label, valid = batch["flow"], batch["valid"]
     iters = cfg.train_iters
@@ -175,24 +194,16 @@ def compute_loss(model, batch: dict, cfg: FinetuneConfig, bf16: bool = False) ->
     # Both directions in one batch: they share the encoders' cost structure and BN state.
     preds = _predict(model, torch.cat([img1, img2]), torch.cat([img2, img1]), iters, bf16)
     ws = sequence_weights(len(preds), cfg.gamma)
+    w = cfg.selfsup
+    raw1, raw2 = batch["raw1"], batch["raw2"]
+    if step >= cfg.occlusion_after:
+        vis_f, vis_b = occlusion_masks(preds[-1][:b], preds[-1][b:], w)
+    else:
+        vis_f = vis_b = torch.ones_like(valid, dtype=torch.bool)
+    objective = photometric_objective if cfg.mode == "photometric" else cycle_objective
     loss = img1.new_zeros(())
-    if cfg.mode == "photometric":
-        raw1, raw2 = batch["raw1"], batch["raw2"]
-        with torch.no_grad():
-            ff, fb = preds[-1][:b], preds[-1][b:]
-            vis_f = fb_consistency(ff, fb, cfg.occlusion_alpha, cfg.occlusion_beta, squared=True)[0]
-            vis_b = fb_consistency(fb, ff, cfg.occlusion_alpha, cfg.occlusion_beta, squared=True)[0]
-        for w_i, p in zip(ws, preds):
-            ff, fb = p[:b], p[b:]
-            term = (photometric_loss(raw1, raw2, ff, vis_f, cfg.ssim_weight)
-                    + photometric_loss(raw2, raw1, fb, vis_b, cfg.ssim_weight)
-                    + cfg.smooth_weight * (smoothness_loss(ff, raw1, cfg.edge_scale)
-                                           + smoothness_loss(fb, raw2, cfg.edge_scale)))
-            loss = loss + w_i * term
-    else:  # cycle
-        for w_i, p in zip(ws, preds):
-            ff, fb = p[:b], p[b:]
-            loss = loss + w_i * (cycle_loss(ff, fb) + cycle_loss(fb, ff))
+    for w_i, p in zip(ws, preds):
+        loss = loss + w_i * objective(raw1, raw2, p[:b], p[b:], vis_f, vis_b, w)
     with torch.no_grad():
         _, metrics = sequence_loss([preds[-1][:b].detach()], label, valid, None, cfg.gamma, cfg.max_flow)
     return loss, metrics
@@ -265,9 +276,9 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
         lr = run.lr
         optimizer.zero_grad(set_to_none=True)
         if shards.n > 1:
-            loss, parts = shards.backward(lambda sub: compute_loss(net, sub, cfg, bf16), batch, params, s)
+            loss, parts = shards.backward(lambda sub: compute_loss(net, sub, cfg, s, bf16), batch, params, s)
         else:
-            loss, metrics = compute_loss(net, batch, cfg, bf16)
+            loss, metrics = compute_loss(net, batch, cfg, s, bf16)
             parts = [metrics]
         # Pooled over slices and ranks: the loss as the mean over the global batch, the epe
         # over all its label pixels. Every rank sees the same values, so all stop together.

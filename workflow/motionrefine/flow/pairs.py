@@ -114,7 +114,7 @@ def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, 
                 slots: range | None = None) -> DataLoader:
     """Batches of steps start..stop−1, in order (``cfg.num_workers`` worker processes);
     ``slots``: this process's slice of each global batch (distributed training)."""
-    ds = PairDataset(pairs, cfg, keep_raw=cfg.mode == "photometric")
+    ds = PairDataset(pairs, cfg, keep_raw=cfg.mode != "labels")
     kw = {}
     if cfg.num_workers > 0:
         kw = {"prefetch_factor": max(1, cfg.prefetch), "persistent_workers": False}
