@@ -60,7 +60,7 @@ def test_schema_fills_defaults(base_config):
     config = validate_config(base_config)
     assert config["model"]["iters"] == 12
     assert config["verify"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400,
-                                "checks": "fb+colour", "speed_bins": [0, 1, 2, 4.5]}
+                                "checks": "fb+colour", "speed_bins": [0, 1, 2, 4.5], "colour_norm": "raw"}
     assert config["finetune"]["lr"] == 1e-4
 
 

@@ -200,7 +200,7 @@ def test_make_flow_labels_store(tmp_path):
     assert rej[1, REASONS.index("non_finite")] == H * W and rej[1, :3].sum() == 0
     a = dict(g.attrs)
     assert a["checkpoint_sha256"] == "abc123" and a["checks"] == "fb+colour" and a["video"] == "synth"
-    assert a["thresholds"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400.0}
+    assert a["thresholds"] == {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "max_flow": 400.0, "colour_norm": "raw"}
     assert a["speed_bins"][-1] == math.inf and a["code_version"]
     assert a["frames_store"]["shape"] == list(frames.shape) and a["flow_store"]["iters"] == 12
     assert g["kept_fraction"][:] == pytest.approx(keep.reshape(3, -1).mean(1))

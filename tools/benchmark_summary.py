@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 from motionrefine.config.schema import rule_resources  # noqa: E402
 
+# Resource keys the rules pick by a variable (workflow/rules/common.smk), as the default config sets it.
+NAMED_KEYS = {"LABEL_JOB": "teacher"}
 # Above this share of the requested memory / time a job is one input size away from failing.
 NEAR = 0.8
 COLUMNS = ["rule", "jobs", "wall_s_median", "wall_s_max", "max_rss_mb", "mem_mb", "rss_share", "runtime_min",
@@ -43,9 +45,10 @@ def resource_keys(rules_dir: Path = ROOT / "workflow/rules") -> dict[str, str]:
             if m:
                 rule = m.group(1)
                 continue
-            m = re.search(r'mem_mb=res\("(\w+)", "mem_mb"\)', line)
+            m = re.search(r'mem_mb=res\(("?)(\w+)\1, "mem_mb"\)', line)
             if m and rule:
-                keys[rule] = m.group(1)
+                # A name, not a string: the labels job's key, "teacher" unless the teacher is the student.
+                keys[rule] = m.group(2) if m.group(1) else NAMED_KEYS.get(m.group(2), m.group(2))
     return keys
 
 
