@@ -88,3 +88,15 @@ def test_workflow_builds_each_seed(tmp_path, base_config):
     assert "results/finetune/heldout/trained.pth" in jobs
     assert "results/finetune/heldout.seed1/trained.pth" in jobs
     assert len(jobs) == 2 * 5  # heldout + 4 transductive runs, two seeds each
+
+
+def test_reading_says_how_many_seeds_and_compares_labels_with_the_student():
+    from motionrefine.report.page import reading
+    table = pd.DataFrame([{"protocol": "transductive", "run": "s", "benchmark": "b", "scene": "a",
+                           "epe_change_pct": -10.0}])
+    lq = pd.DataFrame([{"benchmark": "b", "scene": "a", "kept_fraction": 0.5, "label_epe": 0.2,
+                        "student_epe_on_kept": 0.6, "pretrained_epe": 1.0}])
+    one = reading(table, lq, {"steps": 100, "profile": "demo", "seeds": 1})
+    three = reading(table, lq, {"steps": 100, "profile": "demo", "seeds": 3})
+    assert "0.600 px for the student on the same pixels (labels better on 1 of 1 scenes)" in one
+    assert "no seed variance was measured" in one and "3 seeds" in three and "no seed" not in three

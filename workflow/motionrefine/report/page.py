@@ -66,15 +66,26 @@ def reading(table: pd.DataFrame, lq: pd.DataFrame, settings: dict) -> str:
     if not lq.empty and lq["label_epe"].notna().any():
         msg = (f"Kept pseudo-labels cover {100 * lq['kept_fraction'].mean():.1f}% of ground-truth pixels on average "
                f"with EPE {lq['label_epe'].mean():.3f} px")
-        if "pretrained_epe" in lq and lq["pretrained_epe"].notna().any():
+        if "student_epe_on_kept" in lq and lq["student_epe_on_kept"].notna().any():
+            # The comparison that says whether a label can teach: the student on the same pixels.
+            better = int((lq["label_epe"] < lq["student_epe_on_kept"]).sum())
+            msg += (f", against {lq['student_epe_on_kept'].mean():.3f} px for the student on the same pixels "
+                    f"(labels better on {better} of {len(lq)} scenes)")
+        elif "pretrained_epe" in lq and lq["pretrained_epe"].notna().any():
             msg += (f", against {lq['pretrained_epe'].mean():.3f} px for the pretrained model over all pixels "
                     "(kept pixels are the easier ones, so this shows the check keeps good flow, not that the labels "
                     "beat the model)")
         parts.append(msg + ".")
     steps = settings.get("steps")
-    parts.append(f"Every number comes from a single fine-tuning run ({steps if steps is not None else '?'} steps, "
-                 f"profile {settings.get('profile', '?')}) and {len(table)} scene evaluations in all; no seed variance "
-                 "was measured, so changes of a few percent should not be read as significant.")
+    seeds = int(settings.get("seeds") or 1)
+    if seeds > 1:
+        parts.append(f"Every run was fine-tuned with {seeds} seeds ({steps if steps is not None else '?'} steps, "
+                     f"profile {settings.get('profile', '?')}); the Seeds section gives the spread.")
+    else:
+        parts.append(f"Every number comes from a single fine-tuning run ({steps if steps is not None else '?'} steps, "
+                     f"profile {settings.get('profile', '?')}) and {len(table)} scene evaluations in all; no seed "
+                     "variance was measured here (finetune.seeds), so changes of a few percent should not be read as "
+                     "significant.")
     return " ".join(parts)
 
 

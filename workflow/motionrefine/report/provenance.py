@@ -36,6 +36,8 @@ def provenance(evals: pd.DataFrame, pretrained: str, runs: Sequence[str], refine
         settings = dict(config.get("finetune") or {})
     if "profile" not in settings:
         settings["profile"] = (config.get("finetune") or {}).get("profile", "?")
+    # A plan key (runs repeat per seed), not a fine-tuning setting: shown beside them.
+    settings["seeds"] = int((config.get("finetune") or {}).get("seeds", 1))
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code_version": __version__,
             "pretrained": str(pretrained), "pretrained_sha256": pre_sha,
             "pinned_sha256": (config.get("model") or {}).get("sha256"), "runs": checks,
