@@ -189,9 +189,11 @@ def test_changed_verify_threshold_reruns_labels_and_after_not_frames_or_flow(run
     config["verify"] = {"beta": 0.2}  # the default is 0.5
     counts, jobs, out = run.dry_run(run.write_config(config, run.root / "beta.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
-    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
+    # The scene's labels job rewrites its teacher store, which evaluate_teacher reads.
+    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"),
+                                       ("evaluate_teacher", "results/eval/teacher.csv")), reasons(out)
     assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
-                      "flow": 2, "report": 1, "all": 1}
+                      "evaluate_teacher": 1, "flow": 2, "report": 1, "all": 1}
     assert "Params have changed since last execution" in out
 
 
@@ -200,9 +202,11 @@ def test_changed_label_budget_reruns_labels_and_after_not_frames_or_flow(run):
     config["teacher"] = {**config["teacher"], "max_pairs": 2}
     counts, jobs, out = run.dry_run(run.write_config(config, run.root / "budget.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
-    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv")), reasons(out)
+    # The scene's labels job rewrites its teacher store, which evaluate_teacher reads.
+    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"),
+                                       ("evaluate_teacher", "results/eval/teacher.csv")), reasons(out)
     assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
-                      "flow": 2, "report": 1, "all": 1}
+                      "evaluate_teacher": 1, "flow": 2, "report": 1, "all": 1}
     assert "Params have changed since last execution" in out
 
 
@@ -268,7 +272,7 @@ def test_flow_and_label_stores_record_checkpoint_settings_and_input(run, video):
     assert teacher["iters"] == 6 and teacher["teacher"]["scales"] == [2.0] and teacher["teacher"]["flip"] is True
     assert lab["label_budget"]["labelled"] == lab["pairs"] == lab["labelled_pairs"]
     assert lab["checkpoint_sha256"] == PINNED and lab["code_version"] == __version__
-    assert lab["thresholds"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400}
+    assert lab["thresholds"] == {"alpha": 0.002, "beta": 0.5, "colour": 0.02, "max_flow": 400, "colour_norm": "raw"}
     assert lab["checks"] == "fb+colour" and lab["speed_bins"] == [0, 1, 2, 4.5]
     assert lab["frames_store"]["source"] == identity and len(lab["frames_store"]["fingerprint"]) == 64
     assert lab["flow_store"]["iters"] == 6 and lab["flow_store"]["teacher"]["scales"] == [2.0]

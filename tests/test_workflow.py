@@ -129,9 +129,10 @@ def test_tiny_end_to_end(tiny_run):
         lab = zarr.open_group(str(tmp_path / f"results/labels/flow/{video}.zarr"), mode="r")
         keep = lab["keep"][:]
         assert keep.shape == (5, 64, 96) and keep.dtype == bool
-        # The labels are the teacher's verified flow (made inside the labels job, no teacher
-        # store in the default run), which is not the student's.
-        assert not (tmp_path / f"results/teacher/{video}.zarr").exists()
+        # The labels are the teacher's verified flow, made inside the labels job, which also
+        # wrote that flow as the teacher store (from memory); it is not the student's.
+        teacher = zarr.open_group(str(tmp_path / f"results/teacher/{video}.zarr"), mode="r")
+        assert teacher["flow_fw"].shape == (5, 64, 96, 2) and teacher["pair_computed"][:].all()
         assert lab.attrs["flow_store"]["fused"] is True and lab.attrs["flow_store"]["teacher"]["flip"] is True
         assert lab["labelled"][:].all() and lab.attrs["label_budget"]["labelled"] == 5
         assert keep.any() and not np.array_equal(lab["flow"][:][keep], g["flow_fw"][:][keep])

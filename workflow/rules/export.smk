@@ -26,7 +26,8 @@ rule track_predict:
         size=config["tracking"]["size"],
         iters=config["tracking"]["iters"],
         # The labels' grid (spacing, margin), so the exported points are the ones refined on.
-        label_options=dict(config["tracking"].get("labels") or {}),
+        # The query grid's settings; `teachers` names label stores, not a label setting.
+        label_options={k: v for k, v in (config["tracking"].get("labels") or {}).items() if k != "teachers"},
     threads: res("track_predict", "threads")
     resources:
         mem_mb=res("track_predict", "mem_mb"),
