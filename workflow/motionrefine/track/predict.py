@@ -35,6 +35,7 @@ def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike
                    label_options: dict | None = None, device: str = "auto", threads: int | None = 1) -> int:
     """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N."""
     from motionrefine.models.pips import load_pips, track_long
+    from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
 
     frames = open_group(frames_path)["frames"][...]
     T, H, W = frames.shape[:3]
@@ -46,11 +47,20 @@ def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike
         raise MotionRefineError(f"{frames_path}: no grid point fits a {W}x{H} frame at spacing {res['grid_spacing']}")
     queries = np.concatenate([np.zeros((len(xy), 1), np.float32), xy.astype(np.float32)], axis=1)
     dev = pick_device(device, threads)
-    model, digest = load_pips(checkpoint, size, expected_sha256)
-    model.to(dev)
     started = time.perf_counter()
-    tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=dev)
-    visible = vis > VIS_THRESHOLD
+    if size == FLOWPIPS_SIZE:
+        # The default tracker: chained flow refined per window; ``iters`` are its update
+        # iterations, as the tracking comparison runs it. Visible where the logit is positive.
+        model, digest = load_flowpips(checkpoint, expected_sha256)
+        model.to(dev)
+        tracks, logits = model.track(frames, queries, iters=iters)
+        visible = np.asarray(logits) > 0  # sigmoid(logit) > VIS_THRESHOLD
+    else:
+        model, digest = load_pips(checkpoint, size, expected_sha256)
+        model.to(dev)
+        tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=dev)
+        visible = np.asarray(vis) > VIS_THRESHOLD
+    tracks = np.asarray(tracks)
     visible[:, 0] = True  # the query frame is visible by definition
     seconds = time.perf_counter() - started
     video = Path(frames_path).name.removesuffix(".zarr")
