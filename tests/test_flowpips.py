@@ -38,7 +38,7 @@ def translating(texture: np.ndarray, velocity, frames: int = 10, size=(72, 112))
 
 @pytest.fixture(scope="module")
 def trained() -> FlowPips:
-    model, _ = load_flowpips(require_asset(CHECKPOINT))
+    model, _ = load_flowpips(require_asset(CHECKPOINT), require_asset(RAFT))
     return model
 
 
@@ -49,7 +49,7 @@ def test_encoder_weights_equal_raft_small(trained):
     assert own.keys() == fnet.keys() and len(own) > 10
     for k, v in fnet.items():
         assert torch.equal(own[k], v), k
-    # the whole frozen RAFT, not only its encoder, is the checkpoint's
+    # the whole frozen RAFT, not only its encoder, is raft-small.pth's
     full = {k.removeprefix("module."): v for k, v in raft.items()}
     assert all(torch.equal(trained.raft.state_dict()[k], v) for k, v in full.items())
     assert not any(p.requires_grad for p in trained.raft.parameters())
@@ -94,7 +94,7 @@ def test_verification_rejects_a_track_that_does_not_return():
 
 
 def test_finetune_loss_falls_on_a_fixed_batch(texture):
-    model, _ = load_flowpips(require_asset(CHECKPOINT))
+    model, _ = load_flowpips(require_asset(CHECKPOINT), require_asset(RAFT))
     model.train()
     v = np.array([1.0, 0.5])
     frames = translating(texture, v, frames=8)
@@ -113,3 +113,31 @@ def test_finetune_loss_falls_on_a_fixed_batch(texture):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_checkpoint_holds_the_tracker_only_and_names_its_raft(tmp_path):
+    from motionrefine.core.errors import CheckpointError
+    from motionrefine.core.store import sha256_file
+    from motionrefine.models.pips.flowpips import save_flowpips
+
+    raft = require_asset(RAFT)
+    model = FlowPips.from_raft(raft)
+    with torch.no_grad():
+        model.mixer.head.bias.fill_(0.25)  # something to round-trip
+    save_flowpips(model, tmp_path / "t.pth")
+    obj = torch.load(tmp_path / "t.pth", weights_only=True)
+    assert obj["raft_sha256"] == sha256_file(raft)
+    assert set(obj["mixer_state_dict"]) == set(model.mixer.state_dict())  # no RAFT tensor in the file
+    back, _ = load_flowpips(tmp_path / "t.pth", raft)
+    assert torch.equal(back.mixer.head.bias, model.mixer.head.bias)
+    # a RAFT file other than the one it was trained on is refused, naming both sha256
+    state, _ = read_state_dict(raft)
+    state["fnet.conv1.weight"] = state["fnet.conv1.weight"] + 1e-3
+    torch.save(state, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=obj["raft_sha256"]):
+        load_flowpips(tmp_path / "t.pth", tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="RAFT-small weights"):
+        load_flowpips(tmp_path / "t.pth", None)
+    # the shipped tracker is in this layout and runs on shared/'s raft-small.pth
+    shipped = torch.load(require_asset(CHECKPOINT), weights_only=True)
+    assert shipped["raft_sha256"] == obj["raft_sha256"] and "model_state_dict" not in shipped

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import zarr
 
+from conftest import SHARED, require_asset
 from motionrefine.models.pips.flowpips import load_flowpips
 
 ROOT = Path(__file__).resolve().parents[1]
+RAFT_SMALL = SHARED / "weights/raft-small.pth"
 CONFIG = ROOT / "tests" / "data" / "tiny_tracking" / "config.yaml"
 
 
@@ -27,10 +29,10 @@ def test_tracking_chain_end_to_end(tmp_path):
         g = zarr.open_group(str(tmp_path / f"results/labels/tracks/{video}.zarr"), mode="r")
         tracks = g["tracks"][:]
         assert tracks.ndim == 3 and tracks.shape[1:] == (8, 2) and np.isfinite(tracks).all()
-        assert g.attrs["checkpoint_sha256"] == "fcc35e81440dff5331c3998fc428a6623b48dac75a6d3c06dda191eb5126da59"
+        assert g.attrs["checkpoint_sha256"] == "05f4e542170cc4db3e198a43769fb71d3e7e0abe72a1220a5ba6143d84af5170"
         # both teachers: the tracker itself and the chained teacher flow (index into teacher_names)
         assert g.attrs["teacher_names"] == ["tracker", "flow"] and set(g["teacher"][:]) <= {0, 1}
-    model, _ = load_flowpips(tmp_path / "results/tracking/finetune/refined.pth")
+    model, _ = load_flowpips(tmp_path / "results/tracking/finetune/refined.pth", require_asset(RAFT_SMALL))
     assert sum(p.numel() for p in model.trainable_parameters()) > 0
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
     assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined)",

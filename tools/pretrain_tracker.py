@@ -60,8 +60,8 @@ def evaluate(args) -> None:
     trackers = {"zero_motion": track_eval.zero_motion_tracker()}
     for spec in args.checkpoint:
         name, _, path = spec.rpartition("=")
-        trackers[name or Path(path).stem] = track_eval.pips_tracker_from_checkpoint(path, size=args.size,
-                                                                                    iters=args.iters)
+        trackers[name or Path(path).stem] = track_eval.pips_tracker_from_checkpoint(
+            path, size=args.size, iters=args.iters, raft_checkpoint=args.raft)
     if args.raft:
         trackers["raft_chain"] = track_eval.raft_chain_tracker(args.raft, iters=args.raft_iters,
                                                                alpha=args.fb_alpha, beta=args.fb_beta)
@@ -92,7 +92,7 @@ def main(argv=None) -> None:
     e.add_argument("--iters", type=int, default=6)
     e.add_argument("--frames", required=True,
                    help="folder of real frames used as scene textures, or 'procedural' for procedural textures")
-    e.add_argument("--raft", help="RAFT-small checkpoint: adds a chained-RAFT baseline")
+    e.add_argument("--raft", help="RAFT-small checkpoint: adds a chained-RAFT baseline; a flow-small tracker runs on it")
     e.add_argument("--raft-iters", type=int, default=12)
     e.add_argument("--fb-alpha", type=float, default=0.002, help="chained RAFT occlusion check (chain_flow_tracks)")
     e.add_argument("--fb-beta", type=float, default=0.1)

@@ -57,14 +57,14 @@ def main(argv=None) -> None:
             if len(spec) == 3:
                 dst = out / "labels" / f"{Path(spec[1]).stem}.zarr"
                 shutil.rmtree(dst, ignore_errors=True)
-                make_flowpips_labels(spec[1], tr["checkpoint"], dst, teacher_flow=spec[2], **labels_cfg)
+                make_flowpips_labels(spec[1], tr["checkpoint"], args.raft, dst, teacher_flow=spec[2], **labels_cfg)
                 labs.append(str(dst))
                 frames.append(spec[1])
         times["labels_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         work = out / "finetune"
         shutil.rmtree(work, ignore_errors=True)
-        summary = finetune_tracker(ft, labs, frames, tr["checkpoint"], work)
+        summary = finetune_tracker(ft, labs, frames, tr["checkpoint"], work, raft_checkpoint=args.raft)
         times["finetune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         occ = tr.get("raft_occlusion") or {}
@@ -74,13 +74,13 @@ def main(argv=None) -> None:
                            raft_variant=cfg["model"]["variant"], raft_fb_alpha=occ.get("alpha", 0.002),
                            raft_fb_beta=occ.get("beta", 0.1), out_table=str(out / "eval.csv"),
                            out_figure=str(out / "delta_avg.png"), out_summary=str(out / "summary.md"),
-                           out_tracks_figure=str(out / "tracks.png"))
+                           out_tracks_figure=str(out / "tracks.png"), tracker_raft=args.raft)
         times["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = []
         for spec in specs:
             if len(spec) == 3:
-                rows += label_quality(spec[0], spec[2], tr["checkpoint"], labels_cfg)
+                rows += label_quality(spec[0], spec[2], tr["checkpoint"], args.raft, labels_cfg)
         pd.DataFrame(rows).to_csv(out / "label_quality.csv", index=False)
         times["label_quality_s"] = time.perf_counter() - t0
         shutil.copyfile(work / "loss.tsv", out / "finetune_loss.tsv")

@@ -69,6 +69,13 @@ def tracker_checkpoint(wildcards):
     return str(mrconfig.tracker_checkpoint(config, PROJECT_ROOT))
 
 
+def tracker_raft(wildcards):
+    """The frozen RAFT-small a FlowPips tracker runs on (its file stores only the tracker's own weights)."""
+    if config["tracking"]["size"] != "flow-small":
+        return []
+    return str(mrconfig.tracker_raft_checkpoint(config, PROJECT_ROOT))
+
+
 def tracking_enabled():
     """Tracking runs when enabled and there is a heldout flow run and a generated scene to score on."""
     return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and (

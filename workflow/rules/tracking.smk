@@ -12,6 +12,7 @@ rule track_labels:
     input:
         frames="results/frames/{video}.zarr",
         checkpoint=tracker_checkpoint,
+        raft=tracker_raft,
         # flow-small's "flow" teacher chains the label-maker's flow (the flow half makes it anyway)
         teacher_flow=lambda wc: label_flow(wc) if TRACK_FLOW_TEACHER else [],
     output:
@@ -39,6 +40,7 @@ rule track_finetune:
         labels=expand("results/labels/tracks/{video}.zarr", video=SAMPLES.index),
         frames=expand("results/frames/{video}.zarr", video=SAMPLES.index),
         checkpoint=tracker_checkpoint,
+        raft=tracker_raft,
     output:
         weights="results/tracking/finetune/refined.pth",
         loss="results/tracking/finetune/loss.tsv",
@@ -71,6 +73,7 @@ rule track_eval:
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
+        tracker_raft=tracker_raft,
         # pseudo-label quality per teacher on the generated scenes (flow-small only)
         teacher_flows=[label_flow(SimpleNamespace(video=v)) for v in TRACK_LABEL_SCENES],
     output:

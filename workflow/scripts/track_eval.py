@@ -18,10 +18,11 @@ with job_log(snakemake.log[0]):
         tapvid=[{"benchmark": s.benchmark, "name": s.name, "path": s.source, "options": s.reader_options}
                 for s in p.tapvid],
         out_table=o.table, out_figure=o.figure, out_summary=o.summary, out_tracks_figure=o.tracks_figure,
+        tracker_raft=i.tracker_raft if isinstance(i.tracker_raft, str) else None,  # flow-small only
     )
     rows = []
     for scene, flow in zip(p.label_scenes, i.teacher_flows):
-        rows += label_quality(scene, flow, i.tracker_pretrained, p.labels.kwargs())
+        rows += label_quality(scene, flow, i.tracker_pretrained, i.tracker_raft, p.labels.kwargs())
     lq = pd.DataFrame(rows, columns=["scene", "teacher", "seeds", "seeds_kept", "tracks", "err_mean_px",
                                      "err_median_px", "within_1px", "theta_px"])
     lq.to_csv(o.labels, index=False)

@@ -13,7 +13,7 @@ with job_log(snakemake.log[0]):
     if kwargs["size"] == FLOWPIPS_SIZE:
         kwargs.pop("size")
         teacher_flow = i.teacher_flow if isinstance(i.teacher_flow, str) else None
-        make_flowpips_labels(i.frames, i.checkpoint, snakemake.output[0], teacher_flow=teacher_flow,
+        make_flowpips_labels(i.frames, i.checkpoint, i.raft, snakemake.output[0], teacher_flow=teacher_flow,
                              video=snakemake.wildcards.video, **kwargs)
     else:
         make_track_labels(i.frames, i.checkpoint, snakemake.output[0], video=snakemake.wildcards.video, **kwargs)

@@ -139,6 +139,11 @@ def model_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
     return resolve_asset(config, config["model"]["checkpoint"], project_root)
 
 
+def tracker_raft_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
+    """The RAFT-small weights a FlowPips tracker runs on: ``weights.<tracking.raft>``."""
+    return resolve_asset(config, config["tracking"].get("raft", "raft_small"), project_root)
+
+
 def tracker_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
     """The tracker weights ``tracking.checkpoint`` (relative: to the project root, which ships them)."""
     value = config["tracking"].get("checkpoint")

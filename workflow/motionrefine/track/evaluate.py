@@ -152,12 +152,14 @@ def flowpips_tracker(model, iters: int | None = None) -> Tracker:
 
 
 def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", iters: int = 6,
-                                 stride: int | None = None, device=None) -> Tracker:
+                                 stride: int | None = None, device=None,
+                                 raft_checkpoint: str | os.PathLike | None = None) -> Tracker:
+    """``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
     from motionrefine.models.pips import load_pips
     from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
 
     if size == FLOWPIPS_SIZE:  # ``iters``: its update iterations (None: the checkpoint's own)
-        model, _ = load_flowpips(path)
+        model, _ = load_flowpips(path, raft_checkpoint)
         if device is not None:
             model.to(device)
         return flowpips_tracker(model, iters)
@@ -249,13 +251,15 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips: Mapping[str, str], size: str,
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
                        tapvid: Sequence[Mapping] = (), *, raft_variant: str, raft_fb_alpha: float = 0.002,
-                       raft_fb_beta: float = 0.1, out_tracks_figure: str | None = None) -> pd.DataFrame:
+                       raft_fb_beta: float = 0.1, out_tracks_figure: str | None = None,
+                       tracker_raft: str | None = None) -> pd.DataFrame:
     """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
     benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
     per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
     The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant);
     their occlusion flags are the chained flow's forward-backward check (α, β = raft_fb_*).
-    ``out_tracks_figure``: tracks of the first generated scene drawn on its frames."""
+    ``out_tracks_figure``: tracks of the first generated scene drawn on its frames.
+    ``tracker_raft``: the RAFT-small weights FlowPips ``pips`` trackers run on."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -278,7 +282,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
                                             beta=raft_fb_beta)
         shas[name] = sha256_file(path)
     for name, path in pips.items():
-        trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters)
+        trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters, raft_checkpoint=tracker_raft)
         shas[name] = sha256_file(path)
     preds: dict = {}
     df = evaluate_trackers(scenes, trackers, keep=preds)
@@ -358,8 +362,10 @@ def gt_window_tracks(flow_fw: np.ndarray, start: int, points: np.ndarray, S: int
     return torch.stack(out, dim=1).numpy()
 
 
-def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, label_settings: Mapping) -> list[dict]:
-    """Pseudo-labels on a generated scene, per teacher (``labels.flowpips_window_trackers``):
+def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, raft_checkpoint: str,
+                  label_settings: Mapping) -> list[dict]:
+    """Pseudo-labels on a generated scene from the FlowPips ``checkpoint`` (on ``raft_checkpoint``),
+    per teacher (``labels.flowpips_window_trackers``):
     tracks kept and their error against the ground truth (mean over frames 1..S−1 of the
     distance to the exact-flow track; ground truth used here for reporting only)."""
     from motionrefine.bench.synth import read_sequence
@@ -368,7 +374,7 @@ def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, la
     from motionrefine.track.labels import TEACHERS, TrackLabelConfig, flowpips_window_trackers, label_video
 
     seq = read_sequence(scene_path)
-    model, _ = load_flowpips(checkpoint)
+    model, _ = load_flowpips(checkpoint, raft_checkpoint)
     cfg = TrackLabelConfig.from_dict({k: v for k, v in label_settings.items() if k not in ("size", "teachers")})
     flow = None
     teachers = [t for t in label_settings.get("teachers", TEACHERS)]

@@ -329,10 +329,11 @@ def merge_teacher_labels(per_teacher: dict) -> dict:
     return out
 
 
-def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
-                         teacher_flow: str | os.PathLike | None = None, teachers: Sequence[str] = TEACHERS,
-                         **cfg) -> dict:
-    """Pseudo-labels of one video from the FlowPips ``checkpoint`` and/or the teacher flow store
+def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, raft_checkpoint: str | os.PathLike,
+                         out_path: str | os.PathLike, teacher_flow: str | os.PathLike | None = None,
+                         teachers: Sequence[str] = TEACHERS, **cfg) -> dict:
+    """Pseudo-labels of one video from the FlowPips ``checkpoint`` (on the RAFT-small weights
+    ``raft_checkpoint``) and/or the teacher flow store
     ``teacher_flow`` (see ``flowpips_window_trackers``), each verified forward-backward over
     the window with θ scaled to the resolution, densified and re-balanced as ``label_video``;
     one labels store with a ``teacher`` array. Keyword arguments are TrackLabelConfig fields."""
@@ -340,7 +341,7 @@ def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.Pa
 
     c = TrackLabelConfig.from_dict(cfg)
     dev = pick_device(c.device, c.threads)
-    model, digest = load_flowpips(checkpoint, c.expected_sha256)
+    model, digest = load_flowpips(checkpoint, raft_checkpoint, c.expected_sha256)
     model.to(dev)
     frames = np.asarray(open_group(frames_path)["frames"][...])
     T, H, W = frames.shape[:3]

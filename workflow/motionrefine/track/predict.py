@@ -32,8 +32,10 @@ VIS_THRESHOLD = 0.5
 
 def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
                    size: str = "small", iters: int = 6, expected_sha256: str | None = None,
-                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1) -> int:
-    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N."""
+                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1,
+                   raft_checkpoint: str | os.PathLike | None = None) -> int:
+    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N.
+    ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
     from motionrefine.models.pips import load_pips, track_long
     from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
 
@@ -51,7 +53,7 @@ def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike
     if size == FLOWPIPS_SIZE:
         # The default tracker: chained flow refined per window; ``iters`` are its update
         # iterations, as the tracking comparison runs it. Visible where the logit is positive.
-        model, digest = load_flowpips(checkpoint, expected_sha256)
+        model, digest = load_flowpips(checkpoint, raft_checkpoint, expected_sha256)
         model.to(dev)
         tracks, logits = model.track(frames, queries, iters=iters)
         visible = np.asarray(logits) > 0  # sigmoid(logit) > VIS_THRESHOLD

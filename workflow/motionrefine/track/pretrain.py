@@ -377,12 +377,12 @@ def _load_flowpips_or_training_checkpoint(path, cfg: PretrainConfig):
     from motionrefine.models.checkpoint import load_state_strict
 
     if Path(path).suffix != ".pt":
-        return load_flowpips(path)
+        return load_flowpips(path, cfg.raft_checkpoint)
     # a run's own step checkpoint holds RNG states too, so it is read the way train.state.resume reads it
     obj = torch.load(path, map_location="cpu", weights_only=False)
     digest = sha256_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        model = FlowPips(S=cfg.S, iters=cfg.iters)
+        model = FlowPips.from_raft(cfg.raft_checkpoint, S=cfg.S, iters=cfg.iters)
         load_state_strict(model, obj["model"], str(path))
         return model, digest
     raise MotionRefineError(f"{path} is not a pre-training step checkpoint (no 'model' state)")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,6 +93,7 @@ class FlowPips(nn.Module):
         self.raft = RAFT("small")
         for p in self.raft.parameters():
             p.requires_grad_(False)
+        self.raft_sha256: str | None = None  # of the RAFT-small weights loaded (``from_raft``)
         self.mixer = TemporalMixer(self.cfg)
 
     # ------------------------------------------------------------------ frozen RAFT
@@ -273,12 +275,15 @@ class FlowPips(nn.Module):
     # ------------------------------------------------------------------ build, load, save
 
     @classmethod
-    def from_raft(cls, raft_path: str | os.PathLike, expected_sha256: str | None = None, **overrides) -> "FlowPips":
+    def from_raft(cls, raft_path: str | os.PathLike, expected_sha256: str | None = None,
+                  cfg: FlowPipsConfig | None = None, **overrides) -> "FlowPips":
+        """An untrained tracker (update output at zero) on the RAFT-small weights ``raft_path``."""
         from motionrefine.models.checkpoint import load_state_strict, read_state_dict
 
-        state, _ = read_state_dict(raft_path, expected_sha256)
-        model = cls(**overrides)
+        state, digest = read_state_dict(raft_path, expected_sha256)
+        model = cls(cfg, **overrides)
         load_state_strict(model.raft, state, str(raft_path))
+        model.raft_sha256 = digest
         return model
 
 
@@ -319,23 +324,37 @@ def chain_init(there, back, idx: list[int], xy: torch.Tensor, size, alpha: float
     return torch.stack(pos), torch.stack(errs), torch.stack(oks)
 
 
-def load_flowpips(path: str | os.PathLike, expected_sha256: str | None = None) -> tuple[FlowPips, str]:
-    """A saved FlowPips ({'model_state_dict', 'flowpips_config'}), in eval mode. Returns (model, sha256)."""
+def load_flowpips(path: str | os.PathLike, raft_checkpoint: str | os.PathLike | None,
+                  expected_sha256: str | None = None) -> tuple[FlowPips, str]:
+    """A saved tracker (``save_flowpips``) on the RAFT-small weights ``raft_checkpoint``, which
+    must be the file it was trained on (its sha256 is in the tracker file). In eval mode.
+    Returns (model, sha256 of the tracker file)."""
+    from motionrefine.core.store import sha256_file
     from motionrefine.models.checkpoint import load_state_strict, read_torch_file
 
+    if raft_checkpoint is None:
+        raise CheckpointError(f"tracker {path} needs the RAFT-small weights it runs on "
+                              "(raft_checkpoint; in the workflow, config key tracking.raft)")
     obj, digest = read_torch_file(path, expected_sha256, "weights/README.md")
-    if not isinstance(obj, dict) or "flowpips_config" not in obj or "model_state_dict" not in obj:
-        raise CheckpointError(f"{path} is not a FlowPips checkpoint (no 'flowpips_config' / 'model_state_dict')")
-    model = FlowPips(FlowPipsConfig(**obj["flowpips_config"]))
-    load_state_strict(model, obj["model_state_dict"], str(path))
+    if not isinstance(obj, dict) or not {"flowpips_config", "mixer_state_dict", "raft_sha256"} <= set(obj):
+        raise CheckpointError(f"{path} is not a FlowPips checkpoint (needs 'flowpips_config', "
+                              "'mixer_state_dict' and 'raft_sha256')")
+    raft_digest = sha256_file(raft_checkpoint) if Path(raft_checkpoint).is_file() else None
+    if raft_digest is not None and raft_digest != obj["raft_sha256"]:
+        raise CheckpointError(f"tracker {path} runs on RAFT-small weights with sha256 {obj['raft_sha256']}, "
+                              f"but {raft_checkpoint} has sha256 {raft_digest}")
+    model = FlowPips.from_raft(raft_checkpoint, obj["raft_sha256"], FlowPipsConfig(**obj["flowpips_config"]))
+    load_state_strict(model.mixer, obj["mixer_state_dict"], str(path))
     model.eval()
     return model, digest
 
 
 def save_flowpips(model: FlowPips, path: str | os.PathLike) -> str:
-    """Write the whole model (frozen RAFT included, so the file stands alone) atomically. Returns sha256."""
+    """Write the tracker's own weights (the mixer), its config and the sha256 of the frozen
+    RAFT-small it runs on, atomically; RAFT itself stays in its own file. Returns sha256."""
     from motionrefine.core.store import save_atomic
 
-    return save_atomic({"model_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        "flowpips_config": model.cfg.to_dict()}, path)
-
+    if model.raft_sha256 is None:
+        raise CheckpointError("this FlowPips has no RAFT-small weights loaded (build it with FlowPips.from_raft)")
+    return save_atomic({"mixer_state_dict": {k: v.detach().cpu() for k, v in model.mixer.state_dict().items()},
+                        "flowpips_config": model.cfg.to_dict(), "raft_sha256": model.raft_sha256}, path)
