@@ -184,23 +184,13 @@ def test_new_video_schedules_only_its_chain_and_what_follows(run):
                       "evaluate": 1, "report": 1, "all": 1}
 
 
-def test_changed_verify_threshold_reruns_labels_and_after_not_frames_or_flow(run):
+@pytest.mark.parametrize("section, change", [("verify", {"beta": 0.2}),  # the default is 0.5
+                                             ("teacher", {"max_pairs": 2})],  # the label budget
+                         ids=["verify-threshold", "label-budget"])
+def test_changed_label_setting_reruns_labels_and_after_not_frames_or_flow(run, section, change):
     config = copy.deepcopy(run.config)
-    config["verify"] = {"beta": 0.2}  # the default is 0.5
-    counts, jobs, out = run.dry_run(run.write_config(config, run.root / "beta.yaml"))
-    labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
-    # The scene's labels job rewrites its teacher store, which evaluate_teacher reads.
-    assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"),
-                                       ("evaluate_teacher", "results/eval/teacher.csv")), reasons(out)
-    assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
-                      "evaluate_teacher": 1, "flow": 2, "report": 1, "all": 1}
-    assert "Params have changed since last execution" in out
-
-
-def test_changed_label_budget_reruns_labels_and_after_not_frames_or_flow(run):
-    config = copy.deepcopy(run.config)
-    config["teacher"] = {**config["teacher"], "max_pairs": 2}
-    counts, jobs, out = run.dry_run(run.write_config(config, run.root / "budget.yaml"))
+    config[section] = {**config.get(section, {}), **change}
+    counts, jobs, out = run.dry_run(run.write_config(config, run.root / f"{section}.yaml"))
     labels = {("labels", f"results/labels/flow/{v}.zarr") for v in ("tree", "dog", SCENE)}
     # The scene's labels job rewrites its teacher store, which evaluate_teacher reads.
     assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"),
