@@ -11,6 +11,8 @@ import pytest
 import zarr
 
 from conftest import SHARED, require_asset
+from motionrefine.core.errors import CheckpointError
+from motionrefine.core.store import sha256_file
 from motionrefine.models.pips.flowpips import load_flowpips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +34,13 @@ def test_tracking_chain_end_to_end(tmp_path):
         assert g.attrs["checkpoint_sha256"] == "05f4e542170cc4db3e198a43769fb71d3e7e0abe72a1220a5ba6143d84af5170"
         # both teachers: the tracker itself and the chained teacher flow (index into teacher_names)
         assert g.attrs["teacher_names"] == ["tracker", "flow"] and set(g["teacher"][:]) <= {0, 1}
-    model, _ = load_flowpips(tmp_path / "results/tracking/finetune/refined.pth", require_asset(RAFT_SMALL))
-    assert sum(p.numel() for p in model.trainable_parameters()) > 0
+    # tracking.refined_raft (default): the refined tracker runs on the heldout flow refinement's RAFT
+    backbone = tmp_path / "results/finetune/heldout/refined.pth"
+    model, _ = load_flowpips(tmp_path / "results/tracking/finetune/refined.pth", backbone)
+    assert model.raft_sha256 == sha256_file(backbone) and sum(p.numel() for p in model.trainable_parameters()) > 0
+    if sha256_file(backbone) != sha256_file(require_asset(RAFT_SMALL)):  # the guard kept the refined flow
+        with pytest.raises(CheckpointError, match="sha256"):
+            load_flowpips(tmp_path / "results/tracking/finetune/refined.pth", require_asset(RAFT_SMALL))
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
     assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined)",
                                   "tracker (pretrained)", "tracker (refined)"}

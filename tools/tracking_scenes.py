@@ -74,7 +74,8 @@ def main(argv=None) -> None:
                            raft_variant=cfg["model"]["variant"], raft_fb_alpha=occ.get("alpha", 0.002),
                            raft_fb_beta=occ.get("beta", 0.1), out_table=str(out / "eval.csv"),
                            out_figure=str(out / "delta_avg.png"), out_summary=str(out / "summary.md"),
-                           out_tracks_figure=str(out / "tracks.png"), tracker_raft=args.raft)
+                           out_tracks_figure=str(out / "tracks.png"),
+                           tracker_raft={"tracker (pretrained)": args.raft, "tracker (refined)": args.raft})
         times["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = []

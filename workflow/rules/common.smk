@@ -76,6 +76,20 @@ def tracker_raft(wildcards):
     return str(mrconfig.tracker_raft_checkpoint(config, PROJECT_ROOT))
 
 
+def tracker_backbone(wildcards):
+    """RAFT-small weights put under the tracker before its fine-tuning: the heldout flow
+    refinement's (tracking.refined_raft), so the refined tracker's flow and features are refined too."""
+    if config["tracking"]["size"] != "flow-small" or not config["tracking"].get("refined_raft", True) \
+            or config["model"]["variant"] != "small":
+        return []
+    return f"results/finetune/{plan.HELDOUT}/refined.pth"
+
+
+def tracker_refined_raft(wildcards):
+    """The RAFT-small the refined tracker runs on."""
+    return tracker_backbone(wildcards) or tracker_raft(wildcards)
+
+
 def tracking_enabled():
     """Tracking runs when enabled and there is a heldout flow run and a generated scene to score on."""
     return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and (

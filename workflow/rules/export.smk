@@ -14,7 +14,7 @@ rule track_predict:
     input:
         frames="results/frames/{video}.zarr",
         checkpoint="results/tracking/finetune/refined.pth",
-        raft=tracker_raft,
+        raft=tracker_refined_raft,
     output:
         directory("results/tracking/predict/{video}.zarr"),
     log:

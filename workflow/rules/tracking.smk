@@ -41,6 +41,7 @@ rule track_finetune:
         frames=expand("results/frames/{video}.zarr", video=SAMPLES.index),
         checkpoint=tracker_checkpoint,
         raft=tracker_raft,
+        backbone=tracker_backbone,
     output:
         weights="results/tracking/finetune/refined.pth",
         loss="results/tracking/finetune/loss.tsv",
@@ -74,6 +75,7 @@ rule track_eval:
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
         tracker_raft=tracker_raft,
+        tracker_refined_raft=tracker_refined_raft,
         # pseudo-label quality per teacher on the generated scenes (flow-small only)
         teacher_flows=[label_flow(SimpleNamespace(video=v)) for v in TRACK_LABEL_SCENES],
     output:

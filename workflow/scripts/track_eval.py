@@ -18,7 +18,9 @@ with job_log(snakemake.log[0]):
         tapvid=[{"benchmark": s.benchmark, "name": s.name, "path": s.source, "options": s.reader_options}
                 for s in p.tapvid],
         out_table=o.table, out_figure=o.figure, out_summary=o.summary, out_tracks_figure=o.tracks_figure,
-        tracker_raft=i.tracker_raft if isinstance(i.tracker_raft, str) else None,  # flow-small only
+        # flow-small only: the RAFT-small each tracker runs on
+        tracker_raft={"tracker (pretrained)": i.tracker_raft, "tracker (refined)": i.tracker_refined_raft}
+        if isinstance(i.tracker_raft, str) else None,
     )
     rows = []
     for scene, flow in zip(p.label_scenes, i.teacher_flows):

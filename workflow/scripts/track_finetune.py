@@ -6,12 +6,15 @@ from motionrefine.train.workdir import training_workdir
 from motionrefine.track.finetune import finetune_tracker
 
 with job_log(snakemake.log[0]) as log:
+    i = snakemake.input
     settings = dict(snakemake.params.settings, threads=snakemake.threads)
-    labels, frames = list(snakemake.input.labels), list(snakemake.input.frames)
-    raft = snakemake.input.raft if isinstance(snakemake.input.raft, str) else None  # flow-small only
-    work = training_workdir(snakemake.params.workdir, labels + [snakemake.input.checkpoint], settings)
-    summary = finetune_tracker(settings, labels, frames, snakemake.input.checkpoint, str(work),
-                               expected_sha256=snakemake.params.sha256, raft_checkpoint=raft)
+    labels, frames = list(i.labels), list(i.frames)
+    raft = i.raft if isinstance(i.raft, str) else None  # flow-small only
+    backbone = i.backbone if isinstance(i.backbone, str) else None  # tracking.refined_raft
+    work = training_workdir(snakemake.params.workdir, labels + [i.checkpoint] + ([backbone] if backbone else []),
+                            settings)
+    summary = finetune_tracker(settings, labels, frames, i.checkpoint, str(work),
+                               expected_sha256=snakemake.params.sha256, raft_checkpoint=raft, backbone=backbone)
     shutil.copyfile(work / "loss.tsv", snakemake.output.loss)
     shutil.copyfile(work / "final.pth", snakemake.output.weights)
     log.info("refined tracker: %s (%s)", snakemake.output.weights, summary)

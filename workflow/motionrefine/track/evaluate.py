@@ -252,14 +252,14 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
                        tapvid: Sequence[Mapping] = (), *, raft_variant: str, raft_fb_alpha: float = 0.002,
                        raft_fb_beta: float = 0.1, out_tracks_figure: str | None = None,
-                       tracker_raft: str | None = None) -> pd.DataFrame:
+                       tracker_raft: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
     benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
     per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
     The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant);
     their occlusion flags are the chained flow's forward-backward check (α, β = raft_fb_*).
     ``out_tracks_figure``: tracks of the first generated scene drawn on its frames.
-    ``tracker_raft``: the RAFT-small weights FlowPips ``pips`` trackers run on."""
+    ``tracker_raft``: per FlowPips tracker of ``pips``, the RAFT-small weights it runs on."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -282,7 +282,8 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
                                             beta=raft_fb_beta)
         shas[name] = sha256_file(path)
     for name, path in pips.items():
-        trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters, raft_checkpoint=tracker_raft)
+        trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters,
+                                                      raft_checkpoint=(tracker_raft or {}).get(name))
         shas[name] = sha256_file(path)
     preds: dict = {}
     df = evaluate_trackers(scenes, trackers, keep=preds)

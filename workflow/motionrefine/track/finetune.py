@@ -270,18 +270,19 @@ def flowpips_track_loss(model, inputs: WindowInputs, sample: TrackSample, tracks
     return loss, {"seq_loss": loss.item(), "epe": epe, "epe_init": epe0}
 
 
-def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, raft_checkpoint, out_dir, stop_at,
-                       expected_sha256, dev):
+def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, raft_checkpoint, backbone, out_dir,
+                       stop_at, expected_sha256, dev):
     """FlowPips: only the update (mixer) trains; the frozen RAFT's flow and features are
     computed once per video. No input augmentation (it would change the frozen inputs; the
     official tracking code has none either)."""
     model, init_sha = load_flowpips(init_checkpoint, raft_checkpoint, expected_sha256)
+    backbone_sha = model.load_raft(backbone) if backbone is not None else None
     model.to(dev).train()
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.steps + c.t_max_extra)
     identity = {"config": state.result_config(c.to_dict(), RUNTIME_FIELDS), "init_sha256": init_sha,
-                "samples_digest": _samples_digest(samples)}
+                "samples_digest": _samples_digest(samples), "backbone_sha256": backbone_sha}
     run = Training("track fine-tuning", out_dir, model, optimizer, scheduler, identity,
                    TSV_COLUMNS[:-1] + ("epe_init", "seconds"), c.steps, dev, stop_at)
     cache: dict = {}
@@ -307,7 +308,8 @@ def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, raft_ch
 
     run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
     summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
-               "init_sha256": init_sha, "loss_tsv": str(run.tsv), "completed": run.completed}
+               "init_sha256": init_sha, "raft_sha256": model.raft_sha256, "loss_tsv": str(run.tsv),
+               "completed": run.completed}
     return run.finish(summary, lambda path: save_flowpips(model, path), config=c.to_dict(), code_version=__version__)
 
 
@@ -318,7 +320,8 @@ def _samples_digest(samples: Sequence[TrackSample]) -> str:
 
 def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, frames_paths: Sequence | Mapping,
                      init_checkpoint: str | os.PathLike, out_dir: str | os.PathLike, stop_at: int | None = None,
-                     expected_sha256: str | None = None, raft_checkpoint: str | os.PathLike | None = None) -> dict:
+                     expected_sha256: str | None = None, raft_checkpoint: str | os.PathLike | None = None,
+                     backbone: str | os.PathLike | None = None) -> dict:
     """Fine-tune PIPs from ``init_checkpoint`` on track-labels stores (``track_labels.make_track_labels``)
     with their frames stores; resumes from the latest checkpoint in ``out_dir/checkpoints``.
 
@@ -326,6 +329,8 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     steps, and when done ``out_dir/final.pth`` (loadable with ``load_pips(path, size)``) and
     ``out_dir/summary.json``. ``stop_at``: stop after that many optimiser steps (resumable).
     ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker runs on (size flow-small).
+    ``backbone``: other RAFT-small weights to put under it before fine-tuning (e.g. the flow
+    refinement's); the refined tracker then runs on them, and its file names their sha256.
     """
     c = cfg if isinstance(cfg, TrackFinetuneConfig) else TrackFinetuneConfig.from_dict(cfg)
     samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed)
@@ -335,7 +340,8 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     dev = pick_device(c.device, c.threads)
     state.seed_everything(c.seed)
     if c.size == FLOWPIPS_SIZE:
-        return _finetune_flowpips(c, samples, init_checkpoint, raft_checkpoint, out_dir, stop_at, expected_sha256, dev)
+        return _finetune_flowpips(c, samples, init_checkpoint, raft_checkpoint, backbone, out_dir, stop_at,
+                                  expected_sha256, dev)
 
     weights, init_sha = read_pips_state(init_checkpoint, expected_sha256)
     model = Pips(c.size, **({"stride": c.stride} if c.stride else {}))

@@ -274,16 +274,21 @@ class FlowPips(nn.Module):
 
     # ------------------------------------------------------------------ build, load, save
 
+    def load_raft(self, raft_path: str | os.PathLike, expected_sha256: str | None = None) -> str:
+        """Put the RAFT-small weights ``raft_path`` under the tracker (still frozen). Returns their sha256."""
+        from motionrefine.models.checkpoint import load_state_strict, read_state_dict
+
+        state, digest = read_state_dict(raft_path, expected_sha256)
+        load_state_strict(self.raft, state, str(raft_path))
+        self.raft_sha256 = digest
+        return digest
+
     @classmethod
     def from_raft(cls, raft_path: str | os.PathLike, expected_sha256: str | None = None,
                   cfg: FlowPipsConfig | None = None, **overrides) -> "FlowPips":
         """An untrained tracker (update output at zero) on the RAFT-small weights ``raft_path``."""
-        from motionrefine.models.checkpoint import load_state_strict, read_state_dict
-
-        state, digest = read_state_dict(raft_path, expected_sha256)
         model = cls(cfg, **overrides)
-        load_state_strict(model.raft, state, str(raft_path))
-        model.raft_sha256 = digest
+        model.load_raft(raft_path, expected_sha256)
         return model
 
 
