@@ -141,3 +141,38 @@ def test_checkpoint_holds_the_tracker_only_and_names_its_raft(tmp_path):
     # the shipped tracker is in this layout and runs on shared/'s raft-small.pth
     shipped = torch.load(require_asset(CHECKPOINT), weights_only=True)
     assert shipped["raft_sha256"] == obj["raft_sha256"] and "model_state_dict" not in shipped
+
+
+def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
+    from motionrefine.core.store import atomic_group, write_array
+    from motionrefine.track import finetune as tf
+    from motionrefine.track.labels import write_track_labels
+
+    v = np.array([1.5, -0.5])
+    frames = translating(texture, v, frames=8)
+    with atomic_group(tmp_path / "frames.zarr") as g:
+        write_array(g, "frames", frames)
+    pts = np.stack(np.meshgrid(np.arange(20, 90, 10.0), np.arange(20, 60, 10.0)), -1).reshape(-1, 2)
+    tracks = (pts[None] - np.arange(8)[:, None, None] * v).transpose(1, 0, 2)  # exact, (n, S, 2)
+    n = len(tracks)
+    write_track_labels({"tracks": tracks, "window_start": np.zeros(n, np.int32), "speed": np.ones(n, np.float32),
+                        "speed_bin": np.ones(n, np.int8), "fb_dist": np.zeros(n, np.float32),
+                        "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
+                        "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
+                       tmp_path / "labels.zarr", {"video": "clip"})
+    held = tf.load_track_samples([tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], 64, 1)
+    model = FlowPips.from_raft(require_asset(RAFT))
+    clean = {k: x.clone() for k, x in model.mixer.state_dict().items()}
+    bad = {k: x.clone() for k, x in clean.items()}
+    bad["head.bias"][0] = 0.5  # every position pushed right: far from the exact tracks
+    cfg = tf.TrackFinetuneConfig(size="flow-small", iters=3)
+    inputs = tf.WindowInputs(model)
+    # fine-tuned update worse than the initial one: the initial is put back
+    model.mixer.load_state_dict(bad)
+    out = tf._guard_update(cfg, model, clean, inputs, held, {})
+    assert not out["keep_refined"] and out["held_epe_refined"] > out["held_epe_initial"] + 1.0
+    assert torch.equal(model.mixer.head.bias, clean["head.bias"]) and out["held_tracks"] == n
+    # fine-tuned update better: it stays
+    out = tf._guard_update(cfg, model, bad, inputs, held, {})
+    assert out["keep_refined"] and out["held_epe_refined"] < 0.5
+    assert torch.equal(model.mixer.head.bias, clean["head.bias"])

@@ -17,7 +17,7 @@ from motionrefine.flow.augment import AugmentConfig
 from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, save_pips
-from motionrefine.core.store import atomic_group, write_array
+from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.track.labels import write_track_labels
 
 torch.set_num_threads(1)
@@ -160,3 +160,20 @@ def test_tiny_track_finetune_writes_checkpoints_and_resumes(stores, tmp_path):
     with pytest.raises(MotionRefineError, match="different run"):
         tf.finetune_tracker({**TINY, "lr": 2e-4}, [lpath], [fpath], ckpt, tmp_path / "b")
 
+
+
+def test_holdout_splits_tracks_by_their_first_point(stores):
+    from motionrefine.flow.guard import HoldOut
+
+    fpath, lpath, _ = stores
+    hold = HoldOut(block=16, every=2)
+    train = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold)
+    held = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, held=True)
+    tracks = np.asarray(open_group(lpath)["tracks"][:])
+    mask = hold.mask(H, W)
+    inside = {r for s in held for r in s.rows}
+    outside = {r for s in train for r in s.rows}
+    assert inside and outside and not inside & outside and inside | outside == set(range(len(tracks)))
+    for r in range(len(tracks)):
+        x, y = np.clip(np.round(tracks[r, 0]), 0, [W - 1, H - 1]).astype(int)
+        assert mask[y, x] == (r in inside)

@@ -41,6 +41,12 @@ def test_tracking_chain_end_to_end(tmp_path):
     if sha256_file(backbone) != sha256_file(require_asset(RAFT_SMALL)):  # the guard kept the refined flow
         with pytest.raises(CheckpointError, match="sha256"):
             load_flowpips(tmp_path / "results/tracking/finetune/refined.pth", require_asset(RAFT_SMALL))
+    guard = json.loads((tmp_path / "results/tracking/finetune/guard.json").read_text())
+    assert guard["weights_sha256"] == sha256_file(tmp_path / "results/tracking/finetune/refined.pth")
+    assert guard["raft_sha256"] == model.raft_sha256 and isinstance(guard["keep_refined"], bool)
+    if guard["held_tracks"]:  # the guard's decision follows its two held-back errors, and the report says it
+        assert guard["keep_refined"] == (guard["held_epe_refined"] < guard["held_epe_initial"])
+        assert "Tracker guard: on" in (tmp_path / "results/tracking/summary.md").read_text()
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
     assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined)",
                                   "tracker (pretrained)", "tracker (refined)"}

@@ -45,6 +45,7 @@ rule track_finetune:
     output:
         weights="results/tracking/finetune/refined.pth",
         loss="results/tracking/finetune/loss.tsv",
+        guard="results/tracking/finetune/guard.json",
     log:
         "results/logs/track_finetune.log",
     benchmark:
@@ -74,6 +75,7 @@ rule track_eval:
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",
         tracker_pretrained=tracker_checkpoint,
         tracker_refined="results/tracking/finetune/refined.pth",
+        tracker_guard="results/tracking/finetune/guard.json",
         tracker_raft=tracker_raft,
         tracker_refined_raft=tracker_refined_raft,
         # pseudo-label quality per teacher on the generated scenes (flow-small only)

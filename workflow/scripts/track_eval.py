@@ -1,6 +1,9 @@
 """Snakemake script of rule track_eval: four long-range trackers on the real-texture scenes,
 and (flow-small) the pseudo-label quality per teacher on them."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -22,6 +25,12 @@ with job_log(snakemake.log[0]):
         tracker_raft={"tracker (pretrained)": i.tracker_raft, "tracker (refined)": i.tracker_refined_raft}
         if isinstance(i.tracker_raft, str) else None,
     )
+    guard = json.loads(Path(i.tracker_guard).read_text())
+    if guard.get("held_tracks"):  # the report shows summary.md: say what the tracker's guard chose
+        with open(o.summary, "a") as f:
+            f.write(f"\nTracker guard: on {guard['held_tracks']} held-back label tracks, the distance to the labels "
+                    f"went {guard['held_epe_initial']:.3f} px (initial update) → {guard['held_epe_refined']:.3f} px "
+                    f"(fine-tuned): kept the {'fine-tuned' if guard['keep_refined'] else 'initial'} update.\n")
     rows = []
     for scene, flow in zip(p.label_scenes, i.teacher_flows):
         rows += label_quality(scene, flow, i.tracker_pretrained, i.tracker_raft, p.labels.kwargs())

@@ -1,4 +1,6 @@
-"""Snakemake script of rule track_finetune: verified tracks -> results/tracking/finetune/refined.pth."""
+"""Snakemake script of rule track_finetune: verified tracks -> results/tracking/finetune/refined.pth
+(the guard's choice of update) and guard.json."""
+import json
 import shutil
 
 from motionrefine.config.schema import job_log
@@ -17,4 +19,7 @@ with job_log(snakemake.log[0]) as log:
                                expected_sha256=snakemake.params.sha256, raft_checkpoint=raft, backbone=backbone)
     shutil.copyfile(work / "loss.tsv", snakemake.output.loss)
     shutil.copyfile(work / "final.pth", snakemake.output.weights)
+    with open(snakemake.output.guard, "w") as f:
+        json.dump({**(summary.get("guard") or {"keep_refined": True, "reason": "guard off"}),
+                   "weights_sha256": summary["final_sha256"], "raft_sha256": summary.get("raft_sha256")}, f, indent=1)
     log.info("refined tracker: %s (%s)", snakemake.output.weights, summary)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,11 +38,14 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.core.store import open_group
 from motionrefine.flow.augment import AugmentConfig, apply_jitter, crop_size, jitter_params
+from motionrefine.flow.guard import HoldOut
 from motionrefine.models.checkpoint import load_state_strict
 from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
 from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, chain_init, load_flowpips, sample_features, save_flowpips
 from motionrefine.train import state
 from motionrefine.train.loop import Training, optimizer_step
+
+log = logging.getLogger("motionrefine")
 
 TSV_COLUMNS = ("step", "loss", "seq_loss", "score_loss", "epe_to_label", "lr", "seconds")
 RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"log_every"}
@@ -74,6 +78,12 @@ class TrackFinetuneConfig:
     checkpoint_every: int = 25
     keep_checkpoints: int = 2
     log_every: int = 10  # a progress line every this many steps
+    # flow-small: hold back the tracks that start in a lattice of blocks (flow.guard.HoldOut) and
+    # keep the fine-tuned update only if it agrees better with them than the initial one did
+    guard: bool = True
+    guard_margin: float = 0.0       # relative: keep iff held-back EPE < initial · (1 − margin)
+    holdout_block: int = 16
+    holdout_every: int = 5
     device: str = "auto"
     threads: int | None = 1
 
@@ -109,11 +119,13 @@ class TrackSample:
 
 
 def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, tracks_per_sample: int = 128,
-                       min_tracks: int = 8, seed: int = 0) -> list[TrackSample]:
+                       min_tracks: int = 8, seed: int = 0, holdout: HoldOut | None = None,
+                       held: bool = False) -> list[TrackSample]:
     """Chunk every labels store's tracks, per window, into samples of ``tracks_per_sample``
     (rows shuffled within the window by ``seed`` so a chunk mixes seeds and dense tracks; a
     last chunk smaller than ``min_tracks`` is dropped). ``frames_paths``: a list parallel to
-    ``label_paths`` or a mapping from the labels' ``video`` attr to the frames store."""
+    ``label_paths`` or a mapping from the labels' ``video`` attr to the frames store.
+    ``holdout``: only the tracks whose first point lies outside its blocks (``held``: inside)."""
     label_paths = [str(p) for p in label_paths]
     if not isinstance(frames_paths, Mapping) and len(frames_paths) != len(label_paths):
         raise MotionRefineError(f"{len(label_paths)} label stores but {len(frames_paths)} frames stores")
@@ -134,8 +146,15 @@ def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, 
         S = g["tracks"].shape[1]
         if len(ws) and ws.max() + S > T:
             raise MotionRefineError(f"{lp}: windows reach frame {ws.max() + S - 1} but {fp} has {T} frames")
+        chosen = np.ones(len(ws), bool)
+        if holdout is not None:
+            H, W = open_group(fp)["frames"].shape[1:3]
+            xy = np.asarray(g["tracks"][:, 0], np.float64)
+            x = np.clip(np.round(xy[:, 0]), 0, W - 1).astype(np.int64)
+            y = np.clip(np.round(xy[:, 1]), 0, H - 1).astype(np.int64)
+            chosen = holdout.mask(H, W)[y, x] == held
         for w0 in np.unique(ws):
-            rows = np.flatnonzero(ws == w0)
+            rows = np.flatnonzero((ws == w0) & chosen)
             rows = rows[np.random.default_rng([seed, i, int(w0)]).permutation(len(rows))]
             for c in range(0, len(rows), tracks_per_sample):
                 chunk = rows[c:c + tracks_per_sample]
@@ -270,13 +289,46 @@ def flowpips_track_loss(model, inputs: WindowInputs, sample: TrackSample, tracks
     return loss, {"seq_loss": loss.item(), "epe": epe, "epe_init": epe0}
 
 
-def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, raft_checkpoint, backbone, out_dir,
+@torch.no_grad()
+def held_back_epe(model, inputs: WindowInputs, samples: Sequence[TrackSample], cache: dict,
+                  iters: int | None) -> float:
+    """Mean distance (px, frames 1..S−1, over tracks) of the tracker to held-back label tracks."""
+    total, count = 0.0, 0
+    for smp in samples:
+        _, tracks = load_sample(smp, cache)
+        _, m = flowpips_track_loss(model, inputs, smp, tracks, 0.8, iters)
+        total += m["epe"] * len(smp.rows)
+        count += len(smp.rows)
+    return total / count if count else float("nan")
+
+
+def _guard_update(c: TrackFinetuneConfig, model, initial: dict, inputs, held, cache) -> dict:
+    """Keep the fine-tuned update iff it is closer to the held-back tracks than ``initial`` (the
+    update it started from) by more than ``guard_margin``; otherwise put ``initial`` back."""
+    if not held:
+        return {"keep_refined": True, "held_tracks": 0, "reason": "no held-back tracks"}
+    trained = {k: v.detach().clone() for k, v in model.mixer.state_dict().items()}
+    refined = held_back_epe(model, inputs, held, cache, c.iters)
+    model.mixer.load_state_dict(initial)
+    before = held_back_epe(model, inputs, held, cache, c.iters)
+    keep = bool(refined < before * (1.0 - c.guard_margin))
+    if keep:
+        model.mixer.load_state_dict(trained)
+    log.info("tracker guard: held-back EPE %.4f (initial update) -> %.4f (fine-tuned) on %d tracks: %s",
+             before, refined, sum(len(s.rows) for s in held), "keep the fine-tuned update" if keep else
+             "keep the initial update")
+    return {"keep_refined": keep, "held_tracks": int(sum(len(s.rows) for s in held)),
+            "held_epe_initial": before, "held_epe_refined": refined, "margin": c.guard_margin}
+
+
+def _finetune_flowpips(c: TrackFinetuneConfig, samples, held, init_checkpoint, raft_checkpoint, backbone, out_dir,
                        stop_at, expected_sha256, dev):
     """FlowPips: only the update (mixer) trains; the frozen RAFT's flow and features are
     computed once per video. No input augmentation (it would change the frozen inputs; the
-    official tracking code has none either)."""
+    official tracking code has none either). ``held``: the guard's held-back samples."""
     model, init_sha = load_flowpips(init_checkpoint, raft_checkpoint, expected_sha256)
     backbone_sha = model.load_raft(backbone) if backbone is not None else None
+    initial = {k: v.detach().clone() for k, v in model.mixer.state_dict().items()}
     model.to(dev).train()
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, eps=c.adam_eps)
@@ -307,9 +359,10 @@ def _finetune_flowpips(c: TrackFinetuneConfig, samples, init_checkpoint, raft_ch
                 f"{sums['epe_init']:.6g}"]
 
     run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
+    guard = _guard_update(c, model, initial, inputs, held, cache) if c.guard and run.completed else None
     summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
                "init_sha256": init_sha, "raft_sha256": model.raft_sha256, "loss_tsv": str(run.tsv),
-               "completed": run.completed}
+               "completed": run.completed, "guard": guard}
     return run.finish(summary, lambda path: save_flowpips(model, path), config=c.to_dict(), code_version=__version__)
 
 
@@ -333,14 +386,18 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     refinement's); the refined tracker then runs on them, and its file names their sha256.
     """
     c = cfg if isinstance(cfg, TrackFinetuneConfig) else TrackFinetuneConfig.from_dict(cfg)
-    samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed)
+    flowpips = c.size == FLOWPIPS_SIZE
+    holdout = HoldOut(c.holdout_block, c.holdout_every) if c.guard and flowpips else None
+    samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed, holdout)
     if not samples:
         raise MotionRefineError("no training samples: the label stores hold no window with "
                                 f">= {c.min_tracks} verified tracks")
     dev = pick_device(c.device, c.threads)
     state.seed_everything(c.seed)
-    if c.size == FLOWPIPS_SIZE:
-        return _finetune_flowpips(c, samples, init_checkpoint, raft_checkpoint, backbone, out_dir, stop_at,
+    if flowpips:
+        held = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, 1, c.seed, holdout,
+                                  held=True) if holdout else []
+        return _finetune_flowpips(c, samples, held, init_checkpoint, raft_checkpoint, backbone, out_dir, stop_at,
                                   expected_sha256, dev)
 
     weights, init_sha = read_pips_state(init_checkpoint, expected_sha256)
