@@ -16,7 +16,7 @@ import torch
 from conftest import require_asset
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import atomic_group, write_array
-from motionrefine.flow.finetune import FinetuneConfig, finetune
+from motionrefine.flow.finetune import finetune
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.labels import aggregate_labels, make_flow_labels
 from motionrefine.models.checkpoint import load_raft
@@ -87,7 +87,7 @@ def test_two_gloo_processes_match_one(training_set, tmp_path, monkeypatch):
     """The finetune rule's script with finetune.processes = 2 (as a 2-GPU job would ask):
     torchrun starts 2 gloo ranks, rank 0 alone writes, the rule log gets their progress."""
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    single = finetune(tiny(shards=1), training_set, WEIGHTS, tmp_path / "single")
+    finetune(tiny(shards=1), training_set, WEIGHTS, tmp_path / "single")  # the one-process curve
     settings = {k: v for k, v in tiny(processes=2, log_every=1).items() if k != "threads"}
     out = tmp_path / "rule"
     smk = types.SimpleNamespace(

@@ -66,7 +66,6 @@ class AlternateCorrBlock:
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         b, _, h, w = coords.shape
-        c = self.fmap1.shape[1]
         k = (2 * self.radius + 1) ** 2
         offsets = window_offsets(self.radius, coords.device, coords.dtype).reshape(1, k, 2)
         centres = coords.permute(0, 2, 3, 1).reshape(b, h * w, 1, 2)
