@@ -379,8 +379,9 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     with their frames stores; resumes from the latest checkpoint in ``out_dir/checkpoints``.
 
     Writes ``out_dir/loss.tsv`` (per optimiser step), checkpoints every ``checkpoint_every``
-    steps, and when done ``out_dir/final.pth`` (loadable with ``load_pips(path, size)``) and
-    ``out_dir/summary.json``. ``stop_at``: stop after that many optimiser steps (resumable).
+    steps, and when done ``out_dir/final.pth`` (``load_pips(path, size)``; flow-small:
+    ``load_flowpips``, the guard's choice of update) and ``out_dir/summary.json``.
+    ``stop_at``: stop after that many optimiser steps (resumable).
     ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker runs on (size flow-small).
     ``backbone``: other RAFT-small weights to put under it before fine-tuning (e.g. the flow
     refinement's); the refined tracker then runs on them, and its file names their sha256.
