@@ -1,5 +1,5 @@
-"""Snakemake script of rules flow and teacher: frames store -> forward + backward flow store
-(results/flow/{model}/{video}.zarr, or results/teacher/{video}.zarr at the teacher settings)."""
+"""Snakemake script of rule flow: frames store -> forward + backward flow store
+(results/flow/{model}/{video}.zarr). The teacher's store is written by the labels job."""
 import os
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU, spinning

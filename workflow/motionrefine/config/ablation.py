@@ -93,11 +93,12 @@ def variant_settings(config: dict, spec: dict, seed: int = 0) -> dict:
 def main_labeller(config: dict) -> str:
     """Who made the main chain's labels: 'student' when the configured teacher is the student
     itself (scales [1], model.iters, no flip), else 'teacher'."""
+    from motionrefine.flow.teacher import TeacherSettings
+
     t = config.get("teacher") or {}
-    scales = tuple(float(x) for x in t.get("scales", [2.0]))
-    same = scales == (1.0,) and not t.get("flip", True) and \
-        t.get("iters", 32) == (config.get("model") or {}).get("iters", 12)
-    return "student" if same else "teacher"
+    teacher = TeacherSettings(**{k: tuple(float(x) for x in t[k]) if k == "scales" else t[k]
+                                 for k in ("scales", "iters", "flip") if k in t})
+    return "student" if teacher.is_student((config.get("model") or {}).get("iters", 12)) else "teacher"
 
 
 def label_presets(config: dict) -> list[tuple[str, str]]:

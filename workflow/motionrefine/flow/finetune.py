@@ -58,6 +58,9 @@ TSV_COLUMNS = ("step", "loss", "lr", "epe_to_label", "seconds")
 RUNTIME_FIELDS = state.RUNTIME_FIELDS | {"num_workers", "prefetch", "shards", "log_every", "amp"}
 
 
+_SELFSUP = SelfSupWeights()
+
+
 @dataclass
 class FinetuneConfig:
     mode: str = "labels"
@@ -87,15 +90,15 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
-    # self-supervised baselines (flow.losses.SelfSupWeights: published values)
-    census_weight: float = 1.0
-    smooth_weight: float = 2.0
-    smooth_order: int = 2
-    smooth_level: int = 2
-    edge_scale: float = 150.0
-    cycle_weight: float = 0.2
-    occlusion_alpha: float = 0.01  # UnFlow constants, squared norms
-    occlusion_beta: float = 0.5
+    # self-supervised baselines: the published values, kept in one place (flow.losses.SelfSupWeights)
+    census_weight: float = _SELFSUP.census
+    smooth_weight: float = _SELFSUP.smooth
+    smooth_order: int = _SELFSUP.smooth_order
+    smooth_level: int = _SELFSUP.smooth_level
+    edge_scale: float = _SELFSUP.edge_scale
+    cycle_weight: float = _SELFSUP.cycle
+    occlusion_alpha: float = _SELFSUP.occlusion_alpha  # UnFlow constants, squared norms
+    occlusion_beta: float = _SELFSUP.occlusion_beta
     # Steps without the occlusion mask first (UFlow's occ_after_num_steps): from a weak start
     # the forward-backward test marks every pixel occluded, which would leave no loss at all.
     occlusion_after: int = 0

@@ -132,9 +132,24 @@ def flow_store_attrs(frames_path, checkpoint, digest, variant, iters, padding, s
     }
     if teacher is not None:
         settings, views, selected = teacher
-        out["teacher"] = {**settings.as_attrs(), "views": views, "label_budget": settings.budget_attrs(selected, n_pairs)}
+        out["teacher"] = teacher_attrs(settings, views, selected, n_pairs)
         out["computed_pairs"] = int(len(selected))
     return out
+
+
+def teacher_attrs(settings: TeacherSettings, views, selected: np.ndarray, n_pairs: int) -> dict:
+    """The label-maker as recorded in its flow and label stores: settings, views, label budget."""
+    return {**settings.as_attrs(), "views": views, "label_budget": settings.budget_attrs(selected, n_pairs)}
+
+
+def write_pair_masks(g, pair_finite: np.ndarray, selected: np.ndarray | None = None) -> None:
+    """A flow store's per-pair masks: ``pair_finite``, and ``pair_computed`` (True for the
+    ``selected`` pairs) when a label budget chose which pairs to compute."""
+    g.create_array("pair_finite", data=pair_finite)
+    if selected is not None:
+        computed = np.zeros(len(pair_finite), bool)
+        computed[selected] = True
+        g.create_array("pair_computed", data=computed)
 
 
 def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = "small", iters: int = 12,
@@ -185,11 +200,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
                 arr[s:e] = flow.astype(store_dtype)
             bar.update(e - s)
         bar.close()
-        g.create_array("pair_finite", data=finite)
-        if teacher is not None:
-            computed = np.zeros(n_pairs, bool)
-            computed[selected] = True
-            g.create_array("pair_computed", data=computed)
+        write_pair_masks(g, finite, selected if teacher is not None else None)
         elapsed = time.perf_counter() - started
         g.attrs.update(flow_store_attrs(frames_path, checkpoint, digest, variant, iters, padding, (h, w), n_pairs,
                                         store_dtype, nonfinite, dev, elapsed,

@@ -34,7 +34,7 @@ import torch
 
 from motionrefine import __version__
 from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, REASONS, CycleThresholds, check_speed_edges, pair_stats, verify_flow
-from motionrefine.flow.inference import flow_store_attrs, load_teacher, sanitise_flow
+from motionrefine.flow.inference import flow_store_attrs, load_teacher, sanitise_flow, teacher_attrs, write_pair_masks
 from motionrefine.flow.teacher import TeacherSettings, pair_windows
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import atomic_group, create_array, open_group, write_array, write_text_atomic
@@ -305,20 +305,16 @@ def make_teacher_labels(frames_path: str, out_path: str, checkpoint: str, teache
         writer.finish()
         elapsed = time.perf_counter() - started
         if fg is not None:
-            computed = np.zeros(p_count, bool)
-            computed[selected] = True
-            fg.create_array("pair_finite", data=pair_finite)
-            fg.create_array("pair_computed", data=computed)
+            write_pair_masks(fg, pair_finite, selected)
             fg.attrs.update(flow_store_attrs(frames_path, checkpoint, digest, variant, teacher.iters, padding, (h, w),
                                              p_count, np.float32, flow_nonfinite, dev, elapsed,
                                              (teacher, est.views(h, w), selected)))
-        budget = teacher.budget_attrs(selected, p_count)
+        made_by = teacher_attrs(teacher, est.views(h, w), selected, p_count)
         flow_store = {"path": None, "fused": True, "fingerprint": None, "model": f"raft-{variant}",
                       "checkpoint": str(checkpoint), "iters": teacher.iters, "padding": padding,
-                      "teacher": {**teacher.as_attrs(), "views": est.views(h, w), "label_budget": budget},
-                      "code_version": __version__, "device": str(dev)}
+                      "teacher": made_by, "code_version": __version__, "device": str(dev)}
         attrs = _label_attrs(out_path, frames_path, frames_g, frames, th, edges, writer, non_finite, elapsed,
-                             digest, flow_store, budget)
+                             digest, flow_store, made_by["label_budget"])
         g.attrs.update(attrs)
     return _summary(out_path, attrs, writer, elapsed)
 

@@ -263,12 +263,17 @@ def occlusion_masks(flow_fw: torch.Tensor, flow_bw: torch.Tensor, w: SelfSupWeig
     return vis_f, vis_b
 
 
+def _census_both_ways(image1, image2, flow_fw, flow_bw, vis_f, vis_b) -> torch.Tensor:
+    """The baselines' shared data term: mean of the two directions' occlusion-masked census losses."""
+    return (census_loss(image1, image2, flow_fw, vis_f) + census_loss(image2, image1, flow_bw, vis_b)) / 2
+
+
 def photometric_objective(image1: torch.Tensor, image2: torch.Tensor, flow_fw: torch.Tensor, flow_bw: torch.Tensor,
                           vis_f: torch.Tensor, vis_b: torch.Tensor, w: SelfSupWeights = SelfSupWeights()
                           ) -> torch.Tensor:
     """The photometric baseline (UFlow): census · mean of the two directions' occlusion-masked
     census losses + smooth · mean of their edge-aware smoothness."""
-    data = (census_loss(image1, image2, flow_fw, vis_f) + census_loss(image2, image1, flow_bw, vis_b)) / 2
+    data = _census_both_ways(image1, image2, flow_fw, flow_bw, vis_f, vis_b)
     smooth = (smoothness_loss(flow_fw, image1, w.edge_scale, w.smooth_order, w.smooth_level)
               + smoothness_loss(flow_bw, image2, w.edge_scale, w.smooth_order, w.smooth_level)) / 2
     return w.census * data + w.smooth * smooth
@@ -279,6 +284,6 @@ def cycle_objective(image1: torch.Tensor, image2: torch.Tensor, flow_fw: torch.T
     """The cycle baseline (UnFlow's data + consistency terms): census · mean of the two
     directions' occlusion-masked census losses + cycle · mean of their cycle losses on the
     non-occluded pixels. The census anchor is what keeps zero flow from being optimal."""
-    data = (census_loss(image1, image2, flow_fw, vis_f) + census_loss(image2, image1, flow_bw, vis_b)) / 2
+    data = _census_both_ways(image1, image2, flow_fw, flow_bw, vis_f, vis_b)
     cyc = (cycle_loss(flow_fw, flow_bw, vis_f) + cycle_loss(flow_bw, flow_fw, vis_b)) / 2
     return w.census * data + w.cycle * cyc
