@@ -1,4 +1,4 @@
-"""The tracking chain through Snakemake: track labels, tracker fine-tuning, four-tracker comparison."""
+"""The tracking chain through Snakemake: track labels, tracker fine-tuning, the trackers' comparison."""
 
 import json
 import subprocess
@@ -48,8 +48,9 @@ def test_tracking_chain_end_to_end(tmp_path):
         assert guard["keep_refined"] == (guard["held_epe_refined"] < guard["held_epe_initial"])
         assert "Tracker guard: on" in (tmp_path / "results/tracking/summary.md").read_text()
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
-    assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined)",
-                                  "tracker (pretrained)", "tracker (refined)"}
+    # refine.transductive is off in this config: no transductive trackers
+    assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined, heldout)",
+                                  "tracker (pretrained)", "tracker (refined, heldout)"}
     # Chained RAFT "refined" uses the guard's choice, which may be the pretrained weights.
     kept = json.loads((tmp_path / "results/finetune/heldout/guard.json").read_text())["keep_refined"]
     assert set(ev["scene"]) == {"s0"} and ev["checkpoint_sha256"].nunique() == (4 if kept else 3)
@@ -105,6 +106,70 @@ def test_tracker_comparison_scores_tapvid_videos(tmp_path):
     # Pure translation of a textured image: chained RAFT tracks it within 1 px at 256x256 almost always.
     assert float(df[df["tracker"] == "raft"]["delta_avg"].iloc[0]) > 0.6
     assert "davis/slide" in (tmp_path / "eval.csv").read_text()
+
+
+def test_transductive_trackers_run_per_scene_on_their_own_raft(tmp_path):
+    """A {scene: weights} tracker runs only on the scenes it names, each on its own RAFT, and the
+    summary gives its delta_avg change against the pretrained tracker per scene."""
+    import pickle
+
+    import torch
+
+    from motionrefine.models.checkpoint import read_state_dict
+    from motionrefine.track.evaluate import tracker_comparison
+
+    _davis_pickle(tmp_path / "one.pkl")
+    with open(tmp_path / "one.pkl", "rb") as f:
+        video = pickle.load(f)["slide"]
+    with open(tmp_path / "tapvid_davis.pkl", "wb") as f:  # two videos: the second is the first reversed
+        pickle.dump({"slide": video, "back": {**video, "video": video["video"][::-1].copy(),
+                                              "points": video["points"][:, ::-1].copy()}}, f)
+    raft = require_asset(RAFT_SMALL)
+    state, _ = read_state_dict(raft)  # "refined on slide": RAFT-small with one weight changed
+    state["fnet.conv1.weight"] = state["fnet.conv1.weight"] * 1.01
+    torch.save(state, tmp_path / "refined.pth")
+    refined = str(tmp_path / "refined.pth")
+    tracker = str(ROOT / "weights" / "flowpips-small-synth.pth")
+    out = {k: str(tmp_path / f) for k, f in (("out_table", "eval.csv"), ("out_figure", "fig.png"),
+                                             ("out_summary", "summary.md"))}
+    df = tracker_comparison(
+        [], {"raft (pretrained)": str(raft), "raft (transductive)": {"davis/slide": refined}},
+        {"tracker (pretrained)": tracker, "tracker (transductive)": {"davis/slide": tracker}}, "flow-small", 1, 4,
+        tapvid=[{"benchmark": "davis", "name": n, "path": str(tmp_path / "tapvid_davis.pkl")} for n in ("slide", "back")],
+        raft_variant="small", tracker_raft={"tracker (pretrained)": str(raft), "tracker (transductive)": str(raft)},
+        tracker_backbone={"tracker (transductive)": {"davis/slide": refined}},
+        gains={"tracker (transductive)": "tracker (pretrained)"}, **out)
+    scenes = df.groupby("tracker")["scene"].apply(set).to_dict()
+    assert scenes["raft (pretrained)"] == scenes["tracker (pretrained)"] == {"davis/slide", "davis/back"}
+    assert scenes["raft (transductive)"] == scenes["tracker (transductive)"] == {"davis/slide"}
+    rows = df.set_index(["tracker", "scene"])
+    assert rows.loc[("tracker (transductive)", "davis/slide"), "raft_sha256"] == sha256_file(refined)
+    assert rows.loc[("tracker (pretrained)", "davis/slide"), "raft_sha256"] == sha256_file(raft)
+    assert rows.loc[("raft (transductive)", "davis/slide"), "checkpoint_sha256"] == sha256_file(refined)
+    change = rows.loc[("tracker (transductive)", "davis/slide"), "delta_avg"] - rows.loc[
+        ("tracker (pretrained)", "davis/slide"), "delta_avg"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"| tracker (transductive) | tracker (pretrained) | {100 * change:+.1f} | {100 * change:+.1f} |" in summary
+    assert "| raft (transductive) | 1 |" in summary  # the means say over how many scenes
+
+
+def test_track_eval_takes_each_scenes_transductive_raft(tmp_path):
+    import yaml
+
+    from dryrun import dry_run_jobs
+
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["refine"]["transductive"] = True
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
+           "--workflow-profile", "none", "-n", "--directory", str(tmp_path), "--configfile", str(tmp_path / "cfg.yaml"),
+           "--replace-workflow-config", "results/tracking/eval.csv"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    jobs = dry_run_jobs(proc.stdout)
+    assert ("guard", "results/finetune/tinytex__s0/refined.pth") in jobs  # built for track_eval
+    block = proc.stdout[proc.stdout.index("rule track_eval:"):]
+    assert "results/finetune/tinytex__s0/refined.pth" in block.split("output:")[0]
 
 
 def test_tapvid_benchmark_is_scheduled_for_tracking_only(tmp_path):

@@ -90,6 +90,14 @@ def tracker_refined_raft(wildcards):
     return tracker_backbone(wildcards) or tracker_raft(wildcards)
 
 
+def tracker_transductive():
+    """Generated scene (its store's stem, the tracking comparison's scene name) -> the RAFT-small
+    refined on that scene's own frames (its transductive flow run, guarded): chained RAFT and the
+    tracker run on it there, the paper's per-video protocol. Empty without transductive runs."""
+    return {Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
+            if s.kind in plan.GENERATED_KINDS and v in RUNS}
+
+
 def tracking_enabled():
     """Tracking runs when enabled and there is a heldout flow run and a generated scene to score on."""
     return bool(config["tracking"].get("enabled")) and plan.HELDOUT in RUNS and (

@@ -66,8 +66,9 @@ rule track_finetune:
 
 
 rule track_eval:
-    """Long-range tracks on the real-texture scenes: chained RAFT before/after flow refinement,
-    the pre-trained and the refined tracker. TAP-Vid metrics plus survival and MTE per scene."""
+    """Long-range tracks on the real-texture scenes: chained RAFT and the tracker, pre-trained and
+    refined (heldout: on the sample videos; transductive: each scene's RAFT refined on its own
+    frames). TAP-Vid metrics plus survival and MTE per scene."""
     input:
         scenes=[s.source for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],
         tapvid=sorted({s.source for s in TRACK_SCENES}),
@@ -78,6 +79,8 @@ rule track_eval:
         tracker_guard="results/tracking/finetune/guard.json",
         tracker_raft=tracker_raft,
         tracker_refined_raft=tracker_refined_raft,
+        # transductive: per generated scene, the RAFT refined on its own frames (params.transductive names the scenes)
+        raft_transductive=list(tracker_transductive().values()),
         # pseudo-label quality per teacher on the generated scenes (flow-small only)
         teacher_flows=[label_flow(SimpleNamespace(video=v)) for v in TRACK_LABEL_SCENES],
     output:
@@ -94,6 +97,9 @@ rule track_eval:
         settings=TRACK_EVAL,
         tapvid=TRACK_SCENES,
         label_scenes=[SCENES[v].source for v in TRACK_LABEL_SCENES],
+        transductive=list(tracker_transductive()),
+        # the FlowPips tracker runs on RAFT-small only
+        flowpips_transductive=config["tracking"]["size"] == "flow-small" and config["model"]["variant"] == "small",
         labels=TRACK_LABELS,
     threads: res("track_eval", "threads")
     resources:

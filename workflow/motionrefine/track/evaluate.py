@@ -153,13 +153,17 @@ def flowpips_tracker(model, iters: int | None = None) -> Tracker:
 
 def pips_tracker_from_checkpoint(path: str | os.PathLike, size: str = "small", iters: int = 6,
                                  stride: int | None = None, device=None,
-                                 raft_checkpoint: str | os.PathLike | None = None) -> Tracker:
-    """``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
+                                 raft_checkpoint: str | os.PathLike | None = None,
+                                 backbone: str | os.PathLike | None = None) -> Tracker:
+    """``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) was
+    trained on; ``backbone``: other RAFT-small weights to run it on instead (a refined RAFT)."""
     from motionrefine.models.pips import load_pips
     from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
 
     if size == FLOWPIPS_SIZE:  # ``iters``: its update iterations (None: the checkpoint's own)
         model, _ = load_flowpips(path, raft_checkpoint)
+        if backbone is not None:
+            model.load_raft(backbone)
         if device is not None:
             model.to(device)
         return flowpips_tracker(model, iters)
@@ -198,12 +202,14 @@ def raft_chain_tracker(estimator, iters: int = 12, window: int = 8, alpha: float
 
 # --------------------------------------------------------------------------- evaluation
 
-def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_mode: str | None = None,
-                      keep: dict | None = None) -> pd.DataFrame:
+def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker | Mapping[str, Tracker]],
+                      query_mode: str | None = None, keep: dict | None = None) -> pd.DataFrame:
     """One row per (tracker, scene): delta_avg, aj, oa (TAP-Vid), survival, mte (256×256
     units), mte_px (scene pixels), plus n_tracks, frames, height, width, seconds.
 
-    ``scenes``: TrackScene or SynthSequence objects; ``trackers``: name → tracker callable.
+    ``scenes``: TrackScene or SynthSequence objects; ``trackers``: name → tracker callable, or
+    name → {scene name: callable} for a tracker refined on each scene itself (transductive),
+    which runs only on the scenes it names.
     ``keep``: if given, filled with (tracker, scene) → (tracks, occluded) predictions.
     """
     scenes = [as_track_scene(s, query_mode=query_mode) for s in scenes]
@@ -213,8 +219,11 @@ def evaluate_trackers(scenes: Sequence, trackers: Mapping[str, Tracker], query_m
     if len(set(names)) != len(names):
         raise MotionRefineError(f"scene names must be unique: {names}")
     rows = []
-    for tname, fn in trackers.items():
+    for tname, spec in trackers.items():
         for sc in scenes:
+            fn = spec.get(sc.name) if isinstance(spec, Mapping) else spec
+            if fn is None:
+                continue
             T, H, W = sc.frames.shape[:3]
             queries = np.concatenate([sc.query_frame[:, None].astype(np.float64),
                                       sc.tracks[np.arange(len(sc.tracks)), sc.query_frame].astype(np.float64)], axis=1)
@@ -248,18 +257,48 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("tracker")[list(METRIC_COLUMNS)].mean().loc[order]
 
 
-def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips: Mapping[str, str], size: str,
+def _per_scene(build: Callable, *specs):
+    """``build(*paths)`` once, or per scene when a spec is a {scene name: path} mapping (a
+    transductive tracker: refined on each scene itself); plain paths serve every scene."""
+    maps = [s for s in specs if isinstance(s, Mapping)]
+    if not maps:
+        return build(*specs)
+    names = set.intersection(*(set(m) for m in maps))
+    return {n: build(*(s[n] if isinstance(s, Mapping) else s for s in specs)) for n in sorted(names)}
+
+
+def refinement_gains(df: pd.DataFrame, pairs: Mapping[str, str], metric: str = "delta_avg") -> pd.DataFrame:
+    """Per scene, ``metric`` of each refined tracker minus its pretrained one (``pairs``:
+    refined name → pretrained name), on the scenes both ran on; one row per (refined, scene)."""
+    rows = []
+    for refined, pretrained in pairs.items():
+        a = df[df["tracker"] == pretrained].set_index("scene")[metric]
+        b = df[df["tracker"] == refined].set_index("scene")[metric]
+        for scene in [s for s in b.index if s in a.index]:
+            rows.append({"tracker": refined, "versus": pretrained, "scene": scene, "before": float(a[scene]),
+                         "after": float(b[scene]), "change": float(b[scene] - a[scene])})
+    return pd.DataFrame(rows, columns=["tracker", "versus", "scene", "before", "after", "change"])
+
+
+def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapping[str, str]],
+                       pips: Mapping[str, str | Mapping[str, str]], size: str,
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
                        tapvid: Sequence[Mapping] = (), *, raft_variant: str, raft_fb_alpha: float = 0.002,
                        raft_fb_beta: float = 0.1, out_tracks_figure: str | None = None,
-                       tracker_raft: Mapping[str, str] | None = None) -> pd.DataFrame:
+                       tracker_raft: Mapping[str, str | Mapping[str, str]] | None = None,
+                       tracker_backbone: Mapping[str, str | Mapping[str, str]] | None = None,
+                       gains: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Every tracker on every generated scene (and on TAP-Vid videos, ``tapvid`` entries with
     benchmark, name, path, options, read at the official 256×256): per-scene rows (CSV),
     per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
     The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant);
     their occlusion flags are the chained flow's forward-backward check (α, β = raft_fb_*).
     ``out_tracks_figure``: tracks of the first generated scene drawn on its frames.
-    ``tracker_raft``: per FlowPips tracker of ``pips``, the RAFT-small weights it runs on."""
+    ``tracker_raft``: per FlowPips tracker of ``pips``, the RAFT-small weights it was trained
+    on; ``tracker_backbone``: per FlowPips tracker, RAFT-small weights to run it on instead.
+    A checkpoint given as {scene name (the store's stem): path} is a transductive tracker: it
+    runs only on those scenes, each with its own weights.
+    ``gains``: refined tracker → pretrained tracker; the summary gives their δ_avg change per scene."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -275,21 +314,34 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
         if not found:
             raise MotionRefineError(f"TAP-Vid video {spec['name']!r} not found in {spec['path']}")
         scenes.append(as_track_scene(found[0], name=f"{spec['benchmark']}/{spec['name']}"))
-    trackers: dict[str, Tracker] = {}
-    shas = {}
+    trackers: dict = {}
+    shas: dict = {}  # tracker -> sha256 of its file (or scene -> sha256)
+    raft_shas: dict = {}  # FlowPips tracker -> sha256 of the RAFT-small it runs on (or scene -> sha256)
     for name, path in raft.items():
-        trackers[name] = raft_chain_tracker(path, iters=raft_iters, variant=raft_variant, alpha=raft_fb_alpha,
-                                            beta=raft_fb_beta)
-        shas[name] = sha256_file(path)
+        trackers[name] = _per_scene(lambda p: raft_chain_tracker(p, iters=raft_iters, variant=raft_variant,
+                                                                 alpha=raft_fb_alpha, beta=raft_fb_beta), path)
+        shas[name] = _per_scene(sha256_file, path)
     for name, path in pips.items():
-        trackers[name] = pips_tracker_from_checkpoint(path, size, iters=iters,
-                                                      raft_checkpoint=(tracker_raft or {}).get(name))
-        shas[name] = sha256_file(path)
+        rc, bb = (tracker_raft or {}).get(name), (tracker_backbone or {}).get(name)
+        trackers[name] = _per_scene(lambda p, r, b: pips_tracker_from_checkpoint(p, size, iters=iters,
+                                                                                 raft_checkpoint=r, backbone=b),
+                                    path, rc, bb)
+        shas[name] = _per_scene(sha256_file, path)
+        if (bb or rc) is not None:
+            raft_shas[name] = _per_scene(sha256_file, bb or rc)
     preds: dict = {}
     df = evaluate_trackers(scenes, trackers, keep=preds)
     if out_tracks_figure:
         tracks_figure(scenes[0], {k: v for k, v in preds.items() if k[1] == scenes[0].name}, out_tracks_figure)
-    df["checkpoint_sha256"] = df["tracker"].map(shas)
+
+    def sha_of(table: dict):
+        def one(row):
+            v = table.get(row["tracker"])
+            return v.get(row["scene"]) if isinstance(v, Mapping) else v
+        return df.apply(one, axis=1)
+
+    df["checkpoint_sha256"] = sha_of(shas)
+    df["raft_sha256"] = sha_of(raft_shas)
     df["code_version"] = __version__
     Path(out_table).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_table, index=False)
@@ -301,8 +353,10 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     ax = fig.add_subplot(111)
     width = 0.8 / len(names)
     for k, name in enumerate(names):
-        vals = [float(df[(df["tracker"] == name) & (df["scene"] == s)]["delta_avg"].iloc[0]) for s in scene_names]
-        ax.bar(np.arange(len(scene_names)) + (k - (len(names) - 1) / 2) * width, vals, width, label=name)
+        mine = df[df["tracker"] == name].set_index("scene")["delta_avg"]
+        xs = [i for i, s in enumerate(scene_names) if s in mine.index]
+        ax.bar(np.array(xs) + (k - (len(names) - 1) / 2) * width, [mine[scene_names[i]] for i in xs], width,
+               label=name)
     ax.set_xticks(np.arange(len(scene_names)), scene_names)
     ax.set_ylabel("δ_avg (TAP-Vid, 256×256)")
     ax.set_title("Long-range tracking on the real-texture scenes")
@@ -311,13 +365,25 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str], pips
     fig.savefig(out_figure, dpi=110)
 
     means = summary_table(df)
-    lines = ["| tracker | " + " | ".join(METRIC_COLUMNS) + " |", "|---" * (len(METRIC_COLUMNS) + 1) + "|"]
+    counts = df.groupby("tracker")["scene"].count()
+    lines = ["| tracker | scenes | " + " | ".join(METRIC_COLUMNS) + " |", "|---" * (len(METRIC_COLUMNS) + 2) + "|"]
     for name, row in means.iterrows():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in METRIC_COLUMNS) + " |")
-    Path(out_summary).write_text(
-        f"Mean over {len(scene_names)} real-texture scenes (TAP-Vid metrics at 256×256, strided queries; "
-        "survival = share of the track before the first error > 16 px; MTE = median trajectory error).\n\n"
-        + "\n".join(lines) + "\n")
+        lines.append(f"| {name} | {counts[name]} | " + " | ".join(f"{row[c]:.3f}" for c in METRIC_COLUMNS) + " |")
+    text = (f"Mean over the scenes each tracker ran on ({len(scene_names)} in all; TAP-Vid metrics at 256×256, "
+            "strided queries; survival = share of the track before the first error > 16 px; MTE = median "
+            "trajectory error). A transductive tracker is refined on each scene's own frames (no labels) and "
+            "runs only there.\n\n" + "\n".join(lines) + "\n")
+    change = refinement_gains(df, gains or {})
+    if len(change):
+        text += ("\nRefinement, δ_avg change per scene (points = 0.01):\n\n| tracker | versus | "
+                 + " | ".join(dict.fromkeys(change["scene"])) + " | mean |\n" + "|---" * (change["scene"].nunique() + 3)
+                 + "|\n")
+        for (refined, versus), part in change.groupby(["tracker", "versus"], sort=False):
+            by = part.set_index("scene")["change"]
+            text += (f"| {refined} | {versus} | " + " | ".join(
+                f"{100 * by[s]:+.1f}" if s in by.index else "" for s in dict.fromkeys(change["scene"]))
+                + f" | {100 * by.mean():+.1f} |\n")
+    Path(out_summary).write_text(text)
     return df
 
 
