@@ -293,7 +293,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapp
     per-scene δ_avg bars (the paper's TAP-Vid-DAVIS figure), and a markdown table of means.
     The ``raft`` checkpoints are of architecture ``raft_variant`` (the config's model.variant);
     their occlusion flags are the chained flow's forward-backward check (α, β = raft_fb_*).
-    ``out_tracks_figure``: tracks of the first generated scene drawn on its frames.
+    ``out_tracks_figure``: the point trackers' tracks of the first scene drawn on its frames.
     ``tracker_raft``: per FlowPips tracker of ``pips``, the RAFT-small weights it was trained
     on; ``tracker_backbone``: per FlowPips tracker, RAFT-small weights to run it on instead.
     A checkpoint given as {scene name (the store's stem): path} is a transductive tracker: it
@@ -332,7 +332,10 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapp
     preds: dict = {}
     df = evaluate_trackers(scenes, trackers, keep=preds)
     if out_tracks_figure:
-        tracks_figure(scenes[0], {k: v for k, v in preds.items() if k[1] == scenes[0].name}, out_tracks_figure)
+        # the point tracker's rows (before and after) keep the figure short; chained RAFT's where there is none
+        shown = set(pips) or set(raft)
+        tracks_figure(scenes[0], {k: v for k, v in preds.items() if k[1] == scenes[0].name and k[0] in shown},
+                      out_tracks_figure)
 
     def sha_of(table: dict):
         def one(row):
@@ -362,7 +365,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapp
     ax.set_title("Long-range tracking on the real-texture scenes")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(out_figure, dpi=110)
+    fig.savefig(out_figure, dpi=110, bbox_inches="tight")  # the legend sits outside the axes
 
     means = summary_table(df)
     counts = df.groupby("tracker")["scene"].count()
