@@ -153,36 +153,42 @@ def test_transductive_trackers_run_per_scene_on_their_own_raft(tmp_path):
     assert "| raft (transductive) | 1 |" in summary  # the means say over how many scenes
 
 
-def test_track_eval_takes_each_scenes_transductive_raft(tmp_path):
+@pytest.mark.parametrize("transductive", [False, True])
+def test_tapvid_benchmark_is_scheduled_for_tracking_only(tmp_path, transductive):
+    """A TAP-Vid video is scored by the tracking comparison; with refine.transductive the flow is
+    refined on its own frames for it (frames, labels, fine-tune, guard), never flow-evaluated."""
     import yaml
 
     from dryrun import dry_run_jobs
 
-    cfg = yaml.safe_load(CONFIG.read_text())
-    cfg["refine"]["transductive"] = True
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
-           "--workflow-profile", "none", "-n", "--directory", str(tmp_path), "--configfile", str(tmp_path / "cfg.yaml"),
-           "--replace-workflow-config", "results/tracking/eval.csv"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    jobs = dry_run_jobs(proc.stdout)
-    assert ("guard", "results/finetune/tinytex__s0/refined.pth") in jobs  # built for track_eval
-    block = proc.stdout[proc.stdout.index("rule track_eval:"):]
-    assert "results/finetune/tinytex__s0/refined.pth" in block.split("output:")[0]
-
-
-def test_tapvid_benchmark_is_scheduled_for_tracking_only(tmp_path):
-    import yaml
-
     _davis_pickle(tmp_path / "tapvid_davis.pkl")
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["benchmarks"]["davis"] = {"kind": "tapvid", "path": str(tmp_path / "tapvid_davis.pkl"), "scenes": ["slide"]}
+    cfg["refine"]["transductive"] = transductive
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
-           "--workflow-profile", "none", "-n", "--directory", str(tmp_path), "--configfile", str(tmp_path / "cfg.yaml"),
-           "--replace-workflow-config", "results/tracking/eval.csv"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+           "--workflow-profile", "none", "--cores", "1", "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "cfg.yaml"), "--replace-workflow-config"]
+    proc = subprocess.run(cmd + ["-n", "results/tracking/eval.csv"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "tapvid_davis.pkl" in proc.stdout  # an input of track_eval
-    assert "davis__slide" not in proc.stdout  # not a flow scene: no frames/flow/labels jobs for it
+    jobs = dry_run_jobs(proc.stdout)
+    track_eval = proc.stdout[proc.stdout.index("rule track_eval:"):].split("output:")[0]
+    if not transductive:
+        assert "davis__slide" not in proc.stdout  # no frames/flow/labels jobs for it
+        assert "results/finetune/tinytex__s0" not in track_eval
+        return
+    for run in ("tinytex__s0", "davis__slide"):  # each scene's own refined RAFT goes to track_eval
+        assert ("guard", f"results/finetune/{run}/refined.pth") in jobs
+        assert f"results/finetune/{run}/refined.pth" in track_eval
+    assert ("scene_frames", "results/frames/davis__slide.zarr") in jobs
+    assert ("labels", "results/labels/flow/davis__slide.zarr") in jobs
+    assert not [j for j in jobs if j[0] == "evaluate" and "davis" in j[1]]  # no flow ground truth
+    # its frames store holds the video as the tracking comparison reads it
+    proc = subprocess.run(cmd + ["results/frames/davis__slide.zarr"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    from motionrefine.io.readers import read_tapvid
+
+    (scene,) = read_tapvid(tmp_path / "tapvid_davis.pkl", videos=["slide"])
+    stored = zarr.open_group(str(tmp_path / "results/frames/davis__slide.zarr"), mode="r")
+    assert np.array_equal(stored["frames"][:], scene.frames)

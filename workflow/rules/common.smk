@@ -18,7 +18,10 @@ plan.check_names(list(SAMPLES.index), config)
 SCENES = {s.video: s for s in plan.flow_scenes(config, ASSET_ROOT)}
 # Point-tracking benchmarks (TAP-Vid): scored by the tracking comparison only.
 TRACK_SCENES = [s for s in plan.benchmark_scenes(config, ASSET_ROOT) if s.kind in plan.TRACK_KINDS]
+TRACK_SCENE_VIDEOS = {s.video: s for s in TRACK_SCENES}
 RUNS = plan.runs(config, list(SAMPLES.index), ASSET_ROOT)
+# Flow refined on each TAP-Vid video's own frames, for the tracking comparison (no flow evaluation).
+TRACK_RUNS = plan.track_runs(config, ASSET_ROOT) if config["tracking"].get("enabled") else {}
 FINETUNE = plan.finetune_settings(config)
 # Each stage's settings, one param of its rule (motionrefine/config/settings.py).
 SETTINGS = mrsettings.build(config)
@@ -27,7 +30,7 @@ TEACHER, GUARD = SETTINGS.teacher, SETTINGS.guard
 TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
-RUN_PATTERN = "|".join(re.escape(r) for r in RUNS) or "(?!)"
+RUN_PATTERN = "|".join(re.escape(r) for r in {**RUNS, **TRACK_RUNS}) or "(?!)"
 # results/flow/{model}/...: the pretrained model's name, or refined-{run} for a refined one.
 FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL)] + [f"refined-{re.escape(r)}" for r in RUNS])
 
@@ -91,11 +94,15 @@ def tracker_refined_raft(wildcards):
 
 
 def tracker_transductive():
-    """Generated scene (its store's stem, the tracking comparison's scene name) -> the RAFT-small
-    refined on that scene's own frames (its transductive flow run, guarded): chained RAFT and the
-    tracker run on it there, the paper's per-video protocol. Empty without transductive runs."""
-    return {Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
-            if s.kind in plan.GENERATED_KINDS and v in RUNS}
+    """Scene, by its name in the tracking comparison (a generated scene's store stem,
+    "{benchmark}/{video}" for TAP-Vid) -> the RAFT-small refined on that scene's own frames (its
+    transductive flow run, guarded): chained RAFT and the tracker run on it there, the paper's
+    per-video protocol. Empty without transductive runs."""
+    out = {Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
+           if s.kind in plan.GENERATED_KINDS and v in RUNS}
+    out.update({f"{s.benchmark}/{s.name}": f"results/finetune/{s.video}/refined.pth" for s in TRACK_SCENES
+                if s.video in TRACK_RUNS})
+    return out
 
 
 def tracking_enabled():
@@ -139,7 +146,8 @@ def flow_checkpoint(wildcards):
 
 
 def scene(wildcards):
-    return SCENES[f"{wildcards.bench}{plan.SCENE_SEP}{wildcards.scene}"]
+    video = f"{wildcards.bench}{plan.SCENE_SEP}{wildcards.scene}"
+    return SCENES[video] if video in SCENES else TRACK_SCENE_VIDEOS[video]
 
 
 def scene_source(wildcards):
@@ -156,11 +164,11 @@ def eval_sources(wildcards):
 
 def run_finetune(wildcards):
     """The fine-tuning settings of one run: the config's, with the run's own seed (seed repeats)."""
-    return {**FINETUNE, "seed": RUNS[wildcards.run]["seed"]}
+    return {**FINETUNE, "seed": {**RUNS, **TRACK_RUNS}[wildcards.run]["seed"]}
 
 
 def run_videos(wildcards):
-    return RUNS[wildcards.run]["train"]
+    return {**RUNS, **TRACK_RUNS}[wildcards.run]["train"]
 
 
 def all_targets():

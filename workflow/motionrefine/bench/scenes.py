@@ -80,8 +80,9 @@ def load_flow_scene(kind: str, name: str, path: str, benchmark: str = "", option
     raise MotionRefineError(f"benchmark {benchmark!r}: scene {name!r} not found under {path}")
 
 
-def write_scene_frames(scene: FlowScene, out_path: str, source: str) -> None:
-    """A benchmark scene's frames as a frames store, so it enters the label chain like a video."""
+def write_scene_frames(scene, out_path: str, source: str) -> None:
+    """A benchmark scene's frames (a FlowScene or TrackScene) as a frames store, so it enters the
+    label chain like a video."""
     with atomic_group(out_path) as g:
         write_array(g, "frames", np.ascontiguousarray(scene.frames))
         t, h, w = scene.frames.shape[:3]

@@ -141,6 +141,17 @@ def runs(config: dict, samples: list[str], asset_root: str | os.PathLike | None 
             for run, spec in bases.items() for k in range(repeats)}
 
 
+def track_runs(config: dict, asset_root: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Transductive runs of the point-tracking benchmark videos (TAP-Vid), for the tracking
+    comparison only: the flow refined on each video's own frames, which chained RAFT and the
+    tracker then run on. They have no flow ground truth, so no flow evaluation; one seed."""
+    if not (config.get("refine") or {}).get("transductive", True):
+        return {}
+    seed = int((config.get("finetune") or {}).get("seed", 125))
+    return {s.video: {"train": [s.video], "eval": [], "base": s.video, "seed": seed}
+            for s in benchmark_scenes(config, asset_root) if s.kind in TRACK_KINDS}
+
+
 def finetune_settings(config: dict) -> dict:
     """Effective fine-tuning settings: profile values, then explicit `finetune` keys."""
     ft = dict(config.get("finetune") or {})
