@@ -80,6 +80,18 @@ def test_translating_sequence_tracked_within_half_pixel(trained, texture):
     assert (logits > 0).all()
 
 
+def test_point_leaving_the_frame_is_not_visible(trained, texture):
+    """TAP-Vid counts a point outside the frame as occluded; the head was never taught that
+    (visibility is supervised inside the frame only), so tracking flags it by position."""
+    v = np.array([4.0, 0.0])
+    frames = translating(texture, v, frames=9, size=(72, 112))  # content moves 4 px/frame to the left
+    q = np.array([[0, 10.0, 36.0], [0, 90.0, 36.0]])  # the first leaves the frame after frame 2
+    tr, logits = trained.track(frames, q)
+    outside = tr[..., 0] < 0
+    assert outside[0].sum() >= 5 and not outside[1].any()
+    assert np.isneginf(logits[outside]).all() and (logits[1] > 0).all()
+
+
 def test_verification_rejects_a_track_that_does_not_return():
     S, H, W = 8, 40, 60
     fw = np.zeros((S - 1, H, W, 2)); fw[..., 0] = 2.0

@@ -206,7 +206,7 @@ class FlowPips(nn.Module):
         """Track queries (N, 3) = [t, x, y] through frames (T, H, W, 3) uint8.
 
         Returns tracks (N, T, 2) float32 px and visibility logits (N, T) float32 (the query
-        frame gets +inf). ``flows``: a precomputed ``flow_and_features(frames)``."""
+        frame gets +inf, a position outside the frame −inf). ``flows``: a precomputed ``flow_and_features(frames)``."""
         frames = np.asarray(frames)
         queries = np.asarray(queries, dtype=np.float64)
         if frames.ndim != 4 or frames.shape[-1] != 3 or queries.ndim != 2 or queries.shape[1] != 3:
@@ -239,6 +239,10 @@ class FlowPips(nn.Module):
                 logits[sel, int(t0)] = float("inf")
         finally:
             self.train(was)
+        # A point outside the frame is not visible (TAP-Vid's definition, and chained flow's):
+        # the head never learnt this, as training supervises visibility inside the frame only.
+        outside = (tracks[..., 0] < 0) | (tracks[..., 0] > W - 1) | (tracks[..., 1] < 0) | (tracks[..., 1] > H - 1)
+        logits[outside] = float("-inf")
         return tracks.float().numpy(), logits.float().numpy()
 
     def chain_windows(self, feats, order: list[int], there, back, xy: torch.Tensor, template: torch.Tensor,
