@@ -95,9 +95,8 @@ def _fill_undefined(tracks: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_tapvid_pickle(path: str | os.PathLike, name: str, frames: np.ndarray, tracks: np.ndarray,
-                        visible: np.ndarray) -> None:
-    """Write ``{name: {video, points, occluded}}`` (TAP-Vid DAVIS layout) atomically."""
+def tapvid_example(frames: np.ndarray, tracks: np.ndarray, visible: np.ndarray, name: str = "video") -> dict:
+    """One video as TAP-Vid stores it: ``{video, points (normalised), occluded}``."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise MotionRefineError(f"{name}: frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
@@ -105,8 +104,14 @@ def write_tapvid_pickle(path: str | os.PathLike, name: str, frames: np.ndarray, 
     if tracks.shape[1] != T:
         raise MotionRefineError(f"{name}: tracks cover {tracks.shape[1]} frames, the video has {T}")
     points = (_fill_undefined(tracks).astype(np.float64) + 0.5) / np.array([W, H], np.float64)
-    example = {"video": np.ascontiguousarray(frames), "points": points.astype(np.float32),
-               "occluded": ~np.asarray(visible, bool)}
+    return {"video": np.ascontiguousarray(frames), "points": points.astype(np.float32),
+            "occluded": ~np.asarray(visible, bool)}
+
+
+def write_tapvid_pickle(path: str | os.PathLike, name: str, frames: np.ndarray, tracks: np.ndarray,
+                        visible: np.ndarray) -> None:
+    """Write ``{name: {video, points, occluded}}`` (TAP-Vid DAVIS layout) atomically."""
+    example = tapvid_example(frames, tracks, visible, name)
 
     def dump(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
