@@ -22,6 +22,7 @@ TRACK_SCENE_VIDEOS = {s.video: s for s in TRACK_SCENES}
 RUNS = plan.runs(config, list(SAMPLES.index), ASSET_ROOT)
 # Flow refined on each TAP-Vid video's own frames, for the tracking comparison (no flow evaluation).
 TRACK_RUNS = plan.track_runs(config, ASSET_ROOT) if config["tracking"].get("enabled") else {}
+ALL_RUNS = {**RUNS, **TRACK_RUNS}  # every fine-tune; RUNS are those the flow evaluation and report cover
 FINETUNE = plan.finetune_settings(config)
 # Each stage's settings, one param of its rule (motionrefine/config/settings.py).
 SETTINGS = mrsettings.build(config)
@@ -30,7 +31,7 @@ TEACHER, GUARD = SETTINGS.teacher, SETTINGS.guard
 TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
-RUN_PATTERN = "|".join(re.escape(r) for r in {**RUNS, **TRACK_RUNS}) or "(?!)"
+RUN_PATTERN = "|".join(re.escape(r) for r in ALL_RUNS) or "(?!)"
 # results/flow/{model}/...: the pretrained model's name, or refined-{run} for a refined one.
 FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL)] + [f"refined-{re.escape(r)}" for r in RUNS])
 
@@ -164,11 +165,11 @@ def eval_sources(wildcards):
 
 def run_finetune(wildcards):
     """The fine-tuning settings of one run: the config's, with the run's own seed (seed repeats)."""
-    return {**FINETUNE, "seed": {**RUNS, **TRACK_RUNS}[wildcards.run]["seed"]}
+    return {**FINETUNE, "seed": ALL_RUNS[wildcards.run]["seed"]}
 
 
 def run_videos(wildcards):
-    return {**RUNS, **TRACK_RUNS}[wildcards.run]["train"]
+    return ALL_RUNS[wildcards.run]["train"]
 
 
 def all_targets():

@@ -373,7 +373,7 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapp
     for name, row in means.iterrows():
         lines.append(f"| {name} | {counts[name]} | " + " | ".join(f"{row[c]:.3f}" for c in METRIC_COLUMNS) + " |")
     text = (f"Mean over the scenes each tracker ran on ({len(scene_names)} in all; TAP-Vid metrics at 256×256, "
-            "strided queries; survival = share of the track before the first error > 16 px; MTE = median "
+            "strided queries on the generated scenes, the file's own on TAP-Vid videos; survival = share of the track before the first error > 16 px; MTE = median "
             "trajectory error). A transductive tracker is refined on each scene's own frames (no labels) and "
             "runs only there.\n\n" + "\n".join(lines) + "\n")
     change = refinement_gains(df, gains or {})

@@ -206,7 +206,8 @@ class FlowPips(nn.Module):
         """Track queries (N, 3) = [t, x, y] through frames (T, H, W, 3) uint8.
 
         Returns tracks (N, T, 2) float32 px and visibility logits (N, T) float32 (the query
-        frame gets +inf, a position outside the frame −inf). ``flows``: a precomputed ``flow_and_features(frames)``."""
+        frame gets +inf, a position outside the frame −inf). ``flows``: a precomputed
+        ``flow_and_features(frames)``."""
         frames = np.asarray(frames)
         queries = np.asarray(queries, dtype=np.float64)
         if frames.ndim != 4 or frames.shape[-1] != 3 or queries.ndim != 2 or queries.shape[1] != 3:
