@@ -9,6 +9,9 @@ this CPU (see weights/README.md); the library calls are the rules' own.
       --scene results/benchmarks/realtex/s2.zarr ... [--steps 40 --lr 1e-3]
 
 A ``--scene`` is SCENE[:FRAMES:TEACHER_FLOW]; scenes with frames and teacher flow give labels.
+``--backbone``: RAFT-small weights put under the tracker for its fine-tuning and under the refined
+tracker (e.g. a scene's transductive flow refinement, ``results/finetune/realtex__s0/refined.pth``);
+the pretrained tracker and chained RAFT stay on ``--raft``.
 """
 import argparse
 import json
@@ -29,6 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--scene", action="append", required=True)
     ap.add_argument("--config", default="config.yaml", help="its tracking: and model: sections are used")
     ap.add_argument("--raft", default="../shared/weights/raft-small.pth")
+    ap.add_argument("--backbone", help="RAFT-small weights under the tracker being refined (default: --raft)")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--log")
@@ -64,7 +68,8 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         work = out / "finetune"
         shutil.rmtree(work, ignore_errors=True)
-        summary = finetune_tracker(ft, labs, frames, tr["checkpoint"], work, raft_checkpoint=args.raft)
+        summary = finetune_tracker(ft, labs, frames, tr["checkpoint"], work, raft_checkpoint=args.raft,
+                                   backbone=args.backbone)
         times["finetune_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         occ = tr.get("raft_occlusion") or {}
@@ -75,7 +80,8 @@ def main(argv=None) -> None:
                            raft_fb_beta=occ.get("beta", 0.1), out_table=str(out / "eval.csv"),
                            out_figure=str(out / "delta_avg.png"), out_summary=str(out / "summary.md"),
                            out_tracks_figure=str(out / "tracks.png"),
-                           tracker_raft={"tracker (pretrained)": args.raft, "tracker (refined)": args.raft})
+                           tracker_raft={"tracker (pretrained)": args.raft,
+                                         "tracker (refined)": args.backbone or args.raft})
         times["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = []
