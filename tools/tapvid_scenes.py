@@ -17,15 +17,13 @@ With ``refine.transductive`` on, each video gets a flow run of its own, and
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from motionrefine.core.store import write_atomic  # noqa: E402
-from motionrefine.io.track_formats import tapvid_example  # noqa: E402
+from motionrefine.io.track_formats import write_tapvid_pickle  # noqa: E402
 from motionrefine.track.evaluate import heldout_real_scenes  # noqa: E402
 
 
@@ -43,19 +41,13 @@ def main(argv=None) -> None:
     scenes = heldout_real_scenes(args.frames, n=args.scenes, frames=args.frames_per_scene, height=args.size[0],
                                  width=args.size[1], seed=args.seed, preset_mix=args.presets, n_tracks=args.tracks)
     stem = Path(args.frames).name
-    data = {f"{stem}{i}": tapvid_example(sc.frames, sc.tracks, ~sc.occluded, f"{stem}{i}")
-            for i, sc in enumerate(scenes)}
-
-    def dump(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-
+    names = [f"{stem}{i}" for i in range(len(scenes))]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out, dump)
-    for (name, ex), sc in zip(data.items(), scenes):
-        print(f"{name}: {sc.name}, {ex['video'].shape[0]} frames {ex['video'].shape[2]}x{ex['video'].shape[1]}, "
-              f"{len(sc.tracks)} tracks, {sc.occluded.mean():.1%} of points occluded")
-
+    write_tapvid_pickle(args.out, {n: (sc.frames, sc.tracks, ~sc.occluded) for n, sc in zip(names, scenes)})
+    for name, sc in zip(names, scenes):
+        t, h, w = sc.frames.shape[:3]
+        print(f"{name}: {sc.name}, {t} frames {w}x{h}, {len(sc.tracks)} tracks, "
+              f"{sc.occluded.mean():.1%} of points occluded")
 
 if __name__ == "__main__":
     main()

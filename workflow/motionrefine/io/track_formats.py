@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -95,7 +96,7 @@ def _fill_undefined(tracks: np.ndarray) -> np.ndarray:
     return out
 
 
-def tapvid_example(frames: np.ndarray, tracks: np.ndarray, visible: np.ndarray, name: str = "video") -> dict:
+def _tapvid_example(name: str, frames: np.ndarray, tracks: np.ndarray, visible: np.ndarray) -> dict:
     """One video as TAP-Vid stores it: ``{video, points (normalised), occluded}``."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -108,14 +109,14 @@ def tapvid_example(frames: np.ndarray, tracks: np.ndarray, visible: np.ndarray, 
             "occluded": ~np.asarray(visible, bool)}
 
 
-def write_tapvid_pickle(path: str | os.PathLike, name: str, frames: np.ndarray, tracks: np.ndarray,
-                        visible: np.ndarray) -> None:
-    """Write ``{name: {video, points, occluded}}`` (TAP-Vid DAVIS layout) atomically."""
-    example = tapvid_example(frames, tracks, visible, name)
+def write_tapvid_pickle(path: str | os.PathLike, videos: Mapping[str, tuple]) -> None:
+    """Write ``{name: {video, points, occluded}}`` (TAP-Vid DAVIS layout) atomically, from
+    ``videos``: name -> (frames (T, H, W, 3) uint8, tracks (N, T, 2) px, visible (N, T) bool)."""
+    data = {name: _tapvid_example(name, *video) for name, video in videos.items()}
 
     def dump(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            pickle.dump({name: example}, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
     write_atomic(path, dump)
 
@@ -129,5 +130,5 @@ def export_track_store(store_path: str | os.PathLike, frames_path: str | os.Path
     if fmt == "csv":
         write_tracks_csv(out_path, tracks, visible)
     else:
-        write_tapvid_pickle(out_path, name, open_group(frames_path)["frames"][...], tracks, visible)
+        write_tapvid_pickle(out_path, {name: (open_group(frames_path)["frames"][...], tracks, visible)})
     return len(tracks)
