@@ -12,8 +12,8 @@ from motionrefine import __version__
 from motionrefine.bench import synth
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.bench.metrics import epe_map
-from motionrefine.config.plan import READER_KINDS
-from motionrefine.io.readers import FlowScene, iter_benchmark
+from motionrefine.config.plan import READER_KINDS, TRACK_KINDS
+from motionrefine.io.readers import FlowScene, TrackScene, iter_benchmark, read_tapvid
 from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.io.video import frames_source
 
@@ -80,9 +80,18 @@ def load_flow_scene(kind: str, name: str, path: str, benchmark: str = "", option
     raise MotionRefineError(f"benchmark {benchmark!r}: scene {name!r} not found under {path}")
 
 
-def write_scene_frames(scene, out_path: str, source: str) -> None:
-    """A benchmark scene's frames (a FlowScene or TrackScene) as a frames store, so it enters the
-    label chain like a video."""
+def load_scene(kind: str, name: str, path: str, benchmark: str = "", options: dict | None = None) -> FlowScene | TrackScene:
+    """A benchmark scene to enter the label chain: a flow scene (``load_flow_scene``) or a
+    TAP-Vid video, read as the tracking comparison reads it."""
+    if kind not in TRACK_KINDS:
+        return load_flow_scene(kind, name, path, benchmark, options)
+    (scene,) = read_tapvid(path, videos=[name], **(options or {}))
+    scene.meta.update({"benchmark": benchmark, "kind": kind})
+    return scene
+
+
+def write_scene_frames(scene: FlowScene | TrackScene, out_path: str, source: str) -> None:
+    """A benchmark scene's frames as a frames store, so it enters the label chain like a video."""
     with atomic_group(out_path) as g:
         write_array(g, "frames", np.ascontiguousarray(scene.frames))
         t, h, w = scene.frames.shape[:3]
