@@ -23,6 +23,15 @@ RUNS = plan.runs(config, list(SAMPLES.index), ASSET_ROOT)
 # Flow refined on each TAP-Vid video's own frames, for the tracking comparison (no flow evaluation).
 TRACK_RUNS = plan.track_runs(config, ASSET_ROOT) if config["tracking"].get("enabled") else {}
 ALL_RUNS = {**RUNS, **TRACK_RUNS}  # every fine-tune; RUNS are those the flow evaluation and report cover
+# Scene, by its name in the tracking comparison (a generated scene's store stem, "{benchmark}/{video}"
+# for TAP-Vid) -> the RAFT-small refined on that scene's own frames (its transductive run, guarded):
+# chained RAFT and the tracker run on it there, the paper's per-video protocol.
+TRACK_TRANSDUCTIVE = {
+    **{Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
+       if s.kind in plan.GENERATED_KINDS and v in RUNS},
+    **{f"{s.benchmark}/{s.name}": f"results/finetune/{s.video}/refined.pth" for s in TRACK_SCENES
+       if s.video in TRACK_RUNS},
+}
 FINETUNE = plan.finetune_settings(config)
 # Each stage's settings, one param of its rule (motionrefine/config/settings.py).
 SETTINGS = mrsettings.build(config)
@@ -92,18 +101,6 @@ def tracker_backbone(wildcards):
 def tracker_refined_raft(wildcards):
     """The RAFT-small the refined tracker runs on."""
     return tracker_backbone(wildcards) or tracker_raft(wildcards)
-
-
-def tracker_transductive():
-    """Scene, by its name in the tracking comparison (a generated scene's store stem,
-    "{benchmark}/{video}" for TAP-Vid) -> the RAFT-small refined on that scene's own frames (its
-    transductive flow run, guarded): chained RAFT and the tracker run on it there, the paper's
-    per-video protocol. Empty without transductive runs."""
-    out = {Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
-           if s.kind in plan.GENERATED_KINDS and v in RUNS}
-    out.update({f"{s.benchmark}/{s.name}": f"results/finetune/{s.video}/refined.pth" for s in TRACK_SCENES
-                if s.video in TRACK_RUNS})
-    return out
 
 
 def tracking_enabled():

@@ -80,7 +80,7 @@ rule track_eval:
         tracker_raft=tracker_raft,
         tracker_refined_raft=tracker_refined_raft,
         # transductive: per generated scene, the RAFT refined on its own frames (params.transductive names the scenes)
-        raft_transductive=list(tracker_transductive().values()),
+        raft_transductive=list(TRACK_TRANSDUCTIVE.values()),
         # pseudo-label quality per teacher on the generated scenes (flow-small only)
         teacher_flows=[label_flow(SimpleNamespace(video=v)) for v in TRACK_LABEL_SCENES],
     output:
@@ -97,7 +97,7 @@ rule track_eval:
         settings=TRACK_EVAL,
         tapvid=TRACK_SCENES,
         label_scenes=[SCENES[v].source for v in TRACK_LABEL_SCENES],
-        transductive=list(tracker_transductive()),
+        transductive=list(TRACK_TRANSDUCTIVE),
         # the FlowPips tracker runs on RAFT-small only
         flowpips_transductive=config["tracking"]["size"] == "flow-small" and config["model"]["variant"] == "small",
         labels=TRACK_LABELS,
