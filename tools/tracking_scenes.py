@@ -33,6 +33,8 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default="config.yaml", help="its tracking: and model: sections are used")
     ap.add_argument("--raft", default="../shared/weights/raft-small.pth")
     ap.add_argument("--backbone", help="RAFT-small weights under the tracker being refined (default: --raft)")
+    ap.add_argument("--no-guard", action="store_true",
+                    help="train on every label track and keep the fine-tuned update unjudged")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--log")
@@ -53,6 +55,8 @@ def main(argv=None) -> None:
             ft["steps"] = args.steps
         if args.lr:
             ft["lr"] = args.lr
+        if args.no_guard:
+            ft["guard"] = False
         specs = [s.split(":") for s in args.scene]
         times = {}
         t0 = time.perf_counter()
