@@ -26,6 +26,8 @@ include: "workflow/rules/report.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/deliverables.smk"
+include: "workflow/rules/infer.smk"
 
 
 # Bookkeeping that reads a few small files and writes a table or an index: on a cluster it runs
@@ -38,6 +40,7 @@ localrules:
     ablation,
     label_quality,
     export,
+    model,
 
 
 rule all:

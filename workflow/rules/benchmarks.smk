@@ -1,9 +1,32 @@
-rule benchmark_scene:
-    """Render one real-texture scene with exact ground truth from the sample videos' frames."""
+rule texture_frames:
+    """A few frames of a real-texture benchmark's source outside the sample sheet (a video or a
+    frame folder named by path in `benchmarks.<name>.sources`)."""
     input:
-        sources=lambda wc: expand(
-            "results/frames/{video}.zarr", video=config["benchmarks"][wc.bench]["sources"]
-        ),
+        source=lambda wc: TEXTURE_PATHS[f"results/textures/{wc.bench}/{wc.texture}.zarr"],
+    output:
+        directory("results/textures/{bench}/{texture}.zarr"),
+    log:
+        "results/logs/texture_frames/{bench}/{texture}.log",
+    benchmark:
+        "results/benchmarks/texture_frames/{bench}/{texture}.tsv"
+    params:
+        **plan.TEXTURE_RANGE,
+        resize=None,
+    threads: res("frames", "threads")
+    resources:
+        mem_mb=res("frames", "mem_mb"),
+        runtime=res("frames", "runtime"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/frames.py"
+
+
+rule benchmark_scene:
+    """Render one real-texture scene with exact ground truth from its sources' frames (by default
+    the sample videos')."""
+    input:
+        sources=lambda wc: [t.store for t in TEXTURES[wc.bench]],
         checkpoint=checkpoint_path,
     output:
         directory("results/scenes/{bench}/{scene}.zarr"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from motionrefine.config import schema as mrconfig
 from motionrefine.config import plan
 from motionrefine.config import settings as mrsettings
+from motionrefine.deliver.package import DeliverySettings
 
 mrconfig.validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 # Relative config paths resolve against the project root (the Snakefile's folder), not the working directory.
@@ -16,6 +17,9 @@ SAMPLES = mrconfig.load_samples(config, PROJECT_ROOT, workflow.source_path("../s
 MODEL = config["model"]["name"]
 plan.check_names(list(SAMPLES.index), config)
 SCENES = {s.video: s for s in plan.flow_scenes(config, ASSET_ROOT)}
+# Real-texture benchmarks' sources: sample videos' frames stores, or outside files decoded for them.
+TEXTURES = plan.texture_sources(config, list(SAMPLES.index), ASSET_ROOT)
+TEXTURE_PATHS = {t.store: t.path for ts in TEXTURES.values() for t in ts if t.path}
 # Point-tracking benchmarks (TAP-Vid): scored by the tracking comparison only.
 TRACK_SCENES = [s for s in plan.benchmark_scenes(config, ASSET_ROOT) if s.kind in plan.TRACK_KINDS]
 TRACK_SCENE_VIDEOS = {s.video: s for s in TRACK_SCENES}
@@ -38,11 +42,14 @@ SETTINGS = mrsettings.build(config)
 FLOW, LABELS, EVAL = SETTINGS.flow, SETTINGS.labels, SETTINGS.evaluate
 TEACHER, GUARD = SETTINGS.teacher, SETTINGS.guard
 TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
+DELIVERY = DeliverySettings(config["deliverables"]["resolution"], tuple(config["export"]["flow"]),
+                            tuple(config["export"]["tracks"]), config["deliverables"]["preview"])
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
 RUN_PATTERN = "|".join(re.escape(r) for r in ALL_RUNS) or "(?!)"
 # results/flow/{model}/...: the pretrained model's name, or refined-{run} for a refined one.
-FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL)] + [f"refined-{re.escape(r)}" for r in RUNS])
+# results/flow/infer/...: the model `snakemake infer` applies (infer.checkpoint).
+FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL), "infer"] + [f"refined-{re.escape(r)}" for r in RUNS])
 
 
 wildcard_constraints:
@@ -76,6 +83,10 @@ def sample(wildcards):
 def checkpoint_path(wildcards):
     # Resolved lazily: a missing checkpoint only stops runs that need flow.
     return str(mrconfig.model_checkpoint(config, PROJECT_ROOT))
+
+
+def infer_checkpoint(wildcards):
+    return str(mrconfig.infer_checkpoint(config, PROJECT_ROOT))
 
 
 def tracker_checkpoint(wildcards):
@@ -140,6 +151,8 @@ def label_inputs(wildcards):
 def flow_checkpoint(wildcards):
     if wildcards.model == MODEL:
         return checkpoint_path(wildcards)
+    if wildcards.model == "infer":
+        return infer_checkpoint(wildcards)
     return f"results/finetune/{wildcards.model.removeprefix('refined-')}/refined.pth"
 
 
@@ -174,14 +187,35 @@ def all_targets():
         "results/flow/{model}/{video}.zarr", model=MODEL, video=SAMPLES.index
     )
     targets += expand("results/labels/flow/{video}.zarr", video=SAMPLES.index)
+    # What the user takes away: per video flow, tracks, preview and meta; the refined model.
+    targets += expand("results/deliverables/{video}", video=SAMPLES.index)
     if plan.HELDOUT in RUNS:
-        # The user's deliverable: their videos' flow from the refined model.
-        targets += expand("results/flow/refined-{run}/{video}.zarr", run=plan.HELDOUT, video=SAMPLES.index)
+        targets += ["results/model/model.json"]
     if RUNS:
         targets += ["results/report/index.html"]
     if tracking_enabled():
         targets += ["results/tracking/eval.csv"]
     return targets
+
+
+# Deliverables (deliverables.smk). # Where the refined model comes from, when the run refines on the sample videos.
+REFINED_RUN = plan.HELDOUT if plan.HELDOUT in RUNS else None
+
+
+def delivered_flows(wildcards):
+    flows = {"pretrained": f"results/flow/{MODEL}/{wildcards.video}.zarr"}
+    if REFINED_RUN:
+        flows["refined"] = f"results/flow/refined-{REFINED_RUN}/{wildcards.video}.zarr"
+    return flows
+
+
+def delivered_tracks(wildcards):
+    return {"tracks": f"results/tracking/predict/{wildcards.video}.zarr"} if tracking_enabled() else {}
+
+
+# The refined tracker's outputs, when the run refines it.
+MODEL_TRACKER = ({"tracker": "results/model/tracker.pth", "tracker_guard": "results/model/tracker-guard.json"}
+                 if tracking_enabled() else {})
 
 
 # Where each kind of exported tracks comes from.

@@ -10,11 +10,13 @@ rule export:
 
 
 rule track_predict:
-    """The refined tracker's tracks of one sample video: a frame-0 grid chained through the video."""
+    """The refined tracker's tracks of one sample video: from the sheet's query points (each
+    tracked forward and backward from its own frame), or a grid at the first frame."""
     input:
         frames="results/frames/{video}.zarr",
         checkpoint="results/tracking/finetune/refined.pth",
         raft=tracker_refined_raft,
+        queries=lambda wc: sample(wc)["queries"] or [],
     output:
         directory("results/tracking/predict/{video}.zarr"),
     log:
@@ -29,6 +31,7 @@ rule track_predict:
         # The labels' grid (spacing, margin), so the exported points are the ones refined on.
         # The query grid's settings; `teachers` names label stores, not a label setting.
         label_options={k: v for k, v in (config["tracking"].get("labels") or {}).items() if k != "teachers"},
+        grid_size=config["deliverables"]["grid_size"],
     threads: res("track_predict", "threads")
     resources:
         mem_mb=res("track_predict", "mem_mb"),

@@ -15,8 +15,9 @@ whose frames store is written from the benchmark, so frames/flow/labels rules ar
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from motionrefine.core.errors import MotionRefineError
 
@@ -74,7 +75,7 @@ def benchmark_scenes(config: dict, asset_root: str | os.PathLike | None = None) 
     """Every configured benchmark scene, in config order. ``asset_root`` (absolute) locates the
     scenes read from disk; plans that need only the names may leave it out."""
     out = []
-    for bench, spec in (config.get("benchmarks") or {}).items():
+    for bench, spec in configured_benchmarks(config).items():
         kind = spec["kind"]
         if kind in GENERATED_KINDS:
             names = [f"s{i}" for i in range(spec.get("scenes", 3))]
@@ -85,6 +86,54 @@ def benchmark_scenes(config: dict, asset_root: str | os.PathLike | None = None) 
                                         f"(kind {kind!r} is read from disk)")
         options = tuple(sorted((spec.get("options") or {}).items()))
         out.extend(Scene(bench, n, kind, scene_source(bench, spec, n, asset_root), options) for n in names)
+    return out
+
+
+def configured_benchmarks(config: dict) -> dict[str, dict]:
+    """Benchmarks in config order; an entry set to null (an overlay dropping a default benchmark) is left out."""
+    return {b: spec for b, spec in (config.get("benchmarks") or {}).items() if spec is not None}
+
+
+class Texture(NamedTuple):
+    """One source of a real-texture benchmark's frames: a sample video's frames store, or a video
+    or frame folder outside the sample sheet, decoded to its own store (``path`` set)."""
+
+    store: str
+    path: str | None = None  # the file or folder an outside source decodes from; None for a sample
+
+
+# An outside texture source contributes four frames from its start: textures, not motion, so
+# decoding the whole file would be wasted (and a 10-frame folder still yields four).
+TEXTURE_RANGE = {"start": 0, "end": 12, "stride": 3}
+
+
+def texture_sources(config: dict, samples: Sequence[str], asset_root: str | os.PathLike) -> dict[str, list[Texture]]:
+    """Per real-texture benchmark, the frames stores its scenes are textured from.
+
+    ``sources`` defaults to every sample video, so a user's own footage gets an exact-ground-truth
+    benchmark of its own. An entry is a sample name or a path to a video or frame folder (resolved
+    against ``asset_root``, as a sample's path); anything else is an error naming the key."""
+    out = {}
+    for bench, spec in configured_benchmarks(config).items():
+        if spec["kind"] not in GENERATED_KINDS:
+            continue
+        entries = spec.get("sources") or list(samples)
+        if not entries:
+            raise MotionRefineError(f"config key 'benchmarks.{bench}.sources': no sample videos to texture "
+                                    "the scenes from; list videos or frame folders")
+        textures = []
+        for i, entry in enumerate(entries):
+            if entry in samples:
+                textures.append(Texture(f"results/frames/{entry}.zarr"))
+                continue
+            path = Path(entry) if Path(entry).is_absolute() else Path(asset_root) / entry
+            if not path.exists():
+                raise MotionRefineError(
+                    f"config key 'benchmarks.{bench}.sources': {entry!r} is neither a sample name "
+                    f"({', '.join(samples) or 'none'}) nor an existing video or frame folder ({path})")
+            stem = re.sub(r"[^A-Za-z0-9_-]", "_", path.stem) or "source"
+            textures.append(Texture(f"results/textures/{bench}/{i}-{stem}.zarr", str(path.resolve())))
+        out[bench] = textures
     return out
 
 
@@ -102,7 +151,7 @@ def check_names(samples: list[str], config: dict) -> None:
     for name in samples:
         if SCENE_SEP in name:
             raise MotionRefineError(f"sample name {name!r}: '{SCENE_SEP}' is reserved for benchmark scenes")
-    for bench in config.get("benchmarks") or {}:
+    for bench in configured_benchmarks(config):
         if SCENE_SEP in bench:
             raise MotionRefineError(f"benchmark name {bench!r}: '{SCENE_SEP}' is reserved")
 

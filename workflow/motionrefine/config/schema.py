@@ -28,7 +28,7 @@ import yaml
 from motionrefine.core.errors import AssetMissingError, MotionRefineError
 from motionrefine.io.video import parse_resize
 
-SAMPLE_COLUMNS = ("name", "path", "start", "end", "stride", "resize")
+SAMPLE_COLUMNS = ("name", "path", "start", "end", "stride", "resize", "queries")
 _INT_COLUMNS = ("start", "end", "stride")
 
 
@@ -139,6 +139,28 @@ def model_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
     return resolve_asset(config, config["model"]["checkpoint"], project_root)
 
 
+def infer_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
+    """The RAFT weights `snakemake infer` applies: ``infer.checkpoint`` as a key of ``weights``
+    or a path, else the pretrained model's.
+
+    A path is made absolute against the working directory (where results/ is), so that no
+    rule's output matches it: results/model/raft.pth of an earlier run is used as it is, never
+    rebuilt by refining on the clips being inferred."""
+    name = (config.get("infer") or {}).get("checkpoint")
+    if name is None:
+        return model_checkpoint(config, project_root)
+    if name in config["weights"]:
+        return resolve_asset(config, name, project_root)
+    return Path(os.path.expanduser(name)).absolute()
+
+
+def infer_tracker(config: dict, project_root: str | os.PathLike) -> Path:
+    """The tracker file `snakemake infer` runs: ``infer.tracker`` (absolute against the working
+    directory, as infer.checkpoint) or tracking.checkpoint."""
+    name = (config.get("infer") or {}).get("tracker")
+    return tracker_checkpoint(config, project_root) if name is None else Path(os.path.expanduser(name)).absolute()
+
+
 def tracker_raft_checkpoint(config: dict, project_root: str | os.PathLike) -> Path:
     """The RAFT-small weights a FlowPips tracker runs on: ``weights.<tracking.raft>``."""
     return resolve_asset(config, config["tracking"].get("raft", "raft_small"), project_root)
@@ -180,7 +202,8 @@ def load_samples(config: dict, project_root: str | os.PathLike, schema: str | os
     """Read, type and check the sample sheet against the row ``schema`` file; index = sample name.
 
     Columns out: name, path (absolute), kind ('video' | 'folder'), start, end (None =
-    to the last frame, exclusive), stride, resize (normalised string or None).
+    to the last frame, exclusive), stride, resize (normalised string or None), queries
+    (absolute path of the video's query-point CSV, or None).
     Every problem raises one ConfigError naming the sheet, row and column.
     """
     sheet = samples_path(config, project_root)
@@ -250,6 +273,12 @@ def load_samples(config: dict, project_root: str | os.PathLike, schema: str | os
             )
         if not (path.is_file() or path.is_dir()):
             raise ConfigError(f"{where}, column 'path': {path} is neither a video file nor a frame folder")
+        queries = None
+        if "queries" in record:
+            queries = _resolve(record["queries"], root)
+            if not queries.is_file():
+                raise ConfigError(f"{where}, column 'queries': {queries} is not a file "
+                                  f"(relative paths are resolved against asset_root {root})")
         records.append({
             "name": name,
             "path": str(path),
@@ -258,6 +287,7 @@ def load_samples(config: dict, project_root: str | os.PathLike, schema: str | os
             "end": end,
             "stride": stride,
             "resize": str(resize) if resize else None,
+            "queries": str(queries) if queries else None,
         })
     # object dtype keeps ints as ints and a missing end as None (not NaN floats).
     return pd.DataFrame(records, dtype=object).set_index("name", drop=False)

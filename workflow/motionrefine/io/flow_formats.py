@@ -322,10 +322,27 @@ def _kitti_export(path, flow: np.ndarray) -> int:
     return int((valid & ~in_range).sum())
 
 
-def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
+def rescale_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Flow (H, W, 2) resampled to ``size`` = (width, height), its vectors scaled by the same
+    factors, so it is the flow of the frames at that size (bilinear; NaN stays invalid nearby)."""
+    import cv2
+
+    h, w = flow.shape[:2]
+    tw, th = size
+    if (tw, th) == (w, h):
+        return flow
+    out = cv2.resize(np.ascontiguousarray(flow, np.float32), (tw, th), interpolation=cv2.INTER_LINEAR)
+    return out * np.array([tw / w, th / h], np.float32)
+
+
+def export_flow_store(store_path, out_dir, fmt: str = "flo", size: tuple[int, int] | None = None,
+                      frame_indices: list[int] | None = None) -> int:
     """Write every pair of a flow store as files: ``fw_000000.flo`` (frame t -> t+1) and
     ``bw_000000.flo`` (t+1 -> t); ``fmt`` is one of :data:`EXPORT_FORMATS` (``kitti-png``
-    writes ``fw_000000.png``). The folder appears only when complete. Returns the file count."""
+    writes ``fw_000000.png``). ``size`` (width, height): resample each field to it
+    (:func:`rescale_flow`, e.g. the source video's resolution); ``frame_indices``: number the
+    files by the source frame index of each pair's first frame instead of the stored pair
+    index. The folder appears only when complete. Returns the file count."""
     import logging
     import shutil
 
@@ -345,7 +362,9 @@ def export_flow_store(store_path, out_dir, fmt: str = "flo") -> int:
             arr = g[key]
             for t in range(arr.shape[0]):
                 flow = np.asarray(arr[t], np.float32)
-                path = tmp / f"{tag}_{t:06d}.{suffix}"
+                if size is not None:
+                    flow = rescale_flow(flow, size)
+                path = tmp / f"{tag}_{t if frame_indices is None else frame_indices[t]:06d}.{suffix}"
                 if fmt == "kitti-png":
                     clipped += _kitti_export(path, flow)
                 elif fmt == "flo":

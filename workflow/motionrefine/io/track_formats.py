@@ -63,16 +63,18 @@ def read_track_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     raise MotionRefineError(f"{path}: not a tracking store (expects tracks with window_start, or tracks with visible)")
 
 
-def tracks_frame(tracks: np.ndarray, visible: np.ndarray) -> pd.DataFrame:
-    """One row per defined point (finite coordinates): track, frame, x, y, visible."""
+def tracks_frame(tracks: np.ndarray, visible: np.ndarray, frame_indices=None) -> pd.DataFrame:
+    """One row per defined point (finite coordinates): track, frame, x, y, visible. ``frame_indices``:
+    write each frame as its source frame index instead of its index in the frames store."""
     n, t = np.nonzero(np.isfinite(tracks).all(-1))
-    return pd.DataFrame({"track": n, "frame": t, "x": tracks[n, t, 0], "y": tracks[n, t, 1],
+    frame = t if frame_indices is None else np.asarray(frame_indices, np.int64)[t]
+    return pd.DataFrame({"track": n, "frame": frame, "x": tracks[n, t, 0], "y": tracks[n, t, 1],
                          "visible": visible[n, t].astype(np.int8)}, columns=CSV_COLUMNS)
 
 
-def write_tracks_csv(path: str | os.PathLike, tracks: np.ndarray, visible: np.ndarray) -> int:
+def write_tracks_csv(path: str | os.PathLike, tracks: np.ndarray, visible: np.ndarray, frame_indices=None) -> int:
     """Write the CSV atomically. Returns the number of rows."""
-    df = tracks_frame(tracks, visible)
+    df = tracks_frame(tracks, visible, frame_indices)
     write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, float_format="%.4f"))
     return len(df)
 
