@@ -8,6 +8,8 @@ tracked points match the points the tracker was refined on.
 Store (``store.atomic_group``): tracks (N, T, 2) float32 (x, y) px of the frames store,
 visible (N, T) bool (visibility > 0.5; the query frame is visible), queries (N, 3)
 [t, x, y]; attrs: video, checkpoint and its sha256, size, iters, grid spacing, code version.
+``track.queries`` writes the same store for a user's query points (``frame0_grid``,
+``run_tracker`` and ``write_predictions`` are shared with it).
 """
 
 from __future__ import annotations
@@ -30,26 +32,26 @@ log = logging.getLogger("motionrefine")
 VIS_THRESHOLD = 0.5
 
 
-def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
-                   size: str = "small", iters: int = 6, expected_sha256: str | None = None,
-                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1,
-                   raft_checkpoint: str | os.PathLike | None = None) -> int:
-    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N.
-    ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
+def frame0_grid(height: int, width: int, label_options: dict | None = None,
+                where: str | os.PathLike = "frames") -> tuple[np.ndarray, float]:
+    """The pseudo-labels' grid at frame 0: queries (N, 3) [0, x, y] float32 and its spacing."""
+    res = TrackLabelConfig.from_dict(dict(label_options or {})).resolved(height, width)
+    xy = grid_queries(height, width, res["grid_spacing"], res["margin"])
+    if not len(xy):
+        raise MotionRefineError(f"{where}: no grid point fits a {width}x{height} frame at spacing "
+                                f"{res['grid_spacing']}")
+    queries = np.concatenate([np.zeros((len(xy), 1), np.float32), xy.astype(np.float32)], axis=1)
+    return queries, float(res["grid_spacing"])
+
+
+def run_tracker(frames: np.ndarray, queries: np.ndarray, checkpoint: str | os.PathLike, size: str, iters: int,
+                expected_sha256: str | None, dev, raft_checkpoint: str | os.PathLike | None = None):
+    """Track queries (N, 3) [t, x, y] forward and backward from each query's frame with the
+    tracker ``checkpoint`` on device ``dev``. Returns (tracks (N, T, 2) float32, visible (N, T)
+    bool, true at each query's own frame, checkpoint sha256)."""
     from motionrefine.models.pips import load_pips, track_long
     from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips
 
-    frames = open_group(frames_path)["frames"][...]
-    T, H, W = frames.shape[:3]
-    if T < 2:
-        raise MotionRefineError(f"{frames_path}: {T} frame(s), nothing to track")
-    res = TrackLabelConfig.from_dict(dict(label_options or {})).resolved(H, W)
-    xy = grid_queries(H, W, res["grid_spacing"], res["margin"])
-    if not len(xy):
-        raise MotionRefineError(f"{frames_path}: no grid point fits a {W}x{H} frame at spacing {res['grid_spacing']}")
-    queries = np.concatenate([np.zeros((len(xy), 1), np.float32), xy.astype(np.float32)], axis=1)
-    dev = pick_device(device, threads)
-    started = time.perf_counter()
     if size == FLOWPIPS_SIZE:
         # The default tracker: chained flow refined per window; ``iters`` are its update
         # iterations, as the tracking comparison runs it. Visible where the logit is positive.
@@ -62,20 +64,46 @@ def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike
         model.to(dev)
         tracks, vis = track_long(model, frames, queries, S=model.cfg.S, iters=iters, device=dev)
         visible = np.asarray(vis) > VIS_THRESHOLD
-    tracks = np.asarray(tracks)
-    visible[:, 0] = True  # the query frame is visible by definition
-    seconds = time.perf_counter() - started
+    qt = np.asarray(queries)[:, 0].round().astype(np.int64)
+    visible[np.arange(len(qt)), qt] = True  # the query frame is visible by definition
+    return np.asarray(tracks), visible, digest
+
+
+def write_predictions(out_path: str | os.PathLike, frames_path: str | os.PathLike, frames_shape: tuple,
+                      tracks: np.ndarray, visible: np.ndarray, queries: np.ndarray, attrs: dict) -> str:
+    """Write the predictions store atomically; ``attrs`` are added to the shape attrs. Returns the video name."""
+    T, H, W = frames_shape[:3]
     video = Path(frames_path).name.removesuffix(".zarr")
     with atomic_group(out_path) as g:
         write_array(g, "tracks", np.ascontiguousarray(tracks, np.float32))
         write_array(g, "visible", np.ascontiguousarray(visible))
-        write_array(g, "queries", queries)
+        write_array(g, "queries", np.ascontiguousarray(queries, np.float32))
         g.attrs.update({"kind": "track_predictions", "video": video, "num_frames": int(T), "height": int(H),
-                        "width": int(W), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
-                        "model_size": size, "iters": int(iters), "grid_spacing": float(res["grid_spacing"]),
-                        "visibility_threshold": VIS_THRESHOLD, "code_version": __version__,
-                        "seconds": round(seconds, 3), "device": str(dev),
+                        "width": int(W), **attrs,
                         "convention": "tracks[i, t] = (x, y) px at frame t of the frames store"})
+    return video
+
+
+def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
+                   size: str = "small", iters: int = 6, expected_sha256: str | None = None,
+                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1,
+                   raft_checkpoint: str | os.PathLike | None = None) -> int:
+    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N.
+    ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
+    frames = open_group(frames_path)["frames"][...]
+    T, H, W = frames.shape[:3]
+    if T < 2:
+        raise MotionRefineError(f"{frames_path}: {T} frame(s), nothing to track")
+    queries, spacing = frame0_grid(H, W, label_options, frames_path)
+    dev = pick_device(device, threads)
+    started = time.perf_counter()
+    tracks, visible, digest = run_tracker(frames, queries, checkpoint, size, iters, expected_sha256, dev,
+                                          raft_checkpoint)
+    seconds = time.perf_counter() - started
+    video = write_predictions(out_path, frames_path, frames.shape, tracks, visible, queries, {
+        "checkpoint": str(checkpoint), "checkpoint_sha256": digest, "model_size": size, "iters": int(iters),
+        "grid_spacing": spacing, "visibility_threshold": VIS_THRESHOLD, "code_version": __version__,
+        "seconds": round(seconds, 3), "device": str(dev)})
     log.info("%s: %d tracks over %d frames (%.1f s, %.0f%% of points visible) -> %s", video, len(tracks), T,
              seconds, 100 * visible.mean(), out_path)
     return len(tracks)
