@@ -30,7 +30,7 @@ import numpy as np
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
-from motionrefine.deliver.meta import deliverable_meta, scale_factors
+from motionrefine.deliver.meta import deliverable_meta
 from motionrefine.io.flow_formats import EXPORT_FORMATS as FLOW_FORMATS
 from motionrefine.io.flow_formats import export_flow_store
 from motionrefine.io.track_formats import read_track_store, write_tapvid_pickle, write_tracks_csv
@@ -64,20 +64,13 @@ def choose_flow(verdict: Mapping | None, video: str) -> dict:
             "reason": f"one decision for every video of the run: {verdict.get('reason', '')}"}
 
 
-def _scaled_tracks(tracks: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Positions in another resolution under the pixel-centre convention (x + 0.5 scales)."""
-    out = tracks.astype(np.float64).copy()
-    out[..., 0] = (out[..., 0] + 0.5) * sx - 0.5
-    out[..., 1] = (out[..., 1] + 0.5) * sy - 0.5
-    return out.astype(np.float32)
-
-
 def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, flows: Mapping[str, str],
                       choice: Mapping, settings: DeliverySettings, tracks_path: str | None = None,
                       models: Mapping[str, Mapping] | None = None, extra: Mapping | None = None) -> dict:
     """Write ``out_dir`` for ``video``: the flow store ``flows[choice['use']]`` exported, the
     tracks store (optional) exported, the preview and meta.json. Returns the meta."""
-    from motionrefine.io.preview import write_preview
+    from motionrefine.io.preview import store_fps, write_preview
+    from motionrefine.track.queries import to_source_pixels
 
     if settings.resolution not in RESOLUTIONS:
         raise MotionRefineError(f"config key 'deliverables.resolution': {settings.resolution!r} is not one of "
@@ -87,7 +80,6 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
         raise MotionRefineError(f"{video}: the verdict asks for the {use} model's flow, which this job was not given")
     frames_group = open_group(frames_path)
     attrs = dict(frames_group.attrs)
-    sx, sy = scale_factors(attrs) if settings.resolution == "source" else (1.0, 1.0)
     size = (attrs["original_size"]["width"], attrs["original_size"]["height"]) if settings.resolution == "source" \
         else None
     indices = list(attrs["frame_indices"])
@@ -107,7 +99,7 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
         tracks = visible = None
         if tracks_path is not None:
             tracks, visible = read_track_store(tracks_path)
-            src_tracks = _scaled_tracks(tracks, sx, sy)
+            src_tracks = to_source_pixels(tracks, attrs) if settings.resolution == "source" else tracks
             if "csv" in settings.track_formats:
                 write_tracks_csv(tmp / "tracks.csv", src_tracks, visible, frame_indices=indices)
                 files["tracks_csv"] = "tracks.csv"
@@ -116,8 +108,8 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
                 write_tapvid_pickle(tmp / "tracks.pkl", {video: (frames_group["frames"][...], tracks, visible)})
                 files["tracks_tapvid"] = "tracks.pkl"
         if settings.preview:
-            write_preview(tmp / "preview.mp4", frames_group["frames"][...], flow_group["flow_fw"][...], tracks,
-                          visible, fps=attrs.get("fps"))
+            write_preview(tmp / "preview.mp4", frames_group["frames"], flow_group["flow_fw"], tracks, visible,
+                          fps=store_fps(attrs))
             files["preview"] = "preview.mp4"
         meta = deliverable_meta(video, attrs, dict(flow_group.attrs), choice, settings.resolution, files,
                                 tracks_path, models or {}, extra or {})

@@ -368,3 +368,18 @@ def save_flowpips(model: FlowPips, path: str | os.PathLike) -> str:
         raise CheckpointError("this FlowPips has no RAFT-small weights loaded (build it with FlowPips.from_raft)")
     return save_atomic({"mixer_state_dict": {k: v.detach().cpu() for k, v in model.mixer.state_dict().items()},
                         "flowpips_config": model.cfg.to_dict(), "raft_sha256": model.raft_sha256}, path)
+
+
+def raft_for_tracker(path: str | os.PathLike, candidates) -> str:
+    """Of the RAFT-small files ``candidates``, the one the tracker ``path`` was trained on (its
+    sha256 is in the tracker file): a tracker cannot be moved onto another RAFT unchecked."""
+    from motionrefine.core.store import sha256_file
+    from motionrefine.models.checkpoint import read_torch_file
+
+    obj, _ = read_torch_file(path, None, "weights/README.md")
+    want = obj.get("raft_sha256") if isinstance(obj, dict) else None
+    for c in candidates:
+        if Path(c).is_file() and sha256_file(c) == want:
+            return str(c)
+    raise CheckpointError(f"tracker {path} runs on RAFT-small weights with sha256 {want}; none of "
+                          f"{', '.join(map(str, candidates))} is that file (config keys infer.tracker, infer.checkpoint)")
