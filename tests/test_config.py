@@ -192,6 +192,8 @@ def test_sheet_defaults_and_absolute_path(base_config, shared, tmp_path):
         ("a\tdata/videos/tree.avi\t0\t8\t0\t\n", r"row 1 \(name 'a'\), column 'stride': 0 is less than the minimum of 1"),
         ("a\tdata/videos/tree.avi\tzero\t8\t1\t\n", r"row 1 \(name 'a'\), column 'start': expected an integer, got 'zero'"),
         ("a\tdata/videos/tree.avi\t0\t8\t1\t96by64\n", r"row 1 \(name 'a'\), column 'resize'"),
+        ("a\tdata/videos/tree.avi\t0\t8\t1\t128x56\n", r"column 'resize': 128x56 makes a side shorter than 57 px"),
+        ("a\tdata/videos/tree.avi\t0\t8\t1\t48\n", r"column 'resize': 48 makes a side shorter than 57 px"),
         ("a\tdata/videos/none.avi\t0\t8\t1\t\n", r"row 1 \(name 'a'\), column 'path': .*none\.avi does not exist.*asset_root"),
         ("\tdata/videos/tree.avi\t0\t8\t1\t\n", r"row 1 \(name ''\), column 'name': empty, but required"),
         ("a\t\t0\t8\t1\t\n", r"row 1 \(name 'a'\), column 'path': empty, but required"),
@@ -329,3 +331,36 @@ def test_settings_from_mappings_refuse_unknown_keys():
         assert cls.from_dict({}) == cls()
         with pytest.raises(MotionRefineError, match=rf"unknown {what} keys: \['bogus', 'zz'\]"):
             cls.from_dict({"zz": 1, "bogus": 2})
+
+
+def test_texture_sources_default_to_the_samples_and_take_paths(base_config, shared):
+    config = validate_config(base_config)
+    textures = plan.texture_sources(config, ["clip"], shared)
+    assert textures == {"realtex": [plan.Texture("results/frames/clip.zarr")]}
+    config["benchmarks"]["realtex"]["sources"] = ["clip", "data/videos/vtest.avi", str(shared / "data/frames/hallway")]
+    got = plan.texture_sources(config, ["clip"], shared)["realtex"]
+    assert got[0] == plan.Texture("results/frames/clip.zarr")
+    assert got[1] == plan.Texture("results/textures/realtex/1-vtest.zarr", str(shared / "data/videos/vtest.avi"))
+    assert got[2].store == "results/textures/realtex/2-hallway.zarr" and got[2].path == str(shared / "data/frames/hallway")
+    config["benchmarks"]["realtex"]["sources"] = ["clp"]
+    with pytest.raises(MotionRefineError, match=r"'benchmarks\.realtex\.sources': 'clp' is neither a sample name \(clip\)"):
+        plan.texture_sources(config, ["clip"], shared)
+
+
+def test_a_null_benchmark_is_dropped(base_config, shared):
+    base_config["benchmarks"]["middlebury"] = None
+    config = validate_config(base_config)
+    assert {s.benchmark for s in plan.benchmark_scenes(config, shared)} == {"realtex"}
+    assert "middlebury" not in plan.texture_sources(config, ["a"], shared)
+
+
+def test_queries_column_resolves_like_path(base_config, shared, tmp_path):
+    csv = tmp_path / "q.csv"
+    csv.write_text("frame,x,y\n0,10,20\n")
+    config = write_sheet(tmp_path, "name\tpath\tqueries\na\tdata/videos/tree.avi\t" + str(csv) + "\nb\tdata/videos/tree.avi\t\n",
+                         validate_config(base_config))
+    table = samples_of(config)
+    assert table.loc["a", "queries"] == str(csv) and table.loc["b", "queries"] is None
+    config = write_sheet(tmp_path, "name\tpath\tqueries\na\tdata/videos/tree.avi\tnone.csv\n", validate_config(base_config))
+    with pytest.raises(ConfigError, match=r"column 'queries': .*none\.csv is not a file"):
+        samples_of(config)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "data" / "tiny_tracking" / "config.yaml"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # bikes.mp4 is 640x272: the resize scales the two axes differently, so a swapped factor shows.
-BIKES = {"start": 4, "end": 28, "stride": 2, "resize": "128x56"}
+BIKES = {"start": 4, "end": 28, "stride": 2, "resize": "144x64"}
 
 
 def run(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -93,8 +93,8 @@ def test_own_clip_deliverables_and_infer_on_another(tmp_path):
     # The sheet's selection, as source frame indices, and the scale of the resize.
     indices = list(range(BIKES["start"], BIKES["end"], BIKES["stride"]))
     assert meta["frames"]["source_indices"] == indices
-    assert meta["resolution"]["source"] == [640, 272] and meta["resolution"]["stored"] == [128, 56]
-    assert meta["resolution"]["scale"] == pytest.approx([640 / 128, 272 / 56])
+    assert meta["resolution"]["source"] == [640, 272] and meta["resolution"]["stored"] == [144, 64]
+    assert meta["resolution"]["scale"] == pytest.approx([640 / 144, 272 / 64])
     assert meta["source"]["sha256"] == sha256_file(SHARED / "data/videos/bikes.mp4")
 
     # The flow of the model the verdict handed this video, at source resolution, equals its stored flow rescaled.

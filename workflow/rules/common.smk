@@ -6,7 +6,6 @@ from pathlib import Path
 from motionrefine.config import schema as mrconfig
 from motionrefine.config import plan
 from motionrefine.config import settings as mrsettings
-from motionrefine.deliver.package import DeliverySettings
 
 mrconfig.validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 # Relative config paths resolve against the project root (the Snakefile's folder), not the working directory.
@@ -42,8 +41,7 @@ SETTINGS = mrsettings.build(config)
 FLOW, LABELS, EVAL = SETTINGS.flow, SETTINGS.labels, SETTINGS.evaluate
 TEACHER, GUARD = SETTINGS.teacher, SETTINGS.guard
 TRACK_LABELS, TRACK_EVAL = SETTINGS.track_labels, SETTINGS.track_eval
-DELIVERY = DeliverySettings(config["deliverables"]["resolution"], tuple(config["export"]["flow"]),
-                            tuple(config["export"]["tracks"]), config["deliverables"]["preview"])
+DELIVERY = SETTINGS.delivery
 # The frames rule decodes sample-sheet videos only; benchmark scenes have their own rule.
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
 RUN_PATTERN = "|".join(re.escape(r) for r in ALL_RUNS) or "(?!)"

@@ -27,6 +27,7 @@ import yaml
 
 from motionrefine.core.errors import AssetMissingError, MotionRefineError
 from motionrefine.io.video import parse_resize
+from motionrefine.core.limits import RAFT_MIN_SIDE as MIN_SIDE
 
 SAMPLE_COLUMNS = ("name", "path", "start", "end", "stride", "resize", "queries")
 _INT_COLUMNS = ("start", "end", "stride")
@@ -264,6 +265,9 @@ def load_samples(config: dict, project_root: str | os.PathLike, schema: str | os
             resize = parse_resize(record.get("resize"))
         except ValueError as exc:
             raise ConfigError(f"{where}, column 'resize': {exc}") from None
+        if resize and min(s for s in (resize.width, resize.height, resize.short_side) if s) < MIN_SIDE:
+            raise ConfigError(f"{where}, column 'resize': {resize} makes a side shorter than {MIN_SIDE} px, "
+                              "too small for RAFT's correlation pyramid")
 
         path = _resolve(record["path"], root)
         if not path.exists():

@@ -128,6 +128,16 @@ class TrackEvalSettings(NamedTuple):
     raft_fb_beta: float
 
 
+class DeliverySettings(NamedTuple):
+    """Rules deliverable and infer_deliverable (``deliver.package.write_deliverable``): config
+    ``deliverables`` with the formats of ``export``."""
+
+    resolution: str = "source"
+    flow_formats: tuple = ("flo", "npy", "kitti-png")
+    track_formats: tuple = ("csv", "tapvid")
+    preview: bool = True
+
+
 class Settings(NamedTuple):
     flow: FlowSettings
     teacher: TeacherStageSettings
@@ -136,6 +146,7 @@ class Settings(NamedTuple):
     evaluate: EvalSettings
     track_labels: TrackLabelSettings
     track_eval: TrackEvalSettings
+    delivery: DeliverySettings
 
 
 def build(config: dict) -> Settings:
@@ -158,4 +169,6 @@ def build(config: dict) -> Settings:
                                         _frozen(tracking.get("labels") or {})),
         track_eval=TrackEvalSettings(tracking["size"], tracking["iters"], model["iters"], model["variant"],
                                      float(tracking["raft_occlusion"]["alpha"]), float(tracking["raft_occlusion"]["beta"])),
+        delivery=DeliverySettings(config["deliverables"]["resolution"], tuple(config["export"]["flow"]),
+                                  tuple(config["export"]["tracks"]), config["deliverables"]["preview"]),
     )

@@ -24,10 +24,11 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 import numpy as np
 
+from motionrefine.config.settings import DeliverySettings
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.deliver.meta import deliverable_meta
@@ -37,15 +38,6 @@ from motionrefine.io.track_formats import read_track_store, write_tapvid_pickle,
 
 log = logging.getLogger("motionrefine")
 RESOLUTIONS = ("source", "stored")
-
-
-class DeliverySettings(NamedTuple):
-    """Config ``deliverables`` with the formats of ``export`` (a tuple: Snakemake records it)."""
-
-    resolution: str = "source"
-    flow_formats: tuple = ("flo", "npy", "kitti-png")
-    track_formats: tuple = ("csv", "tapvid")
-    preview: bool = True
 
 
 def choose_flow(verdict: Mapping | None, video: str) -> dict:

@@ -18,7 +18,9 @@ from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.models.checkpoint import load_raft
 from motionrefine.flow.teacher import Teacher, TeacherSettings, pair_windows
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.raft import RAFT, InputPadder
+from motionrefine.core.limits import RAFT_MIN_SIDE as MIN_SIDE
 from motionrefine.core.store import atomic_group, create_array, open_group
 from motionrefine.io.video import frames_source
 
@@ -47,6 +49,9 @@ class FlowEstimator:
     def encode(self, frames: np.ndarray):
         """Encode (N, H, W, 3) frames once: (features, (net, inp), padder)."""
         images = self._to_tensor(frames)
+        if min(images.shape[-2:]) < MIN_SIDE:
+            raise MotionRefineError(f"frames of {images.shape[-1]}x{images.shape[-2]} px are too small for RAFT: "
+                                    f"both sides must be at least {MIN_SIDE} px (a sample's `resize` sets them)")
         padder = InputPadder(images.shape, self.padding)
         images = padder.pad_images(images)
         return self.model.encode_features(images), self.model.encode_context(images), padder
