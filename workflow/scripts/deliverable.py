@@ -4,7 +4,6 @@ import json
 
 from motionrefine.config.schema import job_log
 from motionrefine.deliver.package import choose_flow, write_deliverable
-from motionrefine.deliver.meta import tracks_meta
 
 with job_log(snakemake.log[0]):
     i, video = snakemake.input, snakemake.wildcards.video
@@ -12,6 +11,4 @@ with job_log(snakemake.log[0]):
     verdict = json.loads(open(i.guard).read()) if "guard" in i.keys() else None
     tracks = i.tracks if "tracks" in i.keys() else None
     write_deliverable(snakemake.output[0], video, i.frames, flows, choose_flow(verdict, video),
-                      snakemake.params.settings, tracks_path=tracks,
-                      models={"tracks": tracks_meta(tracks)} if tracks else {},
-                      extra={"queries_csv": snakemake.params.queries})
+                      snakemake.params.settings, tracks_path=tracks, extra={"queries_csv": snakemake.params.queries})

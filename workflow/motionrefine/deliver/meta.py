@@ -25,12 +25,12 @@ def tracks_meta(store_path: str) -> dict:
     attrs = dict(open_group(store_path).attrs)
     keys = ("checkpoint_sha256", "raft_sha256", "model_size", "iters", "query_source", "grid_spacing",
             "visibility_threshold")
-    return {"tracks": int(open_group(store_path)["tracks"].shape[0]), **{k: attrs[k] for k in keys if k in attrs}}
+    return {"store": str(store_path), "tracks": int(open_group(store_path)["tracks"].shape[0]),
+            **{k: attrs[k] for k in keys if k in attrs}}
 
 
 def deliverable_meta(video: str, frames_attrs: Mapping, flow_attrs: Mapping, choice: Mapping, resolution: str,
-                     files: Mapping[str, str], tracks_path: str | None, models: Mapping[str, Mapping],
-                     extra: Mapping) -> dict:
+                     files: Mapping[str, str], tracks: Mapping | None, extra: Mapping) -> dict:
     """The meta.json of one video's deliverables (plain JSON types only)."""
     sx, sy = scale_factors(frames_attrs)
     indices = [int(i) for i in frames_attrs["frame_indices"]]
@@ -67,8 +67,7 @@ def deliverable_meta(video: str, frames_attrs: Mapping, flow_attrs: Mapping, cho
             "iters": flow_attrs.get("iters"),
             "verdict": dict(choice),
         },
-        "tracks": None if tracks_path is None else {"store": str(tracks_path), **dict(models.get("tracks", {}))},
-        "models": {k: dict(v) for k, v in models.items() if k != "tracks"},
+        "tracks": None if tracks is None else dict(tracks),
         "files": dict(files),
         **{k: v for k, v in extra.items()},
         "code_version": __version__,

@@ -31,7 +31,7 @@ import numpy as np
 from motionrefine.config.settings import DeliverySettings
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
-from motionrefine.deliver.meta import deliverable_meta
+from motionrefine.deliver.meta import deliverable_meta, tracks_meta
 from motionrefine.io.flow_formats import EXPORT_FORMATS as FLOW_FORMATS
 from motionrefine.io.flow_formats import export_flow_store
 from motionrefine.io.track_formats import read_track_store, write_tapvid_pickle, write_tracks_csv
@@ -58,7 +58,7 @@ def choose_flow(verdict: Mapping | None, video: str) -> dict:
 
 def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, flows: Mapping[str, str],
                       choice: Mapping, settings: DeliverySettings, tracks_path: str | None = None,
-                      models: Mapping[str, Mapping] | None = None, extra: Mapping | None = None) -> dict:
+                      extra: Mapping | None = None) -> dict:
     """Write ``out_dir`` for ``video``: the flow store ``flows[choice['use']]`` exported, the
     tracks store (optional) exported, the preview and meta.json. Returns the meta."""
     from motionrefine.io.preview import store_fps, write_preview
@@ -104,7 +104,7 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
                           fps=store_fps(attrs))
             files["preview"] = "preview.mp4"
         meta = deliverable_meta(video, attrs, dict(flow_group.attrs), choice, settings.resolution, files,
-                                tracks_path, models or {}, extra or {})
+                                None if tracks_path is None else tracks_meta(tracks_path), extra or {})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

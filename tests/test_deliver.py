@@ -1,0 +1,80 @@
+"""Deliverables without Snakemake: per-video model choice, source-resolution export, atomic writes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, require_asset
+from motionrefine.config.settings import DeliverySettings
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.core.store import atomic_group, write_array
+from motionrefine.deliver.package import choose_flow, write_deliverable
+from motionrefine.io.flow_formats import read_flo, read_npy_flow, rescale_flow
+from motionrefine.io.video import extract_frames
+
+
+def test_choice_follows_the_video_entry_then_the_pooled_verdict():
+    verdict = {"keep_refined": True, "reason": "pooled",
+               "videos": {"a": {"use": "pretrained", "flag": "not shown", "reason": "interval holds 0",
+                                "interval_pct": [-3.0, 1.0]}}}
+    assert choose_flow(verdict, "a")["use"] == "pretrained" and choose_flow(verdict, "a")["interval_pct"] == [-3.0, 1.0]
+    assert choose_flow(verdict, "b") == {"use": "refined", "flag": "pooled",
+                                         "reason": "one decision for every video of the run: pooled"}
+    assert choose_flow({"keep_refined": False, "reason": "worse"}, "b")["use"] == "pretrained"
+    # A clip check is a video entry itself.
+    assert choose_flow({"use": "refined", "flag": "helped", "reason": "r"}, "x")["flag"] == "helped"
+    assert choose_flow(None, "x")["use"] == "pretrained"
+
+
+@pytest.fixture
+def stores(tmp_path):
+    frames = tmp_path / "frames.zarr"
+    # Every other source frame from 2, resized so that the two axes scale differently.
+    extract_frames(require_asset(SHARED / "data/videos/tree.avi"), frames, start=2, end=10, stride=2, resize="96x64")
+    rng = np.random.default_rng(0)
+    flows = {}
+    for name in ("pretrained", "refined"):
+        path = tmp_path / f"{name}.zarr"
+        with atomic_group(path) as g:
+            write_array(g, "flow_fw", rng.normal(size=(3, 64, 96, 2)).astype(np.float32))
+            write_array(g, "flow_bw", rng.normal(size=(3, 64, 96, 2)).astype(np.float32))
+            g.attrs.update({"checkpoint_sha256": name * 2, "iters": 12})
+        flows[name] = str(path)
+    return str(frames), flows
+
+
+def test_deliverable_at_source_resolution_names_files_by_source_frame(tmp_path, stores):
+    frames, flows = stores
+    out = tmp_path / "deliverables/tree"
+    settings = DeliverySettings("source", ("flo", "npy"), (), False)
+    meta = write_deliverable(out, "tree", frames, flows, {"use": "refined", "reason": "r"}, settings)
+    assert meta["frames"]["source_indices"] == [2, 4, 6, 8] and meta["frames"]["pairs"][0] == [2, 4]
+    assert meta["resolution"]["scale"] == pytest.approx([320 / 96, 240 / 64])
+    assert meta["flow"]["checkpoint_sha256"] == "refinedrefined"
+    assert json.loads((out / "meta.json").read_text()) == meta
+    import zarr
+    stored = np.asarray(zarr.open_group(flows["refined"], mode="r")["flow_bw"][1])
+    for got in (read_flo(out / "flow/flo/bw_000004.flo"), read_npy_flow(out / "flow/npy/bw_000004.npy")):
+        assert got.shape == (240, 320, 2)
+        np.testing.assert_allclose(got, rescale_flow(stored, (320, 240)), atol=1e-5)
+    # A constant field rescales to the same field times the scale factors.
+    const = np.broadcast_to(np.array([1.0, 2.0], np.float32), (64, 96, 2))
+    np.testing.assert_allclose(rescale_flow(const, (320, 240))[5, 7], [320 / 96, 2 * 240 / 64], rtol=1e-6)
+    # The stored size on request.
+    meta = write_deliverable(out, "tree", frames, flows, {"use": "pretrained", "reason": "r"},
+                             DeliverySettings("stored", ("flo",), (), False))
+    assert read_flo(out / "flow/flo/fw_000002.flo").shape == (64, 96, 2) and meta["flow"]["model"] == "pretrained"
+
+
+def test_a_failed_deliverable_leaves_nothing(tmp_path, stores):
+    frames, flows = stores
+    out = tmp_path / "deliverables/tree"
+    with pytest.raises(MotionRefineError, match="unknown format 'bmp'"):
+        write_deliverable(out, "tree", frames, flows, {"use": "refined"}, DeliverySettings("source", ("flo", "bmp"), (), False))
+    assert not out.exists() and not list(out.parent.iterdir())
+    with pytest.raises(MotionRefineError, match="'deliverables.resolution'"):
+        write_deliverable(out, "tree", frames, flows, {"use": "refined"}, DeliverySettings("full", (), (), False))
+    del flows["refined"]
+    with pytest.raises(MotionRefineError, match="asks for the refined model's flow"):
+        write_deliverable(out, "tree", frames, flows, {"use": "refined"}, DeliverySettings())
