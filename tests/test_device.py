@@ -1,13 +1,18 @@
-"""GPU jobs: the device each one takes (locks), the one error without CUDA, and the opt-out.
+"""GPU jobs: the device each one takes (locks), the one error without CUDA, the opt-out, and the
+GPU settings (config/gpu.yaml, profiles/workstation, envs/motionrefine-cuda.yaml).
 
 There is no GPU here: CUDA is mocked (torch.cuda.is_available / device_count / is_initialized /
-set_device), in this process and in forked children."""
+set_device), in this process, in forked children and inside real Snakemake jobs."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue as queues
+import re
+import subprocess
 import sys
+import textwrap
 import time
 import types
 from pathlib import Path
@@ -16,12 +21,16 @@ import pytest
 import torch
 import yaml
 
+import motionrefine
+from motionrefine.config import plan
 from motionrefine.config.schema import load_config_file, validate_config
 from motionrefine.core import device
 from motionrefine.core.device import GpuJob, GpuUnavailableError, claim_devices, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+WORKSTATION = ROOT / "profiles/workstation"
 FLOW_JOB = GpuJob(rule="flow", gpus=1, fallback="error", wildcards="model=raft-small, video=tree")
 
 
@@ -255,3 +264,159 @@ def test_a_job_waits_for_a_device_until_its_holder_exits(tmp_path):
     first.join(timeout=30)
     second.kill()
     second.join(timeout=30)
+
+
+# --- Snakemake: the workstation profile ------------------------------------------------------
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
+    env.pop(device.LOCK_DIR_ENV, None)
+    pkg = str(Path(motionrefine.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg, env.get("PYTHONPATH")]))
+    return env
+
+
+def test_workstation_dry_run_plans_the_gpu_config(tmp_path):
+    proc = subprocess.run([SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--profile", str(WORKSTATION),
+                           "--configfile", str(ROOT / "config/gpu.yaml"), "--dry-run", "--directory", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs, rule = [], None
+    for line in out.splitlines():  # rule -> its jobs' `resources:` lines
+        if m := re.match(r"\s*(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+        elif (m := re.match(r"\s*resources: (.*)", line)) and rule:
+            jobs.append((rule, m.group(1)))
+            rule = None
+    gpu = {rule: res for rule, res in jobs if "gpu=" in res}
+    assert {"flow", "labels", "finetune", "guard", "evaluate"} <= set(gpu), out
+    assert all("gpu=1" in res for res in gpu.values())
+    assert "gpu=" not in dict(jobs)["frames"]
+    # config/gpu.yaml's resources reach the plan (finetune: 32 GB, not config.yaml's 8).
+    assert "mem_mb=32000" in gpu["finetune"], gpu["finetune"]
+
+
+def test_workstation_profile_settings():
+    prof = yaml.safe_load((WORKSTATION / "config.yaml").read_text())
+    assert prof["resources"] == {"gpu": 1}  # one GPU job at a time unless the user says how many GPUs
+    assert prof["config"] == {"gpu_fallback": "error"}
+    assert "executor" not in prof  # jobs run on this machine
+
+
+JOB_SCRIPT = '''
+import json, os, time
+from pathlib import Path
+
+import torch
+
+from motionrefine.config.schema import job_log
+from motionrefine.core.device import pick_device
+
+name = snakemake.wildcards.name
+# A machine with 2 CUDA devices, CUDA not started yet (counted as NVML does); "nocuda" jobs find none.
+cvd = lambda: os.environ.get("CUDA_VISIBLE_DEVICES")
+torch.cuda.device_count = lambda: 0 if name == "nocuda" else 2 if cvd() is None else len(cvd().split(","))
+torch.cuda.is_available = lambda: name != "nocuda"
+torch.cuda.is_initialized = lambda: False
+with job_log(snakemake.log[0]):
+    start = time.time()
+    dev = pick_device("auto")
+    if name.startswith("pair"):  # wait (bounded) for the other pair job: both must run at once
+        Path("started", name).parent.mkdir(exist_ok=True)
+        Path("started", name).touch()
+        deadline = time.time() + 20
+        while len(list(Path("started").iterdir())) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    else:
+        time.sleep(1.0)
+    Path(snakemake.output[0]).write_text(json.dumps({
+        "cvd": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": str(dev), "start": start, "end": time.time(),
+        "together": len(list(Path("started").iterdir())) if Path("started").is_dir() else 0,
+        "fallback": snakemake.config.get("gpu_fallback")}))
+'''
+
+
+def test_workstation_profile_limits_and_assigns_gpus_in_real_jobs(tmp_path):
+    """Through Snakemake itself: the profile's gpu=1 keeps GPU jobs apart even with free cores,
+    each takes the device the previous one released, the profile's strict policy reaches the
+    jobs and a job without CUDA fails with the one message; with gpu=2, two jobs run together
+    on different devices."""
+    (tmp_path / "job.py").write_text(JOB_SCRIPT)
+    (tmp_path / "Snakefile").write_text(textwrap.dedent('''
+        rule gpu_job:
+            output: "done/{name}.json"
+            log: "logs/{name}.log"
+            resources: gpu=1
+            script: "job.py"
+    '''))
+    base = [SNAKEMAKE, "-s", str(tmp_path / "Snakefile"), "--profile", str(WORKSTATION), "--directory",
+            str(tmp_path)]
+    # 3 cores: without the GPU limit all three jobs would start at once.
+    run = subprocess.run(base + ["--cores", "3", "done/a.json", "done/b.json", "done/nocuda.json"],
+                         capture_output=True, text=True, timeout=300, env=_env())
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out  # the nocuda job failed; keep-going let the others finish
+    a, b = (json.loads((tmp_path / f"done/{n}.json").read_text()) for n in ("a", "b"))
+    assert a["end"] <= b["start"] or b["end"] <= a["start"], (a, b)  # never at once
+    assert a["cvd"] == b["cvd"] == "0" and a["device"] == "cuda"
+    assert a["fallback"] == "error"
+    log = (tmp_path / "logs/nocuda.log").read_text()
+    assert "rule gpu_job (name=nocuda) asked for 1 GPU(s) (resources gpu=1), but CUDA is not visible" in log
+    assert "Traceback" not in log and len(log.strip().splitlines()) == 1, log
+    assert (tmp_path / ".snakemake/gpu-locks/gpu-0.lock").exists()
+
+    run = subprocess.run(base + ["--cores", "2", "done/pair1.json", "done/pair2.json", "--resources", "gpu=2"], capture_output=True,
+                         text=True, timeout=300, env=_env())
+    assert run.returncode == 0, run.stdout + run.stderr
+    p1, p2 = (json.loads((tmp_path / f"done/pair{i}.json").read_text()) for i in (1, 2))
+    assert p1["together"] == p2["together"] == 2
+    assert {p1["cvd"], p2["cvd"]} == {"0", "1"}
+
+
+# --- the GPU overlay and the CUDA env --------------------------------------------------------
+
+
+def test_gpu_overlay_validates_and_sizes_the_run_for_a_gpu():
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "config/gpu.yaml").read_text())
+    update_config(config, overlay)  # what --configfile does over config.yaml
+    validate_config(config, SCHEMA)
+    assert config["gpu_fallback"] == "error"
+    assert plan.finetune_settings(config)["steps"] == 1000 and plan.finetune_settings(config)["batch_size"] == 12
+    teacher = config["teacher"]
+    assert (teacher["max_megapixels"], teacher["max_pairs"]) == (0, 0)
+    assert teacher["max_pixels"] > 1_000_000
+    for rule, res in overlay["resources"].items():
+        assert config["resources"][rule]["gpu"] == 1, rule
+        assert res["threads"] >= 4
+
+
+def _pins(env: dict) -> tuple[dict, list]:
+    pins, options = {}, []
+    for dep in env["dependencies"]:
+        for item in dep["pip"] if isinstance(dep, dict) else [dep]:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)(==|=)([^=\s]+)", item)
+            if m:
+                pins[m.group(1).lower()] = m.group(3)
+            elif item.startswith("--"):
+                options.append(item)
+    return pins, options
+
+
+def test_cuda_env_pins_requirements_and_takes_torch_from_a_cuda_index():
+    reqs = dict(line.split("#")[0].strip().lower().split("==") for line in
+                (ROOT / "requirements.txt").read_text().splitlines() if line.split("#")[0].strip())
+    cpu_pins, cpu_opts = _pins(yaml.safe_load((ROOT / "envs/motionrefine.yaml").read_text()))
+    cuda_env = yaml.safe_load((ROOT / "envs/motionrefine-cuda.yaml").read_text())
+    cuda_pins, cuda_opts = _pins(cuda_env)
+    assert cuda_pins.pop("python") == cpu_pins.pop("python")
+    assert cuda_pins == reqs  # the whole stack, Snakemake included: the workflow runs from this env
+    assert {k: v for k, v in cuda_pins.items() if not k.startswith("snakemake")} == cpu_pins
+    assert cpu_opts == ["--extra-index-url https://download.pytorch.org/whl/cpu"]
+    assert len(cuda_opts) == 1 and re.fullmatch(r"--extra-index-url https://download\.pytorch\.org/whl/cu\d+",
+                                                cuda_opts[0])
+    assert cuda_env["dependencies"][-1]["pip"][-1] == "-e ${MOTIONREFINE_ROOT}"
