@@ -10,6 +10,7 @@ import json
 import shutil
 
 from motionrefine.config.schema import job_log
+from motionrefine.core.device import claim_job_gpus
 from motionrefine.flow.finetune import finetune
 from motionrefine.train.launch import launch, training_processes
 from motionrefine.train.workdir import training_workdir
@@ -22,6 +23,7 @@ with job_log(snakemake.log[0]) as log:
     kwargs = dict(training_set=snakemake.input.train, init_checkpoint=snakemake.input.checkpoint,
                   out_dir=str(work), expected_sha256=snakemake.params.sha256)
     if processes > 1:
+        claim_job_gpus()  # the job's GPUs, taken and checked before the ranks start (they inherit them)
         # The job's CPU threads are shared among the ranks.
         settings["threads"] = max(1, snakemake.threads // processes)
         launch("motionrefine.flow.finetune:finetune", dict(kwargs, config=settings), processes, work, gpu=gpus > 1,
