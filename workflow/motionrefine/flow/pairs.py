@@ -8,7 +8,7 @@ batches an uninterrupted run would, whatever the worker scheduling.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,12 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.flow.augment import augment, crop_size
+from motionrefine.flow.finetune_config import FinetuneConfig
 from motionrefine.flow.guard import HoldOut
-from motionrefine.flow.labels import TrainingPair
+from motionrefine.flow.trainset import TrainingPair
 from motionrefine.flow.rebalance import speed_bin_weights
-
-if TYPE_CHECKING:
-    from motionrefine.flow.finetune import FinetuneConfig
 
 log = logging.getLogger("motionrefine")
 
