@@ -9,6 +9,7 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.augment import AugmentConfig
 from motionrefine.flow.cycle import DEFAULT_SPEED_EDGES, check_speed_edges
+from motionrefine.flow.holdout import HoldOut
 from motionrefine.flow.losses import SelfSupWeights
 
 MODES = ("labels", "photometric", "cycle")
@@ -38,10 +39,11 @@ class FinetuneConfig:
     # A seeded permutation of all pairs each epoch (official: index order, which trains the
     # last steps on the last videos only).
     shuffle: bool = True
-    # Held back from every label for the guard (flow.guard.HoldOut): one block of
-    # `holdout_block` px in `holdout_every`; 0 = train on every verified pixel.
-    holdout_every: int = 5
-    holdout_block: int = 16
+    # Held back from every label for the guard (flow.holdout.HoldOut, in both directions and
+    # with a band around each region): one block of `holdout_block` px in `holdout_every`;
+    # 0 = train on every verified pixel.
+    holdout_every: int = HoldOut.every
+    holdout_block: int = HoldOut.block
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
