@@ -42,7 +42,8 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.finetune_config import MODES, FinetuneConfig  # noqa: F401 (re-exported)
 from motionrefine.flow.trainset import TrainingPair, load_training_pairs
-from motionrefine.flow.losses import cycle_objective, occlusion_masks, photometric_objective, sequence_loss, sequence_weights
+from motionrefine.flow.losses import (cycle_objective, occlusion_masks, photometric_objective, sequence_loss,
+                                     sequence_weights)
 from motionrefine.flow.pairs import common_crop, make_loader
 from motionrefine.models.checkpoint import load_raft, save_raft
 from motionrefine.train import distributed, state
