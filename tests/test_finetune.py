@@ -17,12 +17,12 @@ from conftest import assert_curve_close, require_asset
 from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.finetune import TSV_COLUMNS, FinetuneConfig, finetune, make_scheduler
-from motionrefine.flow.guard import HoldOut
+from motionrefine.flow.holdout import HoldOut, dilate, read_split
 from motionrefine.flow.pairs import PairDataset, batch_indices
 from motionrefine.flow.inference import flow_stage
 from motionrefine.flow.labels import aggregate_labels, load_training_pairs, make_flow_labels
 from motionrefine.models.checkpoint import load_raft
-from motionrefine.core.store import atomic_group, write_array
+from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.train.curve import prepare_tsv, read_loss_curve
 from motionrefine.train.state import list_checkpoints
 
@@ -230,12 +230,16 @@ def test_held_back_pixels_never_reach_the_loss(training_set):
     pairs = load_training_pairs(training_set)
     cfg = tiny(holdout_every=5, augment={"crop": (64, 96), "no_aug": True})
     ds = PairDataset(pairs, cfg)
-    held = torch.from_numpy(HoldOut(cfg.holdout_block, cfg.holdout_every).mask(64, 96))
+    hold = HoldOut(cfg.holdout_block, cfg.holdout_every)
+    held = torch.from_numpy(hold.mask(64, 96))
     total = 0
-    for i in range(len(pairs)):
-        sample = ds[(0, 0, i)]
-        assert not (sample["valid"].bool() & held).any()
-        total += int(sample["valid"].sum())
+    for i, p in enumerate(pairs):
+        valid = ds[(0, 0, i)]["valid"].numpy().astype(bool)
+        # exactly the guard's split of the pair: nothing within the band of a scored pixel
+        split = read_split(open_group(p.labels), p.pair, hold)[2]
+        assert (valid == split.train(p.direction)).all()
+        assert not (valid & dilate(split.score_fw if p.direction == "fw" else split.score_bw, hold.band)).any()
+        total += int(valid.sum())
     assert total > 0
     full = PairDataset(pairs, tiny(augment={"crop": (64, 96), "no_aug": True}))
     assert sum(int(full[(0, 0, i)]["valid"][held].sum()) for i in range(len(pairs))) > 0

@@ -80,19 +80,27 @@ def _guard(path, keep, pre, ref, videos=None):
     """A guard.json as guard_weights writes it; ``pre``/``ref``: (agreement, fb rate, photometric)
     or None for a disabled guard (no signals)."""
     judged = pre is not None
-    verdict = {"keep_refined": keep, "reason": f"made-up reason keep={keep}", "margin": 0.0,
+    change = 100 * (ref[0] / pre[0] - 1) if judged else float("nan")
+    verdict = {"keep_refined": keep, "reason": f"made-up reason keep={keep}", "margin": 0.0, "enabled": judged,
+               "change_pct": change, "interval_pct": [change - 5, change + 5] if judged else [float("nan")] * 2,
+               "flag": ("helped" if keep else "not shown") if judged else "not judged",
                "signals": {"pretrained": _signals(*pre), "refined": _signals(*ref)} if judged else {},
-               "videos": videos or ({"pretrained": {}, "refined": {}} if judged else {}), "pairs": 3,
-               "holdout": {"block": 16, "every": 5}, "kept_weights": "refined" if keep else "pretrained",
+               "videos": videos or {}, "pairs": 3, "bootstrap": {"resamples": 1000, "confidence": 0.95},
+               "holdout": {"block": 16, "every": 11, "band": 8}, "kept_weights": "refined" if keep else "pretrained",
                "weights_sha256": "x", "code_version": "0"}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(verdict), encoding="utf-8")
     return str(path)
 
 
-# The heldout run's per-video signals: clipA improved on every signal, clipB agrees worse.
-VIDEOS = {"pretrained": {"clipA": _signals(0.60, 0.60, 0.030), "clipB": _signals(0.40, 0.80, 0.010)},
-          "refined": {"clipA": _signals(0.45, 0.66, 0.025), "clipB": _signals(0.44, 0.79, 0.012)}}
+# The heldout run's per-video entries: clipA improved on every signal, clipB agrees worse but
+# not by its whole interval.
+VIDEOS = {"clipA": {"pretrained": _signals(0.60, 0.60, 0.030), "refined": _signals(0.45, 0.66, 0.025),
+                    "change_pct": -25.0, "interval_pct": [-31.04, -18.2], "blocks": 12, "flag": "helped",
+                    "use": "refined", "reason": "made up"},
+          "clipB": {"pretrained": _signals(0.40, 0.80, 0.010), "refined": _signals(0.44, 0.79, 0.012),
+                    "change_pct": 10.0, "interval_pct": [-2.0, 21.96], "blocks": 9, "flag": "not shown",
+                    "use": "pretrained", "reason": "made up"}}
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +231,12 @@ def test_guard_section_in_report(report):
     guard = md.split("## Guard")[1].split("\n## ")[0]
     rows = [ln for ln in guard.splitlines() if ln.startswith("| heldout |") or ln.startswith("| bench__alley |")]
     assert len(rows) == 2
-    # run, protocol, kept, reason, agreement, fb %, photometric, GT scenes, true EPE, change %, agreed
-    assert rows[0].startswith("| heldout | heldout | refined | made-up reason keep=True | 0.500 → 0.400 | "
-                              "70.0 → 75.0 | 0.0200 → 0.0190 | 2 | 1.500 → 1.350 | -10.00 | yes |")
+    # run, protocol, kept, agreement change [interval], reason, agreement, fb %, photometric, GT scenes,
+    # true EPE, change %, agreed
+    assert rows[0].startswith("| heldout | heldout | refined | -20.0 [-25.0, -15.0] (helped) | made-up reason "
+                              "keep=True | 0.500 → 0.400 | 70.0 → 75.0 | 0.0200 → 0.0190 | 2 | 1.500 → 1.350 | "
+                              "-10.00 | yes |")
+    assert "agreement change % [95 % interval]" in guard
     assert rows[1].startswith("| bench__alley | transductive | refined |") and "| 2.000 → 1.000 | -50.00 | yes |" in rows[1]
     assert "guard agreed with the true EPE change on 2 of 2 runs." in guard
     page = (report["out"] / "index.html").read_text()
@@ -237,9 +248,12 @@ def test_your_footage_section(report):
     md = (report["out"] / "summary.md").read_text()
     footage = md.split("## Your footage")[1].split("\n## ")[0]
     rows = [ln for ln in footage.splitlines() if ln.startswith("| clip")]
-    # video, agreement, fb %, photometric (pretrained → refined), agreement change %, held-back px
-    assert rows == ["| clipA | 0.600 → 0.450 | 60.0 → 66.0 | 0.0300 → 0.0250 | -25.0 | 500 |",
-                    "| clipB | 0.400 → 0.440 | 80.0 → 79.0 | 0.0100 → 0.0120 | +10.0 | 500 |"]
+    # video, agreement, fb %, photometric (pretrained → refined), agreement change % [interval],
+    # verdict, uses, held-back px, blocks
+    assert rows == ["| clipA | 0.600 → 0.450 | 60.0 → 66.0 | 0.0300 → 0.0250 | -25.0 [-31.0, -18.2] | helped | "
+                    "refined | 500 | 12 |",
+                    "| clipB | 0.400 → 0.440 | 80.0 → 79.0 | 0.0100 → 0.0120 | +10.0 [-2.0, +22.0] | not shown | "
+                    "pretrained | 500 | 9 |"]
     assert md.index("## Guard") < md.index("## Your footage") < md.index("## Label quality")
     assert "<h2>3. Your footage</h2>" in (report["out"] / "index.html").read_text()
 
@@ -269,7 +283,14 @@ def test_footage_only_for_a_judged_heldout_run(tmp_path):
     assert footage_table({"heldout": json.loads(open(_guard(tmp_path / "d.json", True, None, None)).read())}).empty
     t = footage_table({"heldout": judged}).set_index("video")
     assert list(t.index) == ["clipA", "clipB"] and t.loc["clipB", "photometric_error_refined"] == pytest.approx(0.012)
-    assert display_footage(t.reset_index())["agreement change %"].tolist() == ["-25.0", "+10.0"]
+    shown = display_footage(t.reset_index())
+    assert shown["agreement change % [95 % interval]"].tolist() == ["-25.0 [-31.0, -18.2]", "+10.0 [-2.0, +22.0]"]
+    assert shown["uses"].tolist() == ["refined", "pretrained"]
+    old = json.loads(open(_guard(tmp_path / "o.json", True, (1, 1, 1), (1, 1, 1))).read())
+    del old["interval_pct"]
+    (tmp_path / "o.json").write_text(json.dumps(old))
+    with pytest.raises(Exception, match="older version"):
+        read_guards([str(tmp_path / "o.json")], ["heldout"])
 
 
 def test_guard_agreement_from_files(tmp_path):

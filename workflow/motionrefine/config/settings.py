@@ -80,6 +80,8 @@ class GuardSettings(NamedTuple):
     margin: float
     holdout_block: int
     holdout_every: int
+    bootstrap: int = 1000
+    confidence: float = 0.95
 
 
 class LabelSettings(NamedTuple):
@@ -161,7 +163,7 @@ def build(config: dict) -> Settings:
                                      teacher["max_pixels"], teacher["pair_stride"], teacher["max_pairs"],
                                      float(teacher["max_megapixels"])),
         guard=GuardSettings(guard["enabled"], model["variant"], model["iters"], guard["margin"], guard["holdout_block"],
-                            guard["holdout_every"]),
+                            guard["holdout_every"], guard["bootstrap"], float(guard["confidence"])),
         labels=LabelSettings(verify["alpha"], verify["beta"], verify["colour"], verify["max_flow"], verify["checks"],
                              _frozen(verify["speed_bins"]), model["batch_size"], verify.get("colour_norm", "raw")),
         evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),

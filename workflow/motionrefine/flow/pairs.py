@@ -8,7 +8,7 @@ batches an uninterrupted run would, whatever the worker scheduling.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,12 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.flow.augment import augment, crop_size
-from motionrefine.flow.guard import HoldOut
-from motionrefine.flow.labels import TrainingPair
+from motionrefine.flow.finetune_config import FinetuneConfig
+from motionrefine.flow.holdout import HoldOut, read_split
+from motionrefine.flow.trainset import TrainingPair
 from motionrefine.flow.rebalance import speed_bin_weights
-
-if TYPE_CHECKING:
-    from motionrefine.flow.finetune import FinetuneConfig
 
 log = logging.getLogger("motionrefine")
 
@@ -60,7 +58,8 @@ class StepBatches:
 
 
 class PairDataset(Dataset):
-    """Reads frames t, t+1 and the label of pair t from Zarr and augments them.
+    """Reads frames t, t+1 and the label of pair t from Zarr and augments them; with a
+    hold-out (``cfg.holdout_every``), only the label pixels its split trains on are valid.
 
     Indexed by (step, slot, pair index) so augmentation randomness depends only on the seed
     and the position in training, not on worker scheduling.
@@ -70,6 +69,7 @@ class PairDataset(Dataset):
         self.pairs = list(pairs)
         self.cfg = cfg
         self.keep_raw = keep_raw
+        self.holdout = HoldOut(cfg.holdout_block, cfg.holdout_every) if cfg.holdout_every else None
         self._groups: dict[str, object] = {}
 
     def __len__(self):
@@ -87,15 +87,16 @@ class PairDataset(Dataset):
         frames = self._group(p.frames)["frames"]
         lab = self._group(p.labels)
         img = np.asarray(frames[p.pair:p.pair + 2])
+        if self.holdout is not None:
+            # The guard's split (flow.holdout): held regions and their bands, in both directions.
+            fw, bw, split = read_split(lab, p.pair, self.holdout, p.labels)
+            flow, valid = (bw if p.direction == "bw" else fw), split.train(p.direction)
+        else:
+            name = "_bw" if p.direction == "bw" else ""
+            flow = np.asarray(lab["flow" + name][p.pair], dtype=np.float32)
+            valid = np.asarray(lab["keep" + name][p.pair], dtype=bool)
         if p.direction == "bw":
             img = img[::-1]
-            flow = np.asarray(lab["flow_bw"][p.pair], dtype=np.float32)
-            valid = np.asarray(lab["keep_bw"][p.pair], dtype=bool)
-        else:
-            flow = np.asarray(lab["flow"][p.pair], dtype=np.float32)
-            valid = np.asarray(lab["keep"][p.pair], dtype=bool)
-        if self.cfg.holdout_every:
-            valid = valid & ~HoldOut(self.cfg.holdout_block, self.cfg.holdout_every).mask(*valid.shape)
         rng = np.random.default_rng([self.cfg.seed, step, slot])
         out = augment(img[0], img[1], flow, valid, rng=rng, config=self.cfg.augment, keep_raw=self.keep_raw)
         out.pop("crop_origin")

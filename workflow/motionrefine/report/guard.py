@@ -1,8 +1,9 @@
-"""The guard's verdicts in the report: per run, what the guard kept and why, its label-free
-signals before and after, and whether the true EPE change of the unguarded fine-tune (on
-the scenes with ground truth) agreed with the decision; per sample video of the heldout
-run, the same signals, so a user sees whether their own footage got better (no ground truth
-there: the signals are all there is).
+"""The guard's verdicts in the report: per run, what the guard kept and why, the held-back
+agreement change with its bootstrap interval, its label-free signals before and after, and
+whether the true EPE change of the unguarded fine-tune (on the scenes with ground truth)
+agreed with the decision; per sample video of the heldout run, the same change, interval and
+flag (helped / not shown / reverted) and the weights that video's deliverable uses, so a user
+sees whether their own footage got better (no ground truth there: the signals are all there is).
 
 Everything is read from guard.json (``flow.guard.guard_weights``) and the eval CSVs.
 """
@@ -35,6 +36,9 @@ def read_guards(paths: Sequence[str], runs: Sequence[str]) -> dict[str, dict]:
             g = json.load(fh)  # NaN signals are written as NaN, which json reads back
         if "keep_refined" not in g:
             raise MotionRefineError(f"{p}: not a guard verdict (no keep_refined)")
+        if "interval_pct" not in g:
+            raise MotionRefineError(f"{p}: a guard verdict without an interval, written by an older version; "
+                                    "rerun rule guard")
         out[run] = g
     return out
 
@@ -42,6 +46,20 @@ def read_guards(paths: Sequence[str], runs: Sequence[str]) -> dict[str, dict]:
 def _signal(sig: Mapping | None, key: str) -> float:
     v = (sig or {}).get(key)
     return float(v) if v is not None else np.nan
+
+
+def _interval(g: Mapping) -> tuple[float, float]:
+    lo, hi = g.get("interval_pct") or (None, None)
+    return (float(lo) if lo is not None else np.nan), (float(hi) if hi is not None else np.nan)
+
+
+def change_text(change, lo, hi, flag=None) -> str:
+    """'-21.1 [-28.0, -14.1] (helped)': the change % and its interval; '–' where not computed."""
+    text = fmt_number(change, "+.1f")
+    if text != "–":
+        bounds = f"[{fmt_number(lo, '+.1f')}, {fmt_number(hi, '+.1f')}]" if pd.notna(lo) else "[no interval]"
+        text += " " + bounds
+    return f"{text} ({flag})" if flag else text
 
 
 def true_change(evals: pd.DataFrame, run: str) -> dict:
@@ -68,8 +86,11 @@ def guard_table(guards: Mapping[str, dict], evals: pd.DataFrame) -> pd.DataFrame
         signals = g.get("signals") or {}
         # A disabled guard kept the weights unjudged: no decision to hold against the truth.
         judged = bool(signals)
+        lo, hi = _interval(g)
         row = {"run": run, "protocol": protocol_of(run), "kept": "refined" if g["keep_refined"] else "pretrained",
-               "judged": judged, "reason": g.get("reason", "")}
+               "judged": judged, "reason": g.get("reason", ""), "flag": g.get("flag", ""),
+               "change_pct": _signal(g, "change_pct"), "interval_lo_pct": lo, "interval_hi_pct": hi,
+               "confidence": (g.get("bootstrap") or {}).get("confidence", np.nan)}
         for key, _, _ in SIGNALS:
             for model in ("pretrained", "refined"):
                 row[f"{key}_{model}"] = _signal(signals.get(model), key)
@@ -109,8 +130,11 @@ def display_guard(table: pd.DataFrame) -> pd.DataFrame:
     """Human-readable guard table (signals pretrained → refined)."""
     if table.empty:
         return table
-    out = pd.DataFrame({"run": table["run"], "protocol": table["protocol"], "kept": table["kept"],
-                        "reason": table["reason"]})
+    out = pd.DataFrame({"run": table["run"], "protocol": table["protocol"], "kept": table["kept"]})
+    out[f"agreement change % [{_level(table)} interval]"] = [
+        change_text(r["change_pct"], r["interval_lo_pct"], r["interval_hi_pct"], r["flag"] if r["judged"] else None)
+        for _, r in table.iterrows()]
+    out["reason"] = table["reason"]
     for key, name, how in SIGNALS:
         out[f"{name} before→after"] = [_before_after(r, key, how) for _, r in table.iterrows()]
     out["GT scenes"] = table["scenes"]
@@ -122,18 +146,30 @@ def display_guard(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _level(table: pd.DataFrame) -> str:
+    """'95 %': the interval's level, from the verdicts (the default when none says)."""
+    levels = sorted({float(c) for c in table.get("confidence", pd.Series(dtype=float)).dropna()})
+    return " / ".join(f"{100 * c:g} %" for c in levels) or "95 %"
+
+
 def footage_table(guards: Mapping[str, dict], run: str = HELDOUT) -> pd.DataFrame:
-    """Per sample video of ``run``: each signal pretrained and refined, and the held-back pixels
-    behind the agreement. Empty when the run is absent or its guard judged nothing."""
-    g = guards.get(run)
-    videos = (g or {}).get("videos") or {}
-    pre, ref = videos.get("pretrained") or {}, videos.get("refined") or {}
+    """Per sample video of ``run``: each signal pretrained and refined, the agreement change
+    with its interval, the flag, the weights the video uses and the held-back pixels and
+    blocks behind it. Empty when the run is absent or its guard judged nothing."""
+    g = guards.get(run) or {}
+    if not g.get("signals"):
+        return pd.DataFrame()
+    confidence = (g.get("bootstrap") or {}).get("confidence", np.nan)
     rows = []
-    for video in list(dict.fromkeys([*pre, *ref])):
-        row = {"video": video, "agreement_pixels": (pre.get(video) or ref.get(video) or {}).get("agreement_pixels")}
+    for video, entry in (g.get("videos") or {}).items():
+        pre, ref = entry.get("pretrained") or {}, entry.get("refined") or {}
+        lo, hi = _interval(entry)
+        row = {"video": video, "agreement_pixels": pre.get("agreement_pixels"), "blocks": entry.get("blocks"),
+               "change_pct": _signal(entry, "change_pct"), "interval_lo_pct": lo, "interval_hi_pct": hi,
+               "flag": entry.get("flag"), "use": entry.get("use"), "confidence": confidence}
         for key, _, _ in SIGNALS:
-            row[f"{key}_pretrained"] = _signal(pre.get(video), key)
-            row[f"{key}_refined"] = _signal(ref.get(video), key)
+            row[f"{key}_pretrained"] = _signal(pre, key)
+            row[f"{key}_refined"] = _signal(ref, key)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -144,8 +180,11 @@ def display_footage(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"video": table["video"]})
     for key, name, how in SIGNALS:
         out[f"{name} pretrained→refined"] = [_before_after(r, key, how) for _, r in table.iterrows()]
-    pre, ref = table["agreement_epe_pretrained"], table["agreement_epe_refined"]
     # The decision signal's change per video: negative = the refined weights agree better.
-    out["agreement change %"] = (100.0 * (ref / pre - 1.0)).map(lambda x: fmt_number(x, "+.1f"))
+    out[f"agreement change % [{_level(table)} interval]"] = [
+        change_text(r["change_pct"], r["interval_lo_pct"], r["interval_hi_pct"]) for _, r in table.iterrows()]
+    out["verdict"] = table["flag"]
+    out["uses"] = table["use"]
     out["held-back px"] = table["agreement_pixels"].map(lambda x: fmt_number(x, ".0f"))
+    out["blocks"] = table["blocks"].map(lambda x: fmt_number(x, ".0f"))
     return out

@@ -110,8 +110,10 @@ def _html_table(df: pd.DataFrame) -> str:
 def guard_section(table: pd.DataFrame) -> dict:
     """The guard's verdict per run beside the true EPE change of the weights it judged."""
     return {"title": "Guard", "table": display_guard(table), "line": agreement_line(table),
-            "note": "The guard keeps the fine-tuned weights only if they agree better with the teacher on pixel "
-                    "blocks held back from training (no ground truth). Signals pretrained → refined (fine-tuned); "
+            "note": "The guard keeps the fine-tuned weights only if their agreement with the teacher on pixel "
+                    "blocks held back from training (no ground truth) is better by a bootstrap interval over the "
+                    "blocks: the agreement EPE change, refined against pretrained, wholly below −margin (helped); "
+                    "otherwise not shown or reverted. Signals pretrained → refined (fine-tuned); "
                     "the true EPE change is that of the unguarded fine-tuned (trained) weights against the "
                     "pretrained ones, mean EPE over the run's ground-truth scenes. Agreed: kept refined and the "
                     "trained EPE is lower, or kept pretrained and it is not."}
@@ -124,7 +126,10 @@ def footage_section(table: pd.DataFrame) -> dict:
                     "pretrained → refined (fine-tuned weights of the heldout run): held-back agreement EPE with "
                     "the teacher (lower is better; the guard's decision signal), the forward-backward consistent "
                     "share of pixels and the photometric error of the warp (both reward self-consistent or "
-                    "smooth flow, not necessarily correct flow)."}
+                    "smooth flow, not necessarily correct flow). The agreement change has its bootstrap interval "
+                    "over the video's held-back blocks; helped (wholly below 0): the video's deliverable uses the "
+                    "refined weights, if the run kept them; not shown (the interval holds 0) or reverted (wholly "
+                    "above 0): the pretrained ones."}
 
 
 def seeds_section(table: pd.DataFrame) -> dict:
