@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     with job_log(args.log or str(out / "log.txt")) as log:
         from motionrefine.track.evaluate import label_quality, tracker_comparison
         from motionrefine.track.finetune import finetune_tracker
-        from motionrefine.track.labels import make_flowpips_labels
+        from motionrefine.track.teachers import make_flowpips_labels
 
         cfg = yaml.safe_load(Path(args.config).read_text())
         tr = cfg["tracking"]

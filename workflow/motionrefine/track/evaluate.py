@@ -435,13 +435,13 @@ def gt_window_tracks(flow_fw: np.ndarray, start: int, points: np.ndarray, S: int
 def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, raft_checkpoint: str,
                   label_settings: Mapping) -> list[dict]:
     """Pseudo-labels on a generated scene from the FlowPips ``checkpoint`` (on ``raft_checkpoint``),
-    per teacher (``labels.flowpips_window_trackers``):
+    per teacher (``teachers.flowpips_window_trackers``):
     tracks kept and their error against the ground truth (mean over frames 1..S−1 of the
     distance to the exact-flow track; ground truth used here for reporting only)."""
     from motionrefine.bench.synth import read_sequence
-    from motionrefine.core.store import open_group
     from motionrefine.models.pips.flowpips import load_flowpips
-    from motionrefine.track.labels import TEACHERS, TrackLabelConfig, flowpips_window_trackers, label_video
+    from motionrefine.track.labels import TrackLabelConfig, label_video
+    from motionrefine.track.teachers import TEACHERS, flowpips_window_trackers, read_teacher_flow
 
     seq = read_sequence(scene_path)
     model, _ = load_flowpips(checkpoint, raft_checkpoint)
@@ -449,14 +449,15 @@ def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, ra
     flow = None
     teachers = [t for t in label_settings.get("teachers", TEACHERS)]
     if teacher_flow is not None:
-        g = open_group(teacher_flow)
-        flow = {"flow_fw": np.asarray(g["flow_fw"][...]), "flow_bw": np.asarray(g["flow_bw"][...])}
+        flow = read_teacher_flow(teacher_flow, *seq.frames.shape[:3])
     elif "flow" in teachers:
         teachers.remove("flow")
     rows = []
     S = model.cfg.S
     for name, fn in flowpips_window_trackers(model, seq.frames, flow, teachers).items():
         lab = label_video(seq.frames, None, cfg, S=S, window_tracker=fn)
+        if name == "flow":
+            fn.log_skipped(Path(scene_path).stem, len(lab["windows"]))
         err = np.zeros(0)
         if len(lab["tracks"]):
             gt = np.concatenate([gt_window_tracks(seq.flow_fw, int(s), lab["tracks"][lab["window_start"] == s][:, 0], S)
