@@ -280,6 +280,54 @@ def refinement_gains(df: pd.DataFrame, pairs: Mapping[str, str], metric: str = "
     return pd.DataFrame(rows, columns=["tracker", "versus", "scene", "before", "after", "change"])
 
 
+CHAINED_RAFT = "chained RAFT"
+STAGES = ("pretrained", "refined heldout", "refined transductive")
+
+
+def point_tracker_name(size: str) -> str:
+    """What results/tracking/ calls the point tracker of ``size``. The shipped FlowPips tracker's
+    window update outputs exactly zero positions, so its tracks are chained RAFT's and only its
+    visibility head is learnt: it is "chained RAFT + visibility" until its update beats chained
+    flow. A PIPs size is a tracker of its own: "PIPs"."""
+    from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE
+
+    return "chained RAFT + visibility" if size == FLOWPIPS_SIZE else "PIPs"
+
+
+def comparison_name(method: str, stage: str) -> str:
+    """A row name of the comparison, e.g. "chained RAFT + visibility, refined heldout"."""
+    if stage not in STAGES:
+        raise MotionRefineError(f"unknown comparison stage {stage!r}; choose from {STAGES}")
+    return f"{method}, {stage}"
+
+
+def comparison_trackers(size: str, raft_pretrained: str, raft_refined: str, tracker_pretrained: str,
+                        tracker_refined: str, tracker_raft: str | None = None, tracker_refined_raft: str | None = None,
+                        transductive: Mapping[str, str] | None = None, tracker_transductive: bool = False) -> dict:
+    """``tracker_comparison``'s raft, pips, tracker_raft, tracker_backbone and gains for rule
+    track_eval, under the names results/tracking/ shows (``comparison_name``): chained RAFT and
+    the point tracker, pretrained and refined heldout; with ``transductive`` ({scene: the RAFT
+    refined on it}) chained RAFT refined transductive, and (``tracker_transductive``, FlowPips on
+    RAFT-small) the pre-trained tracker on each scene's refined RAFT. ``tracker_raft`` /
+    ``tracker_refined_raft``: the RAFT-small a FlowPips tracker was trained on (None: PIPs)."""
+    raft_n = {st: comparison_name(CHAINED_RAFT, st) for st in STAGES}
+    trk_n = {st: comparison_name(point_tracker_name(size), st) for st in STAGES}
+    raft = {raft_n["pretrained"]: raft_pretrained, raft_n["refined heldout"]: raft_refined}
+    pips = {trk_n["pretrained"]: tracker_pretrained, trk_n["refined heldout"]: tracker_refined}
+    backbone = {}
+    if transductive:
+        raft[raft_n["refined transductive"]] = dict(transductive)
+        if tracker_transductive:
+            pips[trk_n["refined transductive"]] = tracker_pretrained
+            backbone[trk_n["refined transductive"]] = dict(transductive)
+    gains = {**{k: raft_n["pretrained"] for k in list(raft)[1:]}, **{k: trk_n["pretrained"] for k in list(pips)[1:]}}
+    rafts = None
+    if tracker_raft is not None:
+        rafts = {trk_n["pretrained"]: tracker_raft, trk_n["refined heldout"]: tracker_refined_raft or tracker_raft,
+                 trk_n["refined transductive"]: tracker_raft}
+    return {"raft": raft, "pips": pips, "tracker_raft": rafts, "tracker_backbone": backbone, "gains": gains}
+
+
 def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapping[str, str]],
                        pips: Mapping[str, str | Mapping[str, str]], size: str,
                        iters: int, raft_iters: int, out_table: str, out_figure: str, out_summary: str,
