@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from conftest import assert_curve_close
-from motionrefine.track import pretrain as pt
 from motionrefine.track import finetune as tf
+from motionrefine.track import samples as ts
+from motionrefine.track.augment import augment_clip
+from motionrefine.track.synthetic import procedural_texture
 from motionrefine.flow.augment import AugmentConfig
 from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
@@ -29,7 +31,7 @@ U = np.array([1.5, 0.5])
 def _moving_clip(n_tracks=12, seed=0):
     """A textured image translated by t·U in frame t (exact sub-pixel warp), and tracks on it."""
     rng = np.random.default_rng(seed)
-    tex = pt.procedural_texture(rng, H + 40, W + 40, "shapes")
+    tex = procedural_texture(rng, H + 40, W + 40, "shapes")
     frames = np.stack([cv2.warpAffine(tex, np.float32([[1, 0, t * U[0] - 20], [0, 1, t * U[1] - 20]]), (W, H),
                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
                        for t in range(T)])
@@ -48,7 +50,7 @@ def test_augmentation_moves_tracks_with_the_pixels():
     frames, tracks = _moving_clip()
     frames, tracks = frames[:S], tracks[:S]
     geo = AugmentConfig(crop=(48, 64), brightness=0, contrast=0, saturation=0, hue=0, hflip_prob=1.0, vflip_prob=1.0)
-    out = tf.augment_clip(frames, tracks, np.random.default_rng(3), geo)
+    out = augment_clip(frames, tracks, np.random.default_rng(3), geo)
     assert out["hflip"] and out["vflip"]
     assert out["frames"].shape == (S, 48, 64, 3) and out["frames"].dtype == np.float32
     keep = out["keep"]
@@ -72,12 +74,12 @@ def test_clip_jitter_is_one_draw_for_all_frames_unless_asymmetric():
     frames, tracks = _moving_clip()
     clip = np.repeat(frames[:1], S, axis=0)  # identical frames stay identical under one jitter draw
     cfg = AugmentConfig(crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=0.0)
-    out = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), cfg)
+    out = augment_clip(clip, tracks[:S], np.random.default_rng(0), cfg)
     assert np.abs(out["frames"] - clip.astype(np.float32)).max() > 1  # jitter did something
     for t in range(1, S):
         np.testing.assert_allclose(out["frames"][t], out["frames"][0], atol=1e-4)
     np.testing.assert_allclose(out["tracks"], tracks[:S], atol=1e-6)  # colour only, no geometry
-    asym = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), AugmentConfig(
+    asym = augment_clip(clip, tracks[:S], np.random.default_rng(0), AugmentConfig(
         crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=1.0))
     assert np.abs(asym["frames"][1] - asym["frames"][0]).max() > 1
 
@@ -107,16 +109,16 @@ def stores(tmp_path_factory):
 
 def test_samples_are_chunked_per_window(stores):
     fpath, lpath, _ = stores
-    s = tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=3)
+    s = ts.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=3)
     # 20 tracks per window -> chunks of 8, 8, 4 in each of the 2 windows
     assert sorted((x.window_start, len(x.rows)) for x in s) == [(0, 4), (0, 8), (0, 8), (2, 4), (2, 8), (2, 8)]
     assert len({r for x in s if x.window_start == 0 for r in x.rows}) == 20
-    assert len(tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=5)) == 4
-    by_name = tf.load_track_samples([lpath], {"clip": fpath}, tracks_per_sample=8, min_tracks=3)
+    assert len(ts.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=5)) == 4
+    by_name = ts.load_track_samples([lpath], {"clip": fpath}, tracks_per_sample=8, min_tracks=3)
     assert len(by_name) == 6
     with pytest.raises(MotionRefineError):
-        tf.load_track_samples([lpath], {"other": fpath})
-    frames, tracks = tf.load_sample(s[0], {})
+        ts.load_track_samples([lpath], {"other": fpath})
+    frames, tracks = ts.load_sample(s[0], {})
     assert frames.shape == (S, H, W, 3) and tracks.shape == (S, len(s[0].rows), 2)
 
 
@@ -167,8 +169,8 @@ def test_holdout_splits_tracks_by_their_first_point(stores):
 
     fpath, lpath, _ = stores
     hold = HoldOut(block=16, every=2)
-    train = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold)
-    held = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, held=True)
+    train = ts.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold)
+    held = ts.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, held=True)
     tracks = np.asarray(open_group(lpath)["tracks"][:])
     mask = hold.mask(H, W)
     inside = {r for s in held for r in s.rows}

@@ -9,6 +9,7 @@ import torch
 
 from motionrefine.track import densify
 from motionrefine.track import evaluate as track_eval
+from motionrefine.track.trackers import zero_motion_tracker
 from motionrefine.track import labels as track_labels
 from motionrefine.track import teachers as track_teachers
 from motionrefine.core.errors import MotionRefineError
@@ -210,7 +211,7 @@ def test_evaluate_trackers_oracle_beats_zero_motion():
     def oracle(frames, queries):
         return tracks.copy(), occ.copy()
 
-    df = track_eval.evaluate_trackers([scene], {"oracle": oracle, "zero": track_eval.zero_motion_tracker()})
+    df = track_eval.evaluate_trackers([scene], {"oracle": oracle, "zero": zero_motion_tracker()})
     o = df[df.tracker == "oracle"].iloc[0]
     z = df[df.tracker == "zero"].iloc[0]
     assert o.delta_avg == 1.0 and o.aj == 1.0 and o.oa == 1.0 and o.survival == 1.0 and o.mte == 0.0

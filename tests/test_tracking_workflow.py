@@ -96,7 +96,7 @@ def _davis_pickle(path: Path, t: int = 8) -> None:
 
 
 def test_tracker_comparison_scores_tapvid_videos(tmp_path):
-    from motionrefine.track.evaluate import tracker_comparison
+    from motionrefine.track.comparison import tracker_comparison
 
     _davis_pickle(tmp_path / "tapvid_davis.pkl")
     raft = ROOT.parent / "shared" / "weights" / "raft-small.pth"
@@ -115,7 +115,7 @@ def test_comparison_names_say_the_flowpips_tracker_is_chained_raft_plus_visibili
     """Rule track_eval's names: the FlowPips tracker's update outputs zero positions, so it is
     named for what it is; each refined entry is compared with its own pretrained one."""
     from motionrefine.core.errors import MotionRefineError
-    from motionrefine.track.evaluate import comparison_name, comparison_trackers
+    from motionrefine.track.comparison import comparison_name, comparison_trackers
 
     kw = comparison_trackers("flow-small", "raft.pth", "raft-ref.pth", "trk.pth", "trk-ref.pth", tracker_raft="raft.pth",
                              tracker_refined_raft="raft-ref.pth", transductive={"s0": "s0.pth"},
@@ -146,7 +146,7 @@ def test_transductive_trackers_run_per_scene_on_their_own_raft(tmp_path):
     import torch
 
     from motionrefine.models.checkpoint import read_state_dict
-    from motionrefine.track.evaluate import tracker_comparison
+    from motionrefine.track.comparison import tracker_comparison
 
     _davis_pickle(tmp_path / "one.pkl")
     with open(tmp_path / "one.pkl", "rb") as f:

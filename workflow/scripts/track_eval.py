@@ -8,7 +8,8 @@ import pandas as pd
 import torch
 
 from motionrefine.config.schema import job_log
-from motionrefine.track.evaluate import comparison_trackers, label_quality, tracker_comparison
+from motionrefine.track.comparison import comparison_trackers, tracker_comparison
+from motionrefine.track.label_quality import label_quality
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
