@@ -190,3 +190,34 @@ def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
     out = guard_update(cfg, model, bad, inputs, held, {})
     assert out["keep_refined"] and out["held_epe_refined"] < 0.5
     assert torch.equal(model.mixer.head.bias, clean["head.bias"])
+
+
+def test_finetune_summary_counts_the_guards_split(texture, tmp_path):
+    """The guard's decision carries the split's counts: held (scored), excluded and train tracks."""
+    from motionrefine.core.store import atomic_group, write_array
+    from motionrefine.track.finetune import finetune_tracker
+    from motionrefine.track.labels import write_track_labels
+
+    v = np.array([1.5, -0.5])
+    frames = translating(texture, v, frames=8)
+    with atomic_group(tmp_path / "frames.zarr") as g:
+        write_array(g, "frames", frames)
+    pts = np.stack(np.meshgrid(np.arange(6, 106, 4.0), np.arange(6, 66, 4.0)), -1).reshape(-1, 2)
+    tracks = (pts[None] - np.arange(8)[:, None, None] * v).transpose(1, 0, 2)
+    n = len(tracks)
+    write_track_labels({"tracks": tracks, "window_start": np.zeros(n, np.int32), "speed": np.ones(n, np.float32),
+                        "speed_bin": np.ones(n, np.int8), "fb_dist": np.zeros(n, np.float32),
+                        "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
+                        "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
+                       tmp_path / "labels.zarr", {"video": "clip"})
+    cfg = dict(size="flow-small", steps=1, grad_acc=1, tracks_per_sample=64, min_tracks=1, iters=2, checkpoint_every=1,
+               holdout_every=2)
+    summary = finetune_tracker(cfg, [tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], require_asset(CHECKPOINT),
+                               tmp_path / "work", raft_checkpoint=require_asset(RAFT))
+    guard = summary["guard"]
+    # a 4 px grid: every track next to a block edge is within 8 px of a scored one
+    assert guard["held_tracks"] > 0 and guard["excluded_tracks"] > 0 and guard["train_tracks"] > 0
+    assert guard["held_tracks"] + guard["excluded_tracks"] + guard["train_tracks"] == n
+    assert summary["tracks"] == guard["train_tracks"] and guard["guard_band_px"] == 8.0
+    assert isinstance(guard["keep_refined"], bool) and "held_epe_initial" in guard
+

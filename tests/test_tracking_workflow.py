@@ -45,6 +45,7 @@ def test_tracking_chain_end_to_end(tmp_path):
     assert guard["weights_sha256"] == sha256_file(tmp_path / "results/tracking/finetune/refined.pth")
     assert guard["raft_sha256"] == model.raft_sha256 and isinstance(guard["keep_refined"], bool)
     if guard["held_tracks"]:  # the guard's decision follows its two held-back errors, and the report says it
+        assert guard["excluded_tracks"] >= 0 and guard["train_tracks"] > 0 and guard["guard_band_px"] == 8.0
         assert guard["keep_refined"] == (guard["held_epe_refined"] < guard["held_epe_initial"])
         assert "Tracker guard: on" in (tmp_path / "results/tracking/summary.md").read_text()
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
@@ -117,8 +118,8 @@ def test_comparison_names_say_the_flowpips_tracker_is_chained_raft_plus_visibili
     from motionrefine.core.errors import MotionRefineError
     from motionrefine.track.comparison import comparison_name, comparison_trackers
 
-    kw = comparison_trackers("flow-small", "raft.pth", "raft-ref.pth", "trk.pth", "trk-ref.pth", tracker_raft="raft.pth",
-                             tracker_refined_raft="raft-ref.pth", transductive={"s0": "s0.pth"},
+    kw = comparison_trackers("flow-small", "raft.pth", "raft-ref.pth", "trk.pth", "trk-ref.pth",
+                             tracker_raft="raft.pth", tracker_refined_raft="raft-ref.pth", transductive={"s0": "s0.pth"},
                              tracker_transductive=True)
     cr, cv = "chained RAFT", "chained RAFT + visibility"
     assert kw["raft"] == {f"{cr}, pretrained": "raft.pth", f"{cr}, refined heldout": "raft-ref.pth",
@@ -127,8 +128,8 @@ def test_comparison_names_say_the_flowpips_tracker_is_chained_raft_plus_visibili
                           f"{cv}, refined transductive": "trk.pth"}
     assert kw["tracker_backbone"] == {f"{cv}, refined transductive": {"s0": "s0.pth"}}
     assert kw["tracker_raft"][f"{cv}, refined heldout"] == "raft-ref.pth"
-    assert kw["gains"] == {f"{cr}, refined heldout": f"{cr}, pretrained", f"{cr}, refined transductive": f"{cr}, pretrained",
-                           f"{cv}, refined heldout": f"{cv}, pretrained", f"{cv}, refined transductive": f"{cv}, pretrained"}
+    assert kw["gains"] == {f"{m}, refined {how}": f"{m}, pretrained" for m in (cr, cv)
+                           for how in ("heldout", "transductive")}
     assert not any("tracker" in name for group in ("raft", "pips") for name in kw[group])
     # a PIPs tracker is a tracker of its own; no transductive scenes, no transductive rows
     pips = comparison_trackers("small", "r", "rr", "t", "tr")

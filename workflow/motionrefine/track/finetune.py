@@ -39,6 +39,7 @@ from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map
 from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips, save_flowpips
 from motionrefine.track.augment import augment_clip, default_augment
 from motionrefine.track.guard import guard_update
+from motionrefine.track.holdout import GUARD_BAND_PX
 from motionrefine.track.samples import load_sample, load_track_samples, sample_index, samples_digest
 from motionrefine.track.window_loss import WindowInputs, flowpips_track_loss
 from motionrefine.train import state
@@ -72,8 +73,9 @@ class TrackFinetuneConfig:
     checkpoint_every: int = 25
     keep_checkpoints: int = 2
     log_every: int = 10  # a progress line every this many steps
-    # flow-small: hold back the tracks that start in a lattice of blocks (flow.guard.HoldOut) and
-    # keep the fine-tuned update only if it agrees better with them than the initial one did
+    # flow-small: hold back the tracks that start in a lattice of blocks (flow.guard.HoldOut), train
+    # on none within 8 px of them at any frame (track.holdout), and keep the fine-tuned update only
+    # if it agrees better with them than the initial one did
     guard: bool = True
     guard_margin: float = 0.0       # relative: keep iff held-back EPE < initial · (1 − margin)
     holdout_block: int = 16
@@ -118,11 +120,12 @@ def track_loss(model: Pips, rgbs: torch.Tensor, trajs: torch.Tensor, cfg: TrackF
 
 # --------------------------------------------------------------------------- main entry
 
-def _finetune_flowpips(c: TrackFinetuneConfig, samples, held, init_checkpoint, raft_checkpoint, backbone, out_dir,
-                       stop_at, expected_sha256, dev):
+def _finetune_flowpips(c: TrackFinetuneConfig, samples, held, split: dict, init_checkpoint, raft_checkpoint, backbone,
+                       out_dir, stop_at, expected_sha256, dev):
     """FlowPips: only the update (mixer) trains; the frozen RAFT's flow and features are
     computed once per video. No input augmentation (it would change the frozen inputs; the
-    official tracking code has none either). ``held``: the guard's held-back samples."""
+    official tracking code has none either). ``held``: the guard's held-back samples;
+    ``split``: its track counts (``samples.load_track_samples``), added to its decision."""
     model, init_sha = load_flowpips(init_checkpoint, raft_checkpoint, expected_sha256)
     backbone_sha = model.load_raft(backbone) if backbone is not None else None
     initial = {k: v.detach().clone() for k, v in model.mixer.state_dict().items()}
@@ -156,7 +159,11 @@ def _finetune_flowpips(c: TrackFinetuneConfig, samples, held, init_checkpoint, r
                 f"{sums['epe_init']:.6g}"]
 
     run.run(step, checkpoint_every=c.checkpoint_every, keep_checkpoints=c.keep_checkpoints)
-    guard = guard_update(c, model, initial, inputs, held, cache) if c.guard and run.completed else None
+    guard = None
+    if c.guard and run.completed:
+        guard = {**guard_update(c, model, initial, inputs, held, cache),
+                 "excluded_tracks": split.get("excluded_tracks", 0), "train_tracks": split.get("train_tracks", 0),
+                 "guard_band_px": GUARD_BAND_PX}
     summary = {**run.progress(), "samples": len(samples), "tracks": int(sum(len(s.rows) for s in samples)),
                "init_sha256": init_sha, "raft_sha256": model.raft_sha256, "loss_tsv": str(run.tsv),
                "completed": run.completed, "guard": guard}
@@ -181,17 +188,22 @@ def finetune_tracker(cfg: TrackFinetuneConfig | dict, label_paths: Sequence, fra
     c = cfg if isinstance(cfg, TrackFinetuneConfig) else TrackFinetuneConfig.from_dict(cfg)
     flowpips = c.size == FLOWPIPS_SIZE
     holdout = HoldOut(c.holdout_block, c.holdout_every) if c.guard and flowpips else None
-    samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed, holdout)
+    split: dict = {}  # the guard's track counts: held (scored), excluded, train
+    samples = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, c.min_tracks, c.seed, holdout,
+                                 counts=split)
     if not samples:
-        raise MotionRefineError("no training samples: the label stores hold no window with "
-                                f">= {c.min_tracks} verified tracks")
+        why = (f" after the guard's split ({split.get('held_tracks', 0)} tracks held back, "
+               f"{split.get('excluded_tracks', 0)} within {GUARD_BAND_PX:g} px of them left out; tracking.finetune.holdout_every sets how many "
+               "are held back)") if holdout else ""
+        raise MotionRefineError(f"no training samples: the label stores hold no window with >= {c.min_tracks} "
+                                f"verified tracks{why}")
     dev = pick_device(c.device, c.threads)
     state.seed_everything(c.seed)
     if flowpips:
         held = load_track_samples(label_paths, frames_paths, c.tracks_per_sample, 1, c.seed, holdout,
                                   held=True) if holdout else []
-        return _finetune_flowpips(c, samples, held, init_checkpoint, raft_checkpoint, backbone, out_dir, stop_at,
-                                  expected_sha256, dev)
+        return _finetune_flowpips(c, samples, held, split, init_checkpoint, raft_checkpoint, backbone, out_dir,
+                                  stop_at, expected_sha256, dev)
 
     weights, init_sha = read_pips_state(init_checkpoint, expected_sha256)
     model = Pips(c.size, **({"stride": c.stride} if c.stride else {}))

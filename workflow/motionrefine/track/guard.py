@@ -1,6 +1,7 @@
 """The tracker's guard (FlowPips fine-tuning): the label tracks that start in a lattice of
-blocks (``flow.guard.HoldOut``) are held back from training, and the fine-tuned update is kept
-only if it agrees better with them than the initial update did."""
+blocks (``flow.guard.HoldOut``) are held back from training, with no training track within a
+band of them at any frame (``track.holdout``), and the fine-tuned update is kept only if it
+agrees better with them than the initial update did."""
 
 from __future__ import annotations
 

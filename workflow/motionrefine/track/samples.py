@@ -15,6 +15,7 @@ import numpy as np
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.flow.guard import HoldOut
+from motionrefine.track.holdout import EXCLUDED, GUARD_BAND_PX, HELD, TRAIN, guard_roles
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,16 @@ class TrackSample:
 
 def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, tracks_per_sample: int = 128,
                        min_tracks: int = 8, seed: int = 0, holdout: HoldOut | None = None,
-                       held: bool = False) -> list[TrackSample]:
+                       held: bool = False, band: float = GUARD_BAND_PX,
+                       counts: dict | None = None) -> list[TrackSample]:
     """Chunk every labels store's tracks, per window, into samples of ``tracks_per_sample``
     (rows shuffled within the window by ``seed`` so a chunk mixes seeds and dense tracks; a
     last chunk smaller than ``min_tracks`` is dropped). ``frames_paths``: a list parallel to
     ``label_paths`` or a mapping from the labels' ``video`` attr to the frames store.
-    ``holdout``: only the tracks whose first point lies outside its blocks (``held``: inside)."""
+    ``holdout``: the guard's split (``holdout.guard_roles`` with ``band``): only the tracks it
+    trains on (``held``: the tracks it scores); tracks it excludes are in neither. ``counts``:
+    if given, gets the split's ``held_tracks``, ``excluded_tracks`` and ``train_tracks``
+    summed over the stores."""
     label_paths = [str(p) for p in label_paths]
     if not isinstance(frames_paths, Mapping) and len(frames_paths) != len(label_paths):
         raise MotionRefineError(f"{len(label_paths)} label stores but {len(frames_paths)} frames stores")
@@ -56,10 +61,14 @@ def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, 
         chosen = np.ones(len(ws), bool)
         if holdout is not None:
             H, W = open_group(fp)["frames"].shape[1:3]
-            xy = np.asarray(g["tracks"][:, 0], np.float64)
-            x = np.clip(np.round(xy[:, 0]), 0, W - 1).astype(np.int64)
-            y = np.clip(np.round(xy[:, 1]), 0, H - 1).astype(np.int64)
-            chosen = holdout.mask(H, W)[y, x] == held
+            try:
+                roles = guard_roles(np.asarray(g["tracks"][...]), ws, holdout, H, W, band)
+            except MotionRefineError as e:
+                raise MotionRefineError(f"{lp}: {e}") from None
+            chosen = roles == (HELD if held else TRAIN)
+            if counts is not None:
+                for name, role in (("held_tracks", HELD), ("excluded_tracks", EXCLUDED), ("train_tracks", TRAIN)):
+                    counts[name] = counts.get(name, 0) + int((roles == role).sum())
         for w0 in np.unique(ws):
             rows = np.flatnonzero((ws == w0) & chosen)
             rows = rows[np.random.default_rng([seed, i, int(w0)]).permutation(len(rows))]
