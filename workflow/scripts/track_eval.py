@@ -17,7 +17,8 @@ with job_log(snakemake.log[0]):
     flowpips = isinstance(i.tracker_raft, str)  # flow-small: the RAFT-small each tracker runs on
     trackers = comparison_trackers(
         p.settings.size, i.raft_pretrained, i.raft_refined, i.tracker_pretrained, i.tracker_refined,
-        tracker_raft=i.tracker_raft if flowpips else None, tracker_refined_raft=i.tracker_refined_raft if flowpips else None,
+        tracker_raft=i.tracker_raft if flowpips else None,
+        tracker_refined_raft=i.tracker_refined_raft if flowpips else None,
         transductive=dict(zip(p.transductive, i.raft_transductive)),  # scene name -> the RAFT refined on it
         tracker_transductive=flowpips and p.flowpips_transductive)
     tracker_comparison(

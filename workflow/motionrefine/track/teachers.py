@@ -30,7 +30,8 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.track.chain import ChainedFlowClip, FlowPipsClip
-from motionrefine.track.labels import LABEL_FORMAT_VERSION, TrackLabelConfig, edges_json, label_video, write_track_labels
+from motionrefine.track.labels import (LABEL_FORMAT_VERSION, TrackLabelConfig, edges_json, label_video,
+                                       write_track_labels)
 
 log = logging.getLogger("motionrefine")
 
