@@ -12,8 +12,8 @@ from conftest import ROOT, SHARED, require_asset
 from motionrefine.models.checkpoint import read_state_dict
 from motionrefine.models.pips.flowpips import FlowPips, load_flowpips
 from motionrefine.track.chain import ChainedFlowClip, chain_flow_tracks, verify_tracks
-from motionrefine.track.finetune import WindowInputs, flowpips_track_loss
-from motionrefine.track.finetune import TrackSample
+from motionrefine.track.samples import TrackSample
+from motionrefine.track.window_loss import WindowInputs, flowpips_track_loss
 
 RAFT = SHARED / "weights/raft-small.pth"
 CHECKPOINT = ROOT / "weights/flowpips-small-synth.pth"
@@ -158,6 +158,8 @@ def test_checkpoint_holds_the_tracker_only_and_names_its_raft(tmp_path):
 def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
     from motionrefine.core.store import atomic_group, write_array
     from motionrefine.track import finetune as tf
+    from motionrefine.track.guard import guard_update
+    from motionrefine.track.samples import load_track_samples
     from motionrefine.track.labels import write_track_labels
 
     v = np.array([1.5, -0.5])
@@ -172,19 +174,50 @@ def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
                         "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
                         "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
                        tmp_path / "labels.zarr", {"video": "clip"})
-    held = tf.load_track_samples([tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], 64, 1)
+    held = load_track_samples([tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], 64, 1)
     model = FlowPips.from_raft(require_asset(RAFT))
     clean = {k: x.clone() for k, x in model.mixer.state_dict().items()}
     bad = {k: x.clone() for k, x in clean.items()}
     bad["head.bias"][0] = 0.5  # every position pushed right: far from the exact tracks
     cfg = tf.TrackFinetuneConfig(size="flow-small", iters=3)
-    inputs = tf.WindowInputs(model)
+    inputs = WindowInputs(model)
     # fine-tuned update worse than the initial one: the initial is put back
     model.mixer.load_state_dict(bad)
-    out = tf._guard_update(cfg, model, clean, inputs, held, {})
+    out = guard_update(cfg, model, clean, inputs, held, {})
     assert not out["keep_refined"] and out["held_epe_refined"] > out["held_epe_initial"] + 1.0
     assert torch.equal(model.mixer.head.bias, clean["head.bias"]) and out["held_tracks"] == n
     # fine-tuned update better: it stays
-    out = tf._guard_update(cfg, model, bad, inputs, held, {})
+    out = guard_update(cfg, model, bad, inputs, held, {})
     assert out["keep_refined"] and out["held_epe_refined"] < 0.5
     assert torch.equal(model.mixer.head.bias, clean["head.bias"])
+
+
+def test_finetune_summary_counts_the_guards_split(texture, tmp_path):
+    """The guard's decision carries the split's counts: held (scored), excluded and train tracks."""
+    from motionrefine.core.store import atomic_group, write_array
+    from motionrefine.track.finetune import finetune_tracker
+    from motionrefine.track.labels import write_track_labels
+
+    v = np.array([1.5, -0.5])
+    frames = translating(texture, v, frames=8)
+    with atomic_group(tmp_path / "frames.zarr") as g:
+        write_array(g, "frames", frames)
+    pts = np.stack(np.meshgrid(np.arange(6, 106, 4.0), np.arange(6, 66, 4.0)), -1).reshape(-1, 2)
+    tracks = (pts[None] - np.arange(8)[:, None, None] * v).transpose(1, 0, 2)
+    n = len(tracks)
+    write_track_labels({"tracks": tracks, "window_start": np.zeros(n, np.int32), "speed": np.ones(n, np.float32),
+                        "speed_bin": np.ones(n, np.int8), "fb_dist": np.zeros(n, np.float32),
+                        "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
+                        "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
+                       tmp_path / "labels.zarr", {"video": "clip"})
+    cfg = dict(size="flow-small", steps=1, grad_acc=1, tracks_per_sample=64, min_tracks=1, iters=2, checkpoint_every=1,
+               holdout_every=2)
+    summary = finetune_tracker(cfg, [tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], require_asset(CHECKPOINT),
+                               tmp_path / "work", raft_checkpoint=require_asset(RAFT))
+    guard = summary["guard"]
+    # a 4 px grid: every track next to a block edge is within 8 px of a scored one
+    assert guard["held_tracks"] > 0 and guard["excluded_tracks"] > 0 and guard["train_tracks"] > 0
+    assert guard["held_tracks"] + guard["excluded_tracks"] + guard["train_tracks"] == n
+    assert summary["tracks"] == guard["train_tracks"] and guard["guard_band_px"] == 8.0
+    assert isinstance(guard["keep_refined"], bool) and "held_epe_initial" in guard
+

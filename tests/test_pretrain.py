@@ -11,6 +11,7 @@ import torch
 
 from conftest import assert_curve_close
 from motionrefine.track import pretrain as pt
+from motionrefine.track import synthetic
 from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, load_pips
@@ -22,27 +23,27 @@ TINY = dict(height=64, width=64, n_tracks=16, iters=2, steps=8, lr=2e-3, layers=
 
 
 def test_procedural_textures_are_deterministic_and_textured():
-    for kind in pt.TEXTURE_KINDS:
-        a = pt.procedural_texture(np.random.default_rng(5), 40, 56, kind)
-        b = pt.procedural_texture(np.random.default_rng(5), 40, 56, kind)
+    for kind in synthetic.TEXTURE_KINDS:
+        a = synthetic.procedural_texture(np.random.default_rng(5), 40, 56, kind)
+        b = synthetic.procedural_texture(np.random.default_rng(5), 40, 56, kind)
         assert a.shape == (40, 56, 3) and a.dtype == np.uint8
         np.testing.assert_array_equal(a, b)
         # not flat: grain alone gives std >= 1; structure gives more
         assert a.astype(np.float32).std() > 1.0
     with pytest.raises(MotionRefineError):
-        pt.procedural_texture(np.random.default_rng(0), 8, 8, "photo")
+        synthetic.procedural_texture(np.random.default_rng(0), 8, 8, "photo")
 
 
 def test_training_sequence_has_exact_tracks_and_is_deterministic():
     cfg = pt.PretrainConfig.from_dict(TINY)
-    s1 = pt.synth_training_sequence(cfg, [0, 7, 0])
-    s2 = pt.synth_training_sequence(cfg, [0, 7, 0])
+    s1 = synthetic.synth_training_sequence(cfg, [0, 7, 0])
+    s2 = synthetic.synth_training_sequence(cfg, [0, 7, 0])
     np.testing.assert_array_equal(s1.frames, s2.frames)
     np.testing.assert_array_equal(s1.tracks, s2.tracks)
     assert s1.frames.shape == (8, 64, 64, 3) and s1.tracks.shape[1:] == (8, 2)
     assert (s1.query_frame == 0).all()
     np.testing.assert_allclose(s1.tracks[:, 0], s1.query_xy, atol=1e-4)
-    b = pt.make_batch(cfg, 7)
+    b = synthetic.make_batch(cfg, 7)
     assert b["rgbs"].shape == (1, 8, 3, 64, 64) and b["trajs"].shape == (1, 8, 16, 2)
     assert b["vis"].shape == b["valid"].shape == (1, 8, 16)
     assert (b["vis"][:, 0] == 1).all()  # queries are visible at their frame
@@ -53,7 +54,7 @@ def test_training_sequence_has_exact_tracks_and_is_deterministic():
 def _eval_loss(model: Pips, cfg: pt.PretrainConfig) -> float:
     model.train()  # the training-mode forward whose loss is optimised
     with torch.no_grad():
-        return float(np.mean([pt.pretrain_loss(model, pt.make_batch(cfg, 10**6 + k), cfg)[1]["coord_loss"]
+        return float(np.mean([pt.pretrain_loss(model, synthetic.make_batch(cfg, 10**6 + k), cfg)[1]["coord_loss"]
                               for k in range(4)]))
 
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from conftest import assert_curve_close
-from motionrefine.track import pretrain as pt
 from motionrefine.track import finetune as tf
+from motionrefine.track import samples as ts
+from motionrefine.track.augment import augment_clip
+from motionrefine.track.synthetic import procedural_texture
 from motionrefine.flow.augment import AugmentConfig
 from motionrefine.config.schema import job_log
 from motionrefine.core.errors import MotionRefineError
@@ -29,7 +31,7 @@ U = np.array([1.5, 0.5])
 def _moving_clip(n_tracks=12, seed=0):
     """A textured image translated by t·U in frame t (exact sub-pixel warp), and tracks on it."""
     rng = np.random.default_rng(seed)
-    tex = pt.procedural_texture(rng, H + 40, W + 40, "shapes")
+    tex = procedural_texture(rng, H + 40, W + 40, "shapes")
     frames = np.stack([cv2.warpAffine(tex, np.float32([[1, 0, t * U[0] - 20], [0, 1, t * U[1] - 20]]), (W, H),
                                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
                        for t in range(T)])
@@ -48,7 +50,7 @@ def test_augmentation_moves_tracks_with_the_pixels():
     frames, tracks = _moving_clip()
     frames, tracks = frames[:S], tracks[:S]
     geo = AugmentConfig(crop=(48, 64), brightness=0, contrast=0, saturation=0, hue=0, hflip_prob=1.0, vflip_prob=1.0)
-    out = tf.augment_clip(frames, tracks, np.random.default_rng(3), geo)
+    out = augment_clip(frames, tracks, np.random.default_rng(3), geo)
     assert out["hflip"] and out["vflip"]
     assert out["frames"].shape == (S, 48, 64, 3) and out["frames"].dtype == np.float32
     keep = out["keep"]
@@ -72,12 +74,12 @@ def test_clip_jitter_is_one_draw_for_all_frames_unless_asymmetric():
     frames, tracks = _moving_clip()
     clip = np.repeat(frames[:1], S, axis=0)  # identical frames stay identical under one jitter draw
     cfg = AugmentConfig(crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=0.0)
-    out = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), cfg)
+    out = augment_clip(clip, tracks[:S], np.random.default_rng(0), cfg)
     assert np.abs(out["frames"] - clip.astype(np.float32)).max() > 1  # jitter did something
     for t in range(1, S):
         np.testing.assert_allclose(out["frames"][t], out["frames"][0], atol=1e-4)
     np.testing.assert_allclose(out["tracks"], tracks[:S], atol=1e-6)  # colour only, no geometry
-    asym = tf.augment_clip(clip, tracks[:S], np.random.default_rng(0), AugmentConfig(
+    asym = augment_clip(clip, tracks[:S], np.random.default_rng(0), AugmentConfig(
         crop=(H, W), hflip_prob=0, vflip_prob=0, asymmetric_prob=1.0))
     assert np.abs(asym["frames"][1] - asym["frames"][0]).max() > 1
 
@@ -107,16 +109,16 @@ def stores(tmp_path_factory):
 
 def test_samples_are_chunked_per_window(stores):
     fpath, lpath, _ = stores
-    s = tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=3)
+    s = ts.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=3)
     # 20 tracks per window -> chunks of 8, 8, 4 in each of the 2 windows
     assert sorted((x.window_start, len(x.rows)) for x in s) == [(0, 4), (0, 8), (0, 8), (2, 4), (2, 8), (2, 8)]
     assert len({r for x in s if x.window_start == 0 for r in x.rows}) == 20
-    assert len(tf.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=5)) == 4
-    by_name = tf.load_track_samples([lpath], {"clip": fpath}, tracks_per_sample=8, min_tracks=3)
+    assert len(ts.load_track_samples([lpath], [fpath], tracks_per_sample=8, min_tracks=5)) == 4
+    by_name = ts.load_track_samples([lpath], {"clip": fpath}, tracks_per_sample=8, min_tracks=3)
     assert len(by_name) == 6
     with pytest.raises(MotionRefineError):
-        tf.load_track_samples([lpath], {"other": fpath})
-    frames, tracks = tf.load_sample(s[0], {})
+        ts.load_track_samples([lpath], {"other": fpath})
+    frames, tracks = ts.load_sample(s[0], {})
     assert frames.shape == (S, H, W, 3) and tracks.shape == (S, len(s[0].rows), 2)
 
 
@@ -167,13 +169,110 @@ def test_holdout_splits_tracks_by_their_first_point(stores):
 
     fpath, lpath, _ = stores
     hold = HoldOut(block=16, every=2)
-    train = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold)
-    held = tf.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, held=True)
+    counts: dict = {}
+    train = ts.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, counts=counts)
+    held = ts.load_track_samples([lpath], [fpath], tracks_per_sample=64, min_tracks=1, holdout=hold, held=True)
     tracks = np.asarray(open_group(lpath)["tracks"][:])
     mask = hold.mask(H, W)
     inside = {r for s in held for r in s.rows}
     outside = {r for s in train for r in s.rows}
-    assert inside and outside and not inside & outside and inside | outside == set(range(len(tracks)))
+    assert inside and outside and not inside & outside
     for r in range(len(tracks)):
         x, y = np.clip(np.round(tracks[r, 0]), 0, [W - 1, H - 1]).astype(int)
         assert mask[y, x] == (r in inside)
+    # the rest started outside the blocks but came within the band of a scored track
+    assert counts == {"held_tracks": len(inside), "train_tracks": len(outside),
+                      "excluded_tracks": len(tracks) - len(inside) - len(outside)}
+
+
+# --------------------------------------------------------------------------- the guard's split cannot leak
+
+def _closest_train_to_held(tracks, ws, roles):
+    """Per video frame, the smallest distance between a trained-on and a scored position (inf: none)."""
+    from motionrefine.track.holdout import HELD, TRAIN
+
+    out = {}
+    for f in range(int(ws.min()), int(ws.max()) + tracks.shape[1]):
+        on = (ws <= f) & (f < ws + tracks.shape[1])
+        tr, he = np.flatnonzero(on & (roles == TRAIN)), np.flatnonzero(on & (roles == HELD))
+        if len(tr) and len(he):
+            d = np.linalg.norm(tracks[tr, f - ws[tr]][:, None] - tracks[he, f - ws[he]][None], axis=-1)
+            out[f] = float(d.min())
+    return out
+
+
+def test_guard_split_keeps_trained_and_scored_tracks_apart_at_every_frame(tmp_path):
+    """Held blocks of HoldOut(16, 5) at 64x80 include x 0-15 / y 0-15, x 32-47 / y 16-31 and
+    x 64-79 / y 32-47. Leak paths: D, a densified neighbour 2 px across a block edge from the
+    scored A; C, which reaches A's position at frame 4; F, of the next (overlapping) window,
+    which starts beside A's frame-4 position; B passes through a held block at frame 7, when no
+    scored track is near."""
+    from motionrefine.flow.guard import HoldOut
+    from motionrefine.track.holdout import EXCLUDED, GUARD_BAND_PX, HELD, TRAIN, guard_roles
+
+    s = np.arange(S, dtype=np.float64)[:, None]
+
+    def path(x0, y0, vx, vy):
+        return np.hstack([x0 + vx * s, y0 + vy * s])
+
+    named = {  # name: (window start, track (S, 2))
+        "A": (0, path(46, 24, 3, 0)), "D": (0, path(48, 24, 3, 0)), "C": (0, path(70, 10, -3, 3.5)),
+        "B": (0, path(8, 40, 0, -4)), "E": (0, path(8, 8, 3, 0)), "G": (0, path(70, 56, 0.5, 0)),
+        "F": (4, path(59, 25, 0, 0)), "H": (4, path(70, 40, 0, 0)),
+    }
+    names = list(named)
+    tracks = np.stack([named[n][1] for n in names]).astype(np.float32)
+    ws = np.array([named[n][0] for n in names], np.int64)
+    hold = HoldOut(16, 5)
+    roles = guard_roles(tracks, ws, hold, 64, 80)
+    expected = {"A": HELD, "E": HELD, "H": HELD, "D": EXCLUDED, "C": EXCLUDED, "F": EXCLUDED, "B": TRAIN, "G": TRAIN}
+    assert dict(zip(names, roles.tolist())) == expected
+    closest = _closest_train_to_held(tracks, ws, roles)
+    assert closest and min(closest.values()) > GUARD_BAND_PX
+    # the old split (by the first point only) trained on all of them: positions 2 px from scored ones
+    naive = np.where(roles == HELD, HELD, TRAIN).astype(np.int8)
+    assert min(_closest_train_to_held(tracks, ws, naive).values()) <= 2.0
+    # the same split through the samples: excluded tracks are neither trained on nor scored
+    fpath, lpath = tmp_path / "frames.zarr", tmp_path / "labels.zarr"
+    with atomic_group(fpath) as g:
+        write_array(g, "frames", np.zeros((12, 64, 80, 3), np.uint8))
+    n = len(tracks)
+    write_track_labels({"tracks": tracks, "window_start": ws.astype(np.int32), "speed": np.ones(n, np.float32),
+                        "speed_bin": np.ones(n, np.int8), "fb_dist": np.zeros(n, np.float32),
+                        "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
+                        "hist_after": np.array([0, n]), "window_starts": np.int32([0, 4])}, lpath, {"video": "v"})
+    counts: dict = {}
+    train = ts.load_track_samples([lpath], [fpath], 64, 1, holdout=hold, counts=counts)
+    held = ts.load_track_samples([lpath], [fpath], 64, 1, holdout=hold, held=True)
+    assert {names[r] for x in train for r in x.rows} == {"B", "G"}
+    assert {names[r] for x in held for r in x.rows} == {"A", "E", "H"}
+    assert counts == {"held_tracks": 3, "excluded_tracks": 3, "train_tracks": 2}
+    # labels whose every unscored track comes near a scored one: one clear error naming the guard
+    only = tmp_path / "near.zarr"
+    keep = [names.index("A"), names.index("D")]
+    write_track_labels({"tracks": tracks[keep], "window_start": ws[keep].astype(np.int32),
+                        "speed": np.ones(2, np.float32), "speed_bin": np.ones(2, np.int8),
+                        "fb_dist": np.zeros(2, np.float32), "origin": np.zeros(2, np.int8),
+                        "hist_before": np.array([0, 2]), "hist_after": np.array([0, 2]),
+                        "window_starts": np.int32([0])}, only, {"video": "v"})
+    with pytest.raises(MotionRefineError, match=r"guard's split \(1 tracks held back, 1 within 8 px"):
+        tf.finetune_tracker({"size": "flow-small", "min_tracks": 1}, [only], [fpath], tmp_path / "none.pth",
+                            tmp_path / "work")
+    bad = tracks.copy()
+    bad[1, 3, 0] = np.nan
+    with pytest.raises(MotionRefineError, match="non-finite"):
+        guard_roles(bad, ws, hold, 64, 80)
+
+
+def test_within_band_is_exact():
+    from motionrefine.track.holdout import within_band
+
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-20, 120, (400, 2))
+    centres = rng.uniform(-20, 120, (60, 2))
+    centres[0] = pts[0] + [8.0, 0.0]  # exactly on the band: within
+    centres[1] = pts[1] + [0.0, -8.001]  # just beyond it
+    brute = (np.linalg.norm(pts[:, None] - centres[None], axis=-1) <= 8.0).any(axis=1)
+    got = within_band(pts, centres, 8.0)
+    assert got.tolist() == brute.tolist() and got[0] and 0 < got.sum() < len(pts)
+    assert not within_band(pts[:0], centres, 8.0).size and not within_band(pts, centres[:0], 8.0).any()

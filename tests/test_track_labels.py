@@ -9,7 +9,9 @@ import torch
 
 from motionrefine.track import densify
 from motionrefine.track import evaluate as track_eval
+from motionrefine.track.trackers import zero_motion_tracker
 from motionrefine.track import labels as track_labels
+from motionrefine.track import teachers as track_teachers
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.pips import Pips, save_pips
 from motionrefine.io.readers import TrackScene
@@ -209,7 +211,7 @@ def test_evaluate_trackers_oracle_beats_zero_motion():
     def oracle(frames, queries):
         return tracks.copy(), occ.copy()
 
-    df = track_eval.evaluate_trackers([scene], {"oracle": oracle, "zero": track_eval.zero_motion_tracker()})
+    df = track_eval.evaluate_trackers([scene], {"oracle": oracle, "zero": zero_motion_tracker()})
     o = df[df.tracker == "oracle"].iloc[0]
     z = df[df.tracker == "zero"].iloc[0]
     assert o.delta_avg == 1.0 and o.aj == 1.0 and o.oa == 1.0 and o.survival == 1.0 and o.mte == 0.0
@@ -218,3 +220,83 @@ def test_evaluate_trackers_oracle_beats_zero_motion():
     # frame 1 is within 8 and frames 1–2 within 16; 49 visible scored points, 6 tracks visible at 1 and 2
     assert z.delta_avg == pytest.approx((6 / 49 + 12 / 49) / 5)
     assert list(track_eval.summary_table(df).index) == ["oracle", "zero"]
+
+
+# --------------------------------------------------------------------------- the flow teacher under a label budget
+
+def _teacher_store(path, T, computed, finite=None):
+    """A teacher flow store whose computed pairs carry the true motion U; the others are zeros,
+    as flow.inference writes the pairs outside a label budget."""
+    fw = np.zeros((T - 1, H, W, 2), np.float32)
+    fw[computed] = U
+    bw = -fw
+    with atomic_group(path) as g:
+        write_array(g, "flow_fw", fw)
+        write_array(g, "flow_bw", bw)
+        write_array(g, "pair_computed", np.asarray(computed, bool))
+        write_array(g, "pair_finite", np.ones(T - 1, bool) if finite is None else np.asarray(finite, bool))
+
+
+def _flow_teacher_labels(store, T):
+    frames = _clip(T)
+    flow = track_teachers.read_teacher_flow(store, T, H, W)
+    # the flow teacher needs no model
+    fn = track_teachers.flowpips_window_trackers(None, frames, flow, ["flow"])["flow"]
+    cfg = dict(grid_spacing=12, margin_ref=4, theta=1.0, dense_w=2, max_dense_seeds=None, rebalance="none")
+    return track_labels.label_video(frames, None, cfg, S=S, window_tracker=fn), fn, flow
+
+
+def test_flow_teacher_labels_no_window_with_an_uncomputed_pair(tmp_path):
+    T = 24  # windows at 0, 4, 8, 12, 16
+    # fully computed: every window is labelled with the true motion
+    _teacher_store(tmp_path / "full.zarr", T, np.ones(T - 1, bool))
+    full, fn, _ = _flow_teacher_labels(tmp_path / "full.zarr", T)
+    assert set(full["window_start"].tolist()) == {0, 4, 8, 12, 16} and sum(fn.skipped.values()) == 0
+    moved = full["tracks"][:, -1] - full["tracks"][:, 0]
+    np.testing.assert_allclose(moved, np.tile((S - 1) * U, (len(moved), 1)), atol=1e-4)
+    # budgeted: one computed pair in the first window (the 6 zero pairs pass verification unless
+    # skipped), and a gap at pair 10 in an otherwise computed span
+    computed = np.ones(T - 1, bool)
+    computed[[0, 1, 2, 4, 5, 6, 10]] = False
+    store = tmp_path / "budget.zarr"
+    _teacher_store(store, T, computed)
+    lab, fn, flow = _flow_teacher_labels(store, T)
+    assert flow["pair_computed"].tolist() == computed.tolist()
+    for s in lab["window_start"]:
+        assert computed[s:s + S - 1].all(), f"a label from window {s}, which holds an uncomputed pair"
+    assert set(lab["window_start"].tolist()) == {12, 16} and len(lab["tracks"]) > 0
+    assert fn.skipped == {"uncomputed_pair": 3, "non_finite_pair": 0}
+    assert [w["start"] for w in lab["windows"] if w.get("skipped")] == [0, 4, 8]
+    assert track_teachers.merge_teacher_labels({"flow": lab})["teachers"]["flow"]["windows_skipped"] == 3
+    # a non-finite pair (its bad values stored as zeros) is skipped the same way
+    finite = np.ones(T - 1, bool)
+    finite[14] = False
+    _teacher_store(tmp_path / "nan.zarr", T, np.ones(T - 1, bool), finite)
+    lab_nan, fn_nan, _ = _flow_teacher_labels(tmp_path / "nan.zarr", T)
+    assert set(lab_nan["window_start"].tolist()) == {0, 4, 16}
+    assert fn_nan.skipped == {"uncomputed_pair": 0, "non_finite_pair": 2}
+
+
+def test_read_teacher_flow_rejects_a_store_of_another_video(tmp_path):
+    _teacher_store(tmp_path / "t.zarr", 12, np.ones(11, bool))
+    with pytest.raises(MotionRefineError, match="12 pairs at 48x64"):
+        track_teachers.read_teacher_flow(tmp_path / "t.zarr", 13, H, W)
+
+
+def test_make_flowpips_labels_reads_the_budget_of_the_teacher_store(tmp_path):
+    from conftest import ROOT, SHARED, require_asset
+
+    T = 24
+    _frames_store(tmp_path / "frames.zarr", _clip(T))
+    computed = np.zeros(T - 1, bool)
+    computed[[3, 14]] = True  # a budget that keeps one pair in about ten
+    _teacher_store(tmp_path / "teacher.zarr", T, computed)
+    s = track_teachers.make_flowpips_labels(
+        tmp_path / "frames.zarr", require_asset(ROOT / "weights/flowpips-small-synth.pth"),
+        require_asset(SHARED / "weights/raft-small.pth"), tmp_path / "labels.zarr",
+        teacher_flow=tmp_path / "teacher.zarr", teachers=("flow",), theta=1.0, rebalance="none", device="cpu")
+    lab = track_labels.read_track_labels(tmp_path / "labels.zarr")
+    # every window holds an uncomputed pair: no flow-teacher labels, and the store says why
+    assert s["tracks"] == 0 and lab["tracks"].shape[0] == 0
+    assert lab["attrs"]["teachers"]["flow"]["windows_skipped"] == 5
+    assert all(w["skipped"] for w in lab["attrs"]["windows"]["flow"])

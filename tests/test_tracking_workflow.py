@@ -45,12 +45,16 @@ def test_tracking_chain_end_to_end(tmp_path):
     assert guard["weights_sha256"] == sha256_file(tmp_path / "results/tracking/finetune/refined.pth")
     assert guard["raft_sha256"] == model.raft_sha256 and isinstance(guard["keep_refined"], bool)
     if guard["held_tracks"]:  # the guard's decision follows its two held-back errors, and the report says it
+        assert guard["excluded_tracks"] >= 0 and guard["train_tracks"] > 0 and guard["guard_band_px"] == 8.0
         assert guard["keep_refined"] == (guard["held_epe_refined"] < guard["held_epe_initial"])
         assert "Tracker guard: on" in (tmp_path / "results/tracking/summary.md").read_text()
     ev = pd.read_csv(tmp_path / "results/tracking/eval.csv")
     # refine.transductive is off in this config: no transductive trackers
-    assert set(ev["tracker"]) == {"chained RAFT (pretrained)", "chained RAFT (refined, heldout)",
-                                  "tracker (pretrained)", "tracker (refined, heldout)"}
+    assert set(ev["tracker"]) == {"chained RAFT, pretrained", "chained RAFT, refined heldout",
+                                  "chained RAFT + visibility, pretrained", "chained RAFT + visibility, refined heldout"}
+    summary_md = (tmp_path / "results/tracking/summary.md").read_text()
+    assert "| chained RAFT + visibility, refined heldout | chained RAFT + visibility, pretrained |" in summary_md
+    assert "tracker (" not in summary_md
     # Chained RAFT "refined" uses the guard's choice, which may be the pretrained weights.
     kept = json.loads((tmp_path / "results/finetune/heldout/guard.json").read_text())["keep_refined"]
     assert set(ev["scene"]) == {"s0"} and ev["checkpoint_sha256"].nunique() == (4 if kept else 3)
@@ -93,7 +97,7 @@ def _davis_pickle(path: Path, t: int = 8) -> None:
 
 
 def test_tracker_comparison_scores_tapvid_videos(tmp_path):
-    from motionrefine.track.evaluate import tracker_comparison
+    from motionrefine.track.comparison import tracker_comparison
 
     _davis_pickle(tmp_path / "tapvid_davis.pkl")
     raft = ROOT.parent / "shared" / "weights" / "raft-small.pth"
@@ -108,6 +112,33 @@ def test_tracker_comparison_scores_tapvid_videos(tmp_path):
     assert "davis/slide" in (tmp_path / "eval.csv").read_text()
 
 
+def test_comparison_names_say_the_flowpips_tracker_is_chained_raft_plus_visibility():
+    """Rule track_eval's names: the FlowPips tracker's update outputs zero positions, so it is
+    named for what it is; each refined entry is compared with its own pretrained one."""
+    from motionrefine.core.errors import MotionRefineError
+    from motionrefine.track.comparison import comparison_name, comparison_trackers
+
+    kw = comparison_trackers("flow-small", "raft.pth", "raft-ref.pth", "trk.pth", "trk-ref.pth",
+                             tracker_raft="raft.pth", tracker_refined_raft="raft-ref.pth", transductive={"s0": "s0.pth"},
+                             tracker_transductive=True)
+    cr, cv = "chained RAFT", "chained RAFT + visibility"
+    assert kw["raft"] == {f"{cr}, pretrained": "raft.pth", f"{cr}, refined heldout": "raft-ref.pth",
+                          f"{cr}, refined transductive": {"s0": "s0.pth"}}
+    assert kw["pips"] == {f"{cv}, pretrained": "trk.pth", f"{cv}, refined heldout": "trk-ref.pth",
+                          f"{cv}, refined transductive": "trk.pth"}
+    assert kw["tracker_backbone"] == {f"{cv}, refined transductive": {"s0": "s0.pth"}}
+    assert kw["tracker_raft"][f"{cv}, refined heldout"] == "raft-ref.pth"
+    assert kw["gains"] == {f"{m}, refined {how}": f"{m}, pretrained" for m in (cr, cv)
+                           for how in ("heldout", "transductive")}
+    assert not any("tracker" in name for group in ("raft", "pips") for name in kw[group])
+    # a PIPs tracker is a tracker of its own; no transductive scenes, no transductive rows
+    pips = comparison_trackers("small", "r", "rr", "t", "tr")
+    assert list(pips["pips"]) == ["PIPs, pretrained", "PIPs, refined heldout"] and pips["tracker_raft"] is None
+    assert list(pips["raft"]) == [f"{cr}, pretrained", f"{cr}, refined heldout"]
+    with pytest.raises(MotionRefineError, match="stage"):
+        comparison_name(cv, "refined")
+
+
 def test_transductive_trackers_run_per_scene_on_their_own_raft(tmp_path):
     """A {scene: weights} tracker runs only on the scenes it names, each on its own RAFT, and the
     summary gives its delta_avg change against the pretrained tracker per scene."""
@@ -116,7 +147,7 @@ def test_transductive_trackers_run_per_scene_on_their_own_raft(tmp_path):
     import torch
 
     from motionrefine.models.checkpoint import read_state_dict
-    from motionrefine.track.evaluate import tracker_comparison
+    from motionrefine.track.comparison import tracker_comparison
 
     _davis_pickle(tmp_path / "one.pkl")
     with open(tmp_path / "one.pkl", "rb") as f:

@@ -51,22 +51,24 @@ def evaluate(args) -> None:
 
     import pandas as pd
 
-    from motionrefine.track import evaluate as track_eval
+    from motionrefine.track.eval_scenes import heldout_real_scenes
+    from motionrefine.track.evaluate import evaluate_trackers, summary_table
+    from motionrefine.track.trackers import pips_tracker_from_checkpoint, raft_chain_tracker, zero_motion_tracker
 
     log = logging.getLogger("motionrefine")
-    scenes = track_eval.heldout_real_scenes(args.frames, n=args.scenes, frames=args.frames_per_scene,
-                                            height=args.height, width=args.width, seed=args.seed,
-                                            preset_mix=args.presets)
-    trackers = {"zero_motion": track_eval.zero_motion_tracker()}
+    scenes = heldout_real_scenes(args.frames, n=args.scenes, frames=args.frames_per_scene,
+                                 height=args.height, width=args.width, seed=args.seed,
+                                 preset_mix=args.presets)
+    trackers = {"zero_motion": zero_motion_tracker()}
     for spec in args.checkpoint:
         name, _, path = spec.rpartition("=")
-        trackers[name or Path(path).stem] = track_eval.pips_tracker_from_checkpoint(
+        trackers[name or Path(path).stem] = pips_tracker_from_checkpoint(
             path, size=args.size, iters=args.iters, raft_checkpoint=args.raft)
     if args.raft:
-        trackers["raft_chain"] = track_eval.raft_chain_tracker(args.raft, iters=args.raft_iters,
-                                                               alpha=args.fb_alpha, beta=args.fb_beta)
-    df = track_eval.evaluate_trackers(scenes, trackers)
-    table = track_eval.summary_table(df)
+        trackers["raft_chain"] = raft_chain_tracker(args.raft, iters=args.raft_iters,
+                                                    alpha=args.fb_alpha, beta=args.fb_beta)
+    df = evaluate_trackers(scenes, trackers)
+    table = summary_table(df)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         log.info("per scene:\n%s", df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         log.info("mean over scenes:\n%s", table.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
 from motionrefine.io.track_formats import write_tapvid_pickle  # noqa: E402
-from motionrefine.track.evaluate import heldout_real_scenes  # noqa: E402
+from motionrefine.track.eval_scenes import heldout_real_scenes  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -43,9 +43,10 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with job_log(args.log or str(out / "log.txt")) as log:
-        from motionrefine.track.evaluate import label_quality, tracker_comparison
+        from motionrefine.track.comparison import tracker_comparison
+        from motionrefine.track.label_quality import label_quality
         from motionrefine.track.finetune import finetune_tracker
-        from motionrefine.track.labels import make_flowpips_labels
+        from motionrefine.track.teachers import make_flowpips_labels
 
         cfg = yaml.safe_load(Path(args.config).read_text())
         tr = cfg["tracking"]

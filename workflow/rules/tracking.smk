@@ -66,8 +66,8 @@ rule track_finetune:
 
 
 rule track_eval:
-    """Long-range tracks on the real-texture scenes: chained RAFT and the tracker, pre-trained and
-    refined (heldout: on the sample videos; transductive: each scene's RAFT refined on its own
+    """Long-range tracks on the real-texture scenes: chained RAFT and the tracker (named
+    "chained RAFT + visibility": its update outputs zero positions), pre-trained and refined (heldout: on the sample videos; transductive: each scene's RAFT refined on its own
     frames). TAP-Vid metrics plus survival and MTE per scene."""
     input:
         scenes=[s.source for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],

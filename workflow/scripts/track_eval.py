@@ -8,34 +8,25 @@ import pandas as pd
 import torch
 
 from motionrefine.config.schema import job_log
-from motionrefine.track.evaluate import label_quality, tracker_comparison
+from motionrefine.track.comparison import comparison_trackers, tracker_comparison
+from motionrefine.track.label_quality import label_quality
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
     i, p, o = snakemake.input, snakemake.params, snakemake.output
-    # transductive: each generated scene's own refined RAFT (scene name -> weights)
-    trans = dict(zip(p.transductive, i.raft_transductive))
     flowpips = isinstance(i.tracker_raft, str)  # flow-small: the RAFT-small each tracker runs on
-    raft = {"chained RAFT (pretrained)": i.raft_pretrained, "chained RAFT (refined, heldout)": i.raft_refined}
-    pips = {"tracker (pretrained)": i.tracker_pretrained, "tracker (refined, heldout)": i.tracker_refined}
-    backbone = {}
-    if trans:
-        raft["chained RAFT (refined, transductive)"] = trans
-        if flowpips and p.flowpips_transductive:
-            # the pre-trained tracker's update on each scene's refined RAFT
-            pips["tracker (refined, transductive)"] = i.tracker_pretrained
-            backbone["tracker (refined, transductive)"] = trans
-    gains = {k: ("chained RAFT (pretrained)" if k.startswith("chained") else "tracker (pretrained)")
-             for k in list(raft)[1:] + list(pips)[1:]}
+    trackers = comparison_trackers(
+        p.settings.size, i.raft_pretrained, i.raft_refined, i.tracker_pretrained, i.tracker_refined,
+        tracker_raft=i.tracker_raft if flowpips else None,
+        tracker_refined_raft=i.tracker_refined_raft if flowpips else None,
+        transductive=dict(zip(p.transductive, i.raft_transductive)),  # scene name -> the RAFT refined on it
+        tracker_transductive=flowpips and p.flowpips_transductive)
     tracker_comparison(
-        scene_paths=list(i.scenes), raft=raft, pips=pips,
+        scene_paths=list(i.scenes), **trackers,
         **p.settings._asdict(),
         tapvid=[{"benchmark": s.benchmark, "name": s.name, "path": s.source, "options": s.reader_options}
                 for s in p.tapvid],
         out_table=o.table, out_figure=o.figure, out_summary=o.summary, out_tracks_figure=o.tracks_figure,
-        tracker_raft={"tracker (pretrained)": i.tracker_raft, "tracker (refined, heldout)": i.tracker_refined_raft,
-                      "tracker (refined, transductive)": i.tracker_raft} if flowpips else None,
-        tracker_backbone=backbone, gains=gains,
     )
     guard = json.loads(Path(i.tracker_guard).read_text())
     if guard.get("held_tracks"):  # the report shows summary.md: say what the tracker's guard chose

@@ -4,7 +4,8 @@ import torch
 
 from motionrefine.config.schema import job_log
 from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE
-from motionrefine.track.labels import make_flowpips_labels, make_track_labels
+from motionrefine.track.labels import make_track_labels
+from motionrefine.track.teachers import make_flowpips_labels
 
 with job_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)

@@ -251,7 +251,7 @@ def tracking_section(summary_md: str | os.PathLike, figure_png: str | os.PathLik
     """The tracking comparison's summary.md (+ per-scene δ_avg bars) when it ran, and the figure
     of tracks drawn on frames (``tracks.png``, written beside summary.md by the same rule)."""
     md, page = optional_section(summary_md, figure_png,
-                                "Long-range tracking: chained RAFT and the tracker, before and after", number)
+                                "Long-range tracking before and after refinement", number)
     tracks = Path(summary_md).with_name("tracks.png")
     if page and tracks.is_file():
         page += _img(base64.b64encode(tracks.read_bytes()).decode("ascii"), "tracks: predicted vs ground truth")

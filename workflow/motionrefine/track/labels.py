@@ -42,7 +42,7 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.rebalance import cap_bins, speed_filter, track_speed
 from motionrefine.core.store import atomic_group, open_group, write_array
-from motionrefine.track.chain import ChainedFlowClip, ClipTracker, FlowPipsClip, pips_track_fn
+from motionrefine.track.chain import ClipTracker, pips_track_fn
 
 log = logging.getLogger("motionrefine")
 
@@ -105,7 +105,7 @@ class TrackLabelConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["speed_edges"] = _edges_json(self.speed_edges)
+        d["speed_edges"] = edges_json(self.speed_edges)
         return d
 
     def resolved(self, height: int, width: int) -> dict:
@@ -124,7 +124,7 @@ class TrackLabelConfig:
         }
 
 
-def _edges_json(edges: Sequence[float]) -> list:
+def edges_json(edges: Sequence[float]) -> list:
     # JSON has no infinity: the open upper edge is written as the string "inf".
     return [("inf" if math.isinf(e) else float(e)) for e in edges]
 
@@ -176,11 +176,13 @@ def seed_queries(frame: np.ndarray, cfg: TrackLabelConfig, res: dict) -> np.ndar
 
 
 def label_video(frames, track_fn, cfg: TrackLabelConfig | dict | None = None, S: int = 8,
-                window_tracker: Callable[[int, np.ndarray], ClipTracker] | None = None) -> dict:
+                window_tracker: Callable[[int, np.ndarray], ClipTracker | None] | None = None) -> dict:
     """Pseudo-labels of one video. ``frames``: (T, H, W, 3) uint8 array (or a lazily indexed
     zarr array); ``track_fn(frames (S,H,W,3), queries (N,2)) -> (S, N, 2)`` (e.g.
     ``chain.pips_track_fn(model)``), or None with ``window_tracker(start, clip)`` giving a
-    ``chain.ClipTracker`` per window (a teacher whose flow is per video). Returns a dict of numpy arrays (tracks, window_start,
+    ``chain.ClipTracker`` per window (a teacher whose flow is per video), or None for a window
+    the teacher cannot label (it then gives no tracks and its entry says ``skipped``).
+    Returns a dict of numpy arrays (tracks, window_start,
     speed, speed_bin, fb_dist, origin, hist_before, hist_after, window_starts) plus
     ``windows`` (per-window counts) and ``resolved`` (θ, w, … used)."""
     cfg = cfg if isinstance(cfg, TrackLabelConfig) else TrackLabelConfig.from_dict(cfg)
@@ -192,6 +194,10 @@ def label_video(frames, track_fn, cfg: TrackLabelConfig | dict | None = None, S:
         clip = np.asarray(frames[s:s + S])
         seeds = seed_queries(clip[0], cfg, res)
         fn = window_tracker(int(s), clip) if window_tracker is not None else track_fn
+        if fn is None:
+            windows.append({"start": int(s), "skipped": True, "seeds": 0, "seeds_kept": 0, "dense": 0,
+                            "dense_kept": 0, "tracks": 0})
+            continue
         wl = verify_and_densify(fn, clip, seeds, res["theta"], res["dense_w"], cfg.max_dense_seeds,
                                 np.random.default_rng([cfg.seed, s]))
         tracks.append(wl.tracks)
@@ -273,7 +279,7 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
         "model_stride": int(model.stride), "iters": c.iters,
         "theta": res["theta"], "theta_ref": c.theta_ref, "w": res["dense_w"], "dense_w_ref": c.dense_w_ref,
         "grid_spacing": res["grid_spacing"], "queries": c.queries,
-        "speed_bins": _edges_json(c.speed_edges), "speed_units": c.speed_units,
+        "speed_bins": edges_json(c.speed_edges), "speed_units": c.speed_units,
         "speed_scale": res["speed_scale"], "rebalance": c.rebalance,
         "max_share_applied": res["max_share_applied"],
         "windows": labels["windows"], "config": c.to_dict(), "code_version": __version__,
@@ -283,104 +289,6 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
     write_track_labels(labels, out_path, attrs)
     log.info("%s: %d tracks in %d windows (%.1f s) -> %s", video, summary["tracks"], summary["windows"], seconds,
              out_path)
-    return summary
-
-
-TEACHERS = ("tracker", "flow")
-
-
-def flowpips_window_trackers(model, frames, flow: dict | None, teachers: Sequence[str], iters: int | None = None):
-    """Per teacher, ``window_tracker(start, clip)`` for ``label_video``: "tracker" runs FlowPips
-    on the clip (the paper's self-labelling); "flow" chains the teacher flow store's pairs of
-    the clip (``flow``: its ``flow_fw``/``flow_bw`` arrays, e.g. results/teacher/{video}.zarr)."""
-    H, W = frames.shape[1:3]
-    out = {}
-    for name in teachers:
-        if name == "tracker":
-            fw, bw, feats, offset = model.flow_and_features(frames)  # once per video, sliced per window
-            out[name] = lambda s, clip: FlowPipsClip(model, clip, iters, (fw[s:s + len(clip) - 1], bw[s:s + len(clip) - 1],
-                                                                          feats[s:s + len(clip)], offset))
-        elif name == "flow":
-            if flow is None:
-                raise MotionRefineError("teacher 'flow' needs the teacher's flow store")
-            out[name] = lambda s, clip: ChainedFlowClip(flow["flow_fw"][s:s + len(clip) - 1],
-                                                        flow["flow_bw"][s:s + len(clip) - 1], (H, W))
-        else:
-            raise MotionRefineError(f"unknown label teacher {name!r}; choose from {TEACHERS}")
-    return out
-
-
-def merge_teacher_labels(per_teacher: dict) -> dict:
-    """Concatenate ``label_video`` outputs of several teachers; adds ``teacher`` (N,) int8
-    (index into the order given) and per-teacher summaries under ``teachers``."""
-    names = list(per_teacher)
-    first = per_teacher[names[0]]
-    out = {k: np.concatenate([per_teacher[n][k] for n in names])
-           for k in ("tracks", "window_start", "speed", "speed_bin", "fb_dist", "origin")}
-    out["teacher"] = np.concatenate([np.full(len(per_teacher[n]["tracks"]), i, np.int8) for i, n in enumerate(names)])
-    out["hist_before"] = sum(per_teacher[n]["hist_before"] for n in names)
-    out["hist_after"] = sum(per_teacher[n]["hist_after"] for n in names)
-    out["window_starts"] = first["window_starts"]
-    out["windows"] = {n: per_teacher[n]["windows"] for n in names}
-    out["resolved"] = first["resolved"]
-    out["teachers"] = {n: {"tracks": int(len(per_teacher[n]["tracks"])),
-                           "seeds_kept": int(sum(w["seeds_kept"] for w in per_teacher[n]["windows"])),
-                           "seeds": int(sum(w["seeds"] for w in per_teacher[n]["windows"]))} for n in names}
-    return out
-
-
-def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, raft_checkpoint: str | os.PathLike,
-                         out_path: str | os.PathLike, teacher_flow: str | os.PathLike | None = None,
-                         teachers: Sequence[str] = TEACHERS, **cfg) -> dict:
-    """Pseudo-labels of one video from the FlowPips ``checkpoint`` (on the RAFT-small weights
-    ``raft_checkpoint``) and/or the teacher flow store
-    ``teacher_flow`` (see ``flowpips_window_trackers``), each verified forward-backward over
-    the window with θ scaled to the resolution, densified and re-balanced as ``label_video``;
-    one labels store with a ``teacher`` array. Keyword arguments are TrackLabelConfig fields."""
-    from motionrefine.models.pips.flowpips import load_flowpips
-
-    c = TrackLabelConfig.from_dict(cfg)
-    dev = pick_device(c.device, c.threads)
-    model, digest = load_flowpips(checkpoint, raft_checkpoint, c.expected_sha256)
-    model.to(dev)
-    frames = np.asarray(open_group(frames_path)["frames"][...])
-    T, H, W = frames.shape[:3]
-    S = model.cfg.S
-    if T < S:
-        raise MotionRefineError(f"{frames_path}: {T} frames, fewer than one {S}-frame window")
-    flow = None
-    if "flow" in teachers:
-        g = open_group(teacher_flow) if teacher_flow is not None else None
-        if g is None or "flow_fw" not in g or g["flow_fw"].shape[:3] != (T - 1, H, W):
-            raise MotionRefineError(f"teacher 'flow' needs a flow store of {T - 1} pairs at {H}x{W}, got {teacher_flow}")
-        flow = {"flow_fw": np.asarray(g["flow_fw"][...]), "flow_bw": np.asarray(g["flow_bw"][...])}
-    started = time.perf_counter()
-    fns = flowpips_window_trackers(model, frames, flow, teachers)  # the model's own update iterations
-    per = {n: label_video(frames, None, c, S=S, window_tracker=fn) for n, fn in fns.items()}
-    labels = merge_teacher_labels(per)
-    seconds = time.perf_counter() - started
-    res = labels["resolved"]
-    video = c.video or Path(frames_path).name.removesuffix(".zarr")
-    summary = {"video": video, "tracks": int(len(labels["tracks"])), "teachers": labels["teachers"],
-               "theta": res["theta"], "dense_w": res["dense_w"], "seconds": round(seconds, 3),
-               "checkpoint_sha256": digest}
-    attrs = {
-        "format_version": LABEL_FORMAT_VERSION, "video": video, "frames_path": str(frames_path),
-        "num_frames": int(T), "height": int(H), "width": int(W), "S": int(S),
-        "window_stride": int(c.window_stride or S // 2), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
-        "model_size": "flow-small", "teacher_names": list(per), "teachers": labels["teachers"],
-        "teacher_flow": str(teacher_flow) if teacher_flow is not None else None,
-        "theta": res["theta"], "theta_ref": c.theta_ref, "w": res["dense_w"], "dense_w_ref": c.dense_w_ref,
-        "grid_spacing": res["grid_spacing"], "queries": c.queries,
-        "speed_bins": _edges_json(c.speed_edges), "speed_units": c.speed_units, "speed_scale": res["speed_scale"],
-        "rebalance": c.rebalance, "windows": labels["windows"], "config": c.to_dict(), "code_version": __version__,
-        "seconds": round(seconds, 3), "device": str(dev),
-        "convention": "tracks[i, s] = (x, y) px at frame window_start[i] + s of the frames store; all visible; "
-                      "teacher[i] indexes teacher_names",
-    }
-    write_track_labels(labels, out_path, attrs)
-    log.info("%s: %s tracks kept per teacher (%.1f s) -> %s", video,
-             {n: v["tracks"] for n, v in labels["teachers"].items()}, seconds, out_path)
     return summary
 
 
