@@ -14,16 +14,21 @@ from motionrefine.io.flow_formats import read_flo, read_npy_flow, rescale_flow
 from motionrefine.io.video import extract_frames
 
 
-def test_choice_follows_the_video_entry_then_the_pooled_verdict():
+def test_choice_follows_the_video_entry_and_the_pooled_verdict():
+    entry = {"use": "refined", "flag": "helped", "reason": "better", "interval_pct": [-9.0, -2.0],
+             "change_pct": -5.0, "pretrained": {"agreement_epe": 0.5}, "refined": {"agreement_epe": 0.47}}
     verdict = {"keep_refined": True, "reason": "pooled",
-               "videos": {"a": {"use": "pretrained", "flag": "not shown", "reason": "interval holds 0",
-                                "interval_pct": [-3.0, 1.0]}}}
-    assert choose_flow(verdict, "a")["use"] == "pretrained" and choose_flow(verdict, "a")["interval_pct"] == [-3.0, 1.0]
-    assert choose_flow(verdict, "b") == {"use": "refined", "flag": "pooled",
-                                         "reason": "one decision for every video of the run: pooled"}
-    assert choose_flow({"keep_refined": False, "reason": "worse"}, "b")["use"] == "pretrained"
+               "videos": {"a": {**entry, "use": "pretrained", "flag": "not shown", "interval_pct": [-3.0, float("nan")]},
+                          "b": entry}}
+    a = choose_flow(verdict, "a")
+    assert a["use"] == "pretrained" and a["interval_pct"] == [-3.0, None]  # NaN as null: standard JSON
+    assert choose_flow(verdict, "b") == entry
+    # A pooled verdict that reverted leaves every video on the pretrained weights.
+    assert choose_flow({**verdict, "keep_refined": False}, "b")["use"] == "pretrained"
+    with pytest.raises(MotionRefineError, match="judged no video 'c'"):
+        choose_flow(verdict, "c")
     # A clip check is a video entry itself.
-    assert choose_flow({"use": "refined", "flag": "helped", "reason": "r"}, "x")["flag"] == "helped"
+    assert choose_flow(entry, "x")["flag"] == "helped"
     assert choose_flow(None, "x")["use"] == "pretrained"
 
 

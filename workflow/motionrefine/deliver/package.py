@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from pathlib import Path
@@ -40,20 +41,28 @@ log = logging.getLogger("motionrefine")
 RESOLUTIONS = ("source", "stored")
 
 
-def choose_flow(verdict: Mapping | None, video: str) -> dict:
-    """Which model's flow ``video`` gets, from a guard verdict (guard.json) or a clip check.
+def _json_safe(value):
+    """NaN (an interval the guard could not give) as null: meta.json stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
-    The video's own entry decides where there is one (``use``: refined | pretrained); else the
-    pooled decision; a clip check (``infer``) is such an entry itself. No verdict at all (no
-    refined model): the pretrained model."""
+
+def choose_flow(verdict: Mapping | None, video: str) -> dict:
+    """Which model's flow ``video`` gets, with the label-free signals behind the choice: its
+    entry of a guard verdict (guard.json, :func:`flow.guard.video_choice`), or a clip check of
+    ``snakemake infer`` (an entry itself). No verdict (no refined model): the pretrained model."""
+    from motionrefine.flow.guard import video_choice
+
     if verdict is None:
         return {"use": "pretrained", "flag": "not refined", "reason": "no model other than the pretrained one"}
-    entry = verdict if "use" in verdict else (verdict.get("videos") or {}).get(video)
-    if isinstance(entry, Mapping) and entry.get("use") in ("refined", "pretrained"):
-        return {k: entry[k] for k in ("use", "flag", "reason", "change_pct", "interval_pct") if k in entry}
-    keep = bool(verdict.get("keep_refined"))
-    return {"use": "refined" if keep else "pretrained", "flag": "pooled",
-            "reason": f"one decision for every video of the run: {verdict.get('reason', '')}"}
+    entry = verdict if "use" in verdict and "videos" not in verdict else video_choice(dict(verdict), video)
+    keys = ("use", "flag", "reason", "change_pct", "interval_pct", "blocks", "pretrained", "refined")
+    return _json_safe({k: entry[k] for k in keys if k in entry})
 
 
 def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, flows: Mapping[str, str],
