@@ -111,7 +111,10 @@ def test_own_clip_deliverables_and_infer_on_another(tmp_path):
     # Tracks in source pixels and source frame indices, with visibility.
     tracks = pd.read_csv(out / "tracks.csv")
     assert set(tracks["frame"]) == set(indices) and set(tracks["visible"]) <= {0, 1}
-    assert tracks["x"].between(-1, 640).mean() > 0.9 and tracks["y"].between(-1, 272).mean() > 0.9
+    # Points may leave the frame, but a visible one lies inside the source frame.
+    seen = tracks[tracks["visible"] == 1]
+    assert len(seen) > len(tracks) // 2
+    assert seen["x"].between(-0.5, 639.5).all() and seen["y"].between(-0.5, 271.5).all()
     assert (out / "tracks.pkl").stat().st_size > 0
 
     with av.open(str(out / "preview.mp4")) as container:
