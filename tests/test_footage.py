@@ -66,7 +66,7 @@ def test_sheet_with_one_outside_clip_plans_the_deliverables(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert infer.returncode == 0, infer.stdout[-3000:] + infer.stderr[-3000:]
     jobs = planned_jobs(infer)
-    assert {"infer_labels", "infer_check", "infer_deliverable"} <= jobs
+    assert {"infer_labels", "infer_check", "inferred_flow", "infer_deliverable"} <= jobs
     assert not jobs & {"finetune", "labels", "guard", "aggregate"}
 
 
@@ -99,9 +99,10 @@ def test_own_clip_deliverables_and_infer_on_another(tmp_path):
 
     # The flow of the model the verdict handed this video, at source resolution, equals its stored flow rescaled.
     use = meta["flow"]["model"]
-    store = work / ("results/flow/refined-heldout/myclip.zarr" if use == "refined" else "results/flow/raft-small/myclip.zarr")
-    g = zarr.open_group(str(store), mode="r")
-    assert meta["flow"]["checkpoint_sha256"] == g.attrs["checkpoint_sha256"]
+    g = zarr.open_group(str(work / "results/flow/delivered/myclip.zarr"), mode="r")
+    assert g.attrs["delivery"]["use"] == use and meta["flow"]["checkpoint_sha256"] == g.attrs["checkpoint_sha256"]
+    want = "results/model/raft.pth" if use == "refined" else None
+    assert g.attrs["checkpoint_sha256"] == (sha256_file(work / want) if want else sha256_file(SHARED / "weights/raft-small.pth"))
     for t in (0, len(indices) - 2):
         got = read_flo(out / f"flow/flo/fw_{indices[t]:06d}.flo")
         assert got.shape == (272, 640, 2)

@@ -46,8 +46,7 @@ DELIVERY = SETTINGS.delivery
 SAMPLE_PATTERN = "|".join(re.escape(n) for n in SAMPLES.index) or "(?!)"
 RUN_PATTERN = "|".join(re.escape(r) for r in ALL_RUNS) or "(?!)"
 # results/flow/{model}/...: the pretrained model's name, or refined-{run} for a refined one.
-# results/flow/infer/...: the model `snakemake infer` applies (infer.checkpoint).
-FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL), "infer"] + [f"refined-{re.escape(r)}" for r in RUNS])
+FLOW_MODEL_PATTERN = "|".join([re.escape(MODEL)] + [f"refined-{re.escape(r)}" for r in RUNS])
 
 
 wildcard_constraints:
@@ -149,8 +148,6 @@ def label_inputs(wildcards):
 def flow_checkpoint(wildcards):
     if wildcards.model == MODEL:
         return checkpoint_path(wildcards)
-    if wildcards.model == "infer":
-        return infer_checkpoint(wildcards)
     return f"results/finetune/{wildcards.model.removeprefix('refined-')}/refined.pth"
 
 
@@ -181,9 +178,7 @@ def run_videos(wildcards):
 
 
 def all_targets():
-    targets = expand("results/frames/{video}.zarr", video=SAMPLES.index) + expand(
-        "results/flow/{model}/{video}.zarr", model=MODEL, video=SAMPLES.index
-    )
+    targets = expand("results/frames/{video}.zarr", video=SAMPLES.index)
     targets += expand("results/labels/flow/{video}.zarr", video=SAMPLES.index)
     # What the user takes away: per video flow, tracks, preview and meta; the refined model.
     targets += expand("results/deliverables/{video}", video=SAMPLES.index)
@@ -200,11 +195,28 @@ def all_targets():
 REFINED_RUN = plan.HELDOUT if plan.HELDOUT in RUNS else None
 
 
-def delivered_flows(wildcards):
-    flows = {"pretrained": f"results/flow/{MODEL}/{wildcards.video}.zarr"}
+def delivery_inputs(wildcards):
+    """What decides a sample video's delivered flow: the pretrained weights and, with a refined run,
+    the refined weights and their guard verdict."""
+    inputs = {"frames": f"results/frames/{wildcards.video}.zarr", "pretrained": checkpoint_path(wildcards)}
     if REFINED_RUN:
-        flows["refined"] = f"results/flow/refined-{REFINED_RUN}/{wildcards.video}.zarr"
-    return flows
+        inputs["refined"] = f"results/finetune/{REFINED_RUN}/refined.pth"
+        inputs["verdict"] = f"results/finetune/{REFINED_RUN}/guard.json"
+    return inputs
+
+
+# `snakemake infer`: the default (model.checkpoint) is the pretrained model itself, nothing to check.
+INFER_CHECKS = config["infer"]["checkpoint"] not in (None, config["model"]["checkpoint"])
+INFER_TRACKS = bool(config["tracking"].get("enabled"))
+
+
+def infer_inputs(wildcards):
+    """The same for `snakemake infer`: the applied weights and the clip check's verdict."""
+    inputs = {"frames": f"results/frames/{wildcards.video}.zarr", "pretrained": checkpoint_path(wildcards)}
+    if INFER_CHECKS:
+        inputs["refined"] = infer_checkpoint(wildcards)
+        inputs["verdict"] = f"results/checks/{wildcards.video}.json"
+    return inputs
 
 
 def delivered_tracks(wildcards):

@@ -34,13 +34,39 @@ rule model:
         "../scripts/model.py"
 
 
-rule deliverable:
-    """One sample video's deliverables: the flow of the model its guard verdict hands it, the
-    refined tracker's tracks (at the sheet's query points or a grid), preview.mp4, meta.json."""
+rule delivered_flow:
+    """One sample video's flow from the weights its guard verdict hands it: the refined weights
+    only where its check favours them, else the pretrained ones (only the chosen model runs)."""
     input:
-        unpack(lambda wc: {"frames": f"results/frames/{wc.video}.zarr", **delivered_flows(wc),
-                           **delivered_tracks(wc),
-                           **({"guard": f"results/finetune/{REFINED_RUN}/guard.json"} if REFINED_RUN else {})}),
+        unpack(delivery_inputs),
+    output:
+        directory("results/flow/delivered/{video}.zarr"),
+    log:
+        "results/logs/delivered_flow/{video}.log",
+    benchmark:
+        "results/benchmarks/delivered_flow/{video}.tsv"
+    wildcard_constraints:
+        video=SAMPLE_PATTERN,
+    params:
+        settings=FLOW,
+        sha256=config["model"]["sha256"],
+    threads: res("flow", "threads")
+    resources:
+        mem_mb=res("flow", "mem_mb"),
+        runtime=res("flow", "runtime"),
+        gpu=res("flow", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/delivered_flow.py"
+
+
+rule deliverable:
+    """One sample video's deliverables: its delivered flow, the refined tracker's tracks (at the
+    sheet's query points or a grid), preview.mp4 and meta.json."""
+    input:
+        unpack(lambda wc: {"frames": f"results/frames/{wc.video}.zarr",
+                           "flow": f"results/flow/delivered/{wc.video}.zarr", **delivered_tracks(wc)}),
     output:
         directory("results/deliverables/{video}"),
     log:

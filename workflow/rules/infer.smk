@@ -4,10 +4,6 @@
 # rule compares the model with the pretrained one there. The clip gets the model only where the
 # check favours it. Results: results/infer/{video}/, laid out as results/deliverables/{video}/.
 
-# The default (model.checkpoint) is the pretrained model itself: nothing to check.
-INFER_CHECKS = config["infer"]["checkpoint"] not in (None, config["model"]["checkpoint"])
-INFER_TRACKS = bool(config["tracking"].get("enabled"))
-
 
 rule infer:
     """Deliverables of every sample video from the model named by infer.checkpoint (a target)."""
@@ -100,15 +96,39 @@ rule infer_tracks:
         "../scripts/track_predict.py"
 
 
+rule inferred_flow:
+    """One clip's flow from the applied weights, or the pretrained ones where its check does not
+    favour them (only the chosen model runs)."""
+    input:
+        unpack(infer_inputs),
+    output:
+        directory("results/flow/inferred/{video}.zarr"),
+    log:
+        "results/logs/inferred_flow/{video}.log",
+    benchmark:
+        "results/benchmarks/inferred_flow/{video}.tsv"
+    wildcard_constraints:
+        video=SAMPLE_PATTERN,
+    params:
+        settings=FLOW,
+        sha256=config["model"]["sha256"],
+    threads: res("flow", "threads")
+    resources:
+        mem_mb=res("flow", "mem_mb"),
+        runtime=res("flow", "runtime"),
+        gpu=res("flow", "gpu"),
+    conda:
+        "../../envs/motionrefine.yaml"
+    script:
+        "../scripts/delivered_flow.py"
+
+
 rule infer_deliverable:
-    """One clip's deliverables from the inferred flow, or the pretrained flow where its check
-    does not favour the model."""
+    """One clip's deliverables from its inferred flow."""
     input:
         unpack(lambda wc: {
             "frames": f"results/frames/{wc.video}.zarr",
-            "pretrained": f"results/flow/{MODEL}/{wc.video}.zarr",
-            **({"refined": f"results/flow/infer/{wc.video}.zarr", "guard": f"results/checks/{wc.video}.json"}
-               if INFER_CHECKS else {}),
+            "flow": f"results/flow/inferred/{wc.video}.zarr",
             **({"tracks": f"results/tracking/infer/{wc.video}.zarr"} if INFER_TRACKS else {}),
         }),
     output:

@@ -12,7 +12,8 @@ clips) holds
 - ``meta.json``: where every number came from (:mod:`motionrefine.deliver.meta`).
 
 Which model's flow a video gets is decided per video (:func:`choose_flow`): the refined
-model's only where the guard's check on that video favours it.
+model's only where the guard's check on that video favours it. :func:`delivered_flow` runs
+only that model and records the choice in its store.
 
 The folder appears only when complete: it is written under a temporary sibling and renamed.
 """
@@ -65,26 +66,46 @@ def choose_flow(verdict: Mapping | None, video: str) -> dict:
     return _json_safe({k: entry[k] for k in keys if k in entry})
 
 
-def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, flows: Mapping[str, str],
-                      choice: Mapping, settings: DeliverySettings, tracks_path: str | None = None,
+def delivered_flow(frames_path: str, out_path: str, video: str, verdict: Mapping | None, pretrained: str,
+                   refined: str | None, settings, threads: int = 1, expected_sha256: str | None = None,
+                   progress: bool = False) -> dict:
+    """The flow store a video's deliverables export: ``refined`` weights where the verdict hands
+    them to ``video`` (:func:`choose_flow`), else ``pretrained`` (checked against
+    ``expected_sha256``); only the chosen model runs. The choice is stored in the attrs
+    (``delivery``), so the deliverable and its meta.json cannot disagree with the flow."""
+    from motionrefine.flow.inference import flow_stage
+
+    choice = choose_flow(verdict, video)
+    if choice["use"] == "refined" and refined is None:
+        raise MotionRefineError(f"{video}: the verdict hands it refined weights, but none were given")
+    checkpoint, sha = (refined, None) if choice["use"] == "refined" else (pretrained, expected_sha256)
+    flow_stage(frames_path=frames_path, out_path=out_path, checkpoint=checkpoint, **settings.stage_kwargs(),
+               threads=threads, expected_sha256=sha, progress=progress, extra_attrs={"delivery": choice})
+    log.info("%s: %s weights (%s)", video, choice["use"], choice["reason"])
+    return choice
+
+
+def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, flow_path: str,
+                      settings: DeliverySettings, tracks_path: str | None = None,
                       extra: Mapping | None = None) -> dict:
-    """Write ``out_dir`` for ``video``: the flow store ``flows[choice['use']]`` exported, the
-    tracks store (optional) exported, the preview and meta.json. Returns the meta."""
+    """Write ``out_dir`` for ``video``: its delivered flow store (:func:`delivered_flow`)
+    exported, the tracks store (optional) exported, the preview and meta.json. Returns the meta."""
     from motionrefine.io.preview import store_fps, write_preview
     from motionrefine.track.queries import to_source_pixels
 
     if settings.resolution not in RESOLUTIONS:
         raise MotionRefineError(f"config key 'deliverables.resolution': {settings.resolution!r} is not one of "
                                 f"{list(RESOLUTIONS)}")
-    use = choice["use"]
-    if use not in flows:
-        raise MotionRefineError(f"{video}: the verdict asks for the {use} model's flow, which this job was not given")
+    flow_group = open_group(flow_path)
+    choice = flow_group.attrs.get("delivery")
+    if not isinstance(choice, Mapping):
+        raise MotionRefineError(f"{flow_path}: not a delivered flow store (no 'delivery' attrs); rule delivered_flow "
+                                "writes one")
     frames_group = open_group(frames_path)
     attrs = dict(frames_group.attrs)
     size = (attrs["original_size"]["width"], attrs["original_size"]["height"]) if settings.resolution == "source" \
         else None
     indices = list(attrs["frame_indices"])
-    flow_group = open_group(flows[use])
 
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -95,7 +116,7 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
         for fmt in settings.flow_formats:
             if fmt not in FLOW_FORMATS:
                 raise MotionRefineError(f"config key 'export.flow': unknown format {fmt!r}")
-            export_flow_store(flows[use], tmp / "flow" / fmt, fmt, size=size, frame_indices=indices[:-1])
+            export_flow_store(flow_path, tmp / "flow" / fmt, fmt, size=size, frame_indices=indices[:-1])
             files[f"flow_{fmt}"] = f"flow/{fmt}"
         tracks = visible = None
         if tracks_path is not None:
@@ -121,5 +142,6 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("%s: deliverables (%s model's flow, %s resolution) -> %s", video, use, settings.resolution, out)
+    log.info("%s: deliverables (%s model's flow, %s resolution) -> %s", video, choice["use"], settings.resolution,
+             out)
     return meta

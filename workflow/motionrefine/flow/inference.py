@@ -160,8 +160,9 @@ def write_pair_masks(g, pair_finite: np.ndarray, selected: np.ndarray | None = N
 def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = "small", iters: int = 12,
                batch_size: int = 4, threads: int = 1, expected_sha256: str | None = None, padding: str = "even",
                dtype: str = "float32", alternate_corr_pixels: int | None = None, device: str = "auto",
-               progress: bool = True, teacher: TeacherSettings | None = None) -> dict:
+               progress: bool = True, teacher: TeacherSettings | None = None, extra_attrs: dict | None = None) -> dict:
     """Forward and backward flow for every consecutive pair of a frames store → Zarr.
+    ``extra_attrs``: merged into the store's attrs (written with it, atomically).
 
     ``teacher``: run the frozen model as the label-maker (``flow.teacher``: its views and
     iterations replace ``iters``); the store records the teacher's settings.
@@ -210,6 +211,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
         g.attrs.update(flow_store_attrs(frames_path, checkpoint, digest, variant, iters, padding, (h, w), n_pairs,
                                         store_dtype, nonfinite, dev, elapsed,
                                         None if teacher is None else (teacher, est.views(h, w), selected)))
+        g.attrs.update(dict(extra_attrs or {}))
     log.info("%s: %d of %d pairs in %.1f s (%.2f s/pair), %d non-finite values", out_path, len(selected), n_pairs,
              elapsed, elapsed / len(selected), nonfinite)
     return {"pairs": n_pairs, "computed_pairs": int(len(selected)), "seconds": elapsed, "nonfinite": nonfinite, "checkpoint_sha256": digest}
