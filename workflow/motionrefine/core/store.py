@@ -51,6 +51,24 @@ def atomic_group(path: str | os.PathLike, overwrite: bool = True) -> Iterator[za
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces ``path`` only if the block succeeds (a folder
+    of exported files appears complete or not at all)."""
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def create_array(group: zarr.Group, name: str, shape, dtype, chunks=None, **attrs) -> zarr.Array:
     """Create a compressed array; ``chunks`` defaults to one chunk per leading index (per frame/pair)."""
     if chunks is None:

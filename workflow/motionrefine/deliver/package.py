@@ -24,15 +24,12 @@ import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
-
 from motionrefine.config.settings import DeliverySettings
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.core.store import open_group
+from motionrefine.core.store import atomic_dir, open_group
 from motionrefine.deliver.meta import deliverable_meta, tracks_meta
 from motionrefine.io.flow_formats import EXPORT_FORMATS as FLOW_FORMATS
 from motionrefine.io.flow_formats import export_flow_store
@@ -108,10 +105,7 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
     indices = list(attrs["frame_indices"])
 
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         files: dict[str, str] = {}
         for fmt in settings.flow_formats:
             if fmt not in FLOW_FORMATS:
@@ -136,12 +130,6 @@ def write_deliverable(out_dir: str | os.PathLike, video: str, frames_path: str, 
         meta = deliverable_meta(video, attrs, dict(flow_group.attrs), choice, settings.resolution, files,
                                 None if tracks_path is None else tracks_meta(tracks_path), extra or {})
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("%s: deliverables (%s model's flow, %s resolution) -> %s", video, choice["use"], settings.resolution,
              out)
     return meta

@@ -325,8 +325,6 @@ def _kitti_export(path, flow: np.ndarray) -> int:
 def rescale_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Flow (H, W, 2) resampled to ``size`` = (width, height), its vectors scaled by the same
     factors, so it is the flow of the frames at that size (bilinear; NaN stays invalid nearby)."""
-    import cv2
-
     h, w = flow.shape[:2]
     tw, th = size
     if (tw, th) == (w, h):
@@ -344,20 +342,16 @@ def export_flow_store(store_path, out_dir, fmt: str = "flo", size: tuple[int, in
     files by the source frame index of each pair's first frame instead of the stored pair
     index. The folder appears only when complete. Returns the file count."""
     import logging
-    import shutil
 
-    from motionrefine.core.store import open_group
+    from motionrefine.core.store import atomic_dir, open_group
 
     if fmt not in EXPORT_FORMATS:
         raise MotionRefineError(f"unknown export format {fmt!r} (expected one of {sorted(EXPORT_FORMATS)})")
     suffix = EXPORT_FORMATS[fmt]
     g = open_group(store_path)
     out = Path(out_dir)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     n = clipped = 0
-    try:
+    with atomic_dir(out) as tmp:
         for key, tag in (("flow_fw", "fw"), ("flow_bw", "bw")):
             arr = g[key]
             for t in range(arr.shape[0]):
@@ -372,12 +366,6 @@ def export_flow_store(store_path, out_dir, fmt: str = "flo", size: tuple[int, in
                 else:
                     write_npy(path, flow)
                 n += 1
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if clipped:
         logging.getLogger("motionrefine").warning(
             "%s: %d pixels move %g px or more, beyond KITTI's 16-bit range: written as invalid", out, clipped,
