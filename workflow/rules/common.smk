@@ -191,7 +191,7 @@ def all_targets():
     return targets
 
 
-# Deliverables (deliverables.smk). # Where the refined model comes from, when the run refines on the sample videos.
+# Deliverables (deliverables.smk): the refined model comes from the heldout run, when there is one.
 REFINED_RUN = plan.HELDOUT if plan.HELDOUT in RUNS else None
 
 
