@@ -66,6 +66,19 @@ def test_untrained_tracker_is_chained_raft(texture):
     assert np.array_equal(logits < 0, occ)
 
 
+def test_flow_and_features_in_small_chunks_equal_one_pass(texture):
+    # HD footage: frames are encoded a few at a time and pairs cut to the correlation budget.
+    model = FlowPips.from_raft(require_asset(RAFT))
+    frames = translating(texture, (1.3, -0.7), frames=6)
+    whole = model.flow_and_features(frames)
+    cells = whole[2].shape[-2] * whole[2].shape[-1]
+    small = model.flow_and_features(frames, chunk=2, max_corr_bytes=2 * 4 * cells * cells)  # one pair at a time
+    for a, b in zip(whole[:3], small[:3]):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+    assert whole[3] == small[3]
+
+
 def test_translating_sequence_tracked_within_half_pixel(trained, texture):
     v = np.array([2.0, -1.0])
     # two chained windows forward, one backward (RAFT-small drifts by ~0.1 px/frame on frames much smaller)

@@ -43,6 +43,10 @@ from motionrefine.models.raft.corr import window_offsets
 FLOWPIPS_SIZE = "flow-small"
 
 
+# All-pairs correlation volumes held at once when chaining a video's flow: about 1 GiB.
+CORR_BUDGET_BYTES = 1 << 30
+
+
 @dataclass(frozen=True)
 class FlowPipsConfig:
     S: int = 8
@@ -107,20 +111,32 @@ class FlowPips(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     @torch.no_grad()
-    def flow_and_features(self, frames: np.ndarray | torch.Tensor, chunk: int = 8):
+    def flow_and_features(self, frames: np.ndarray | torch.Tensor, chunk: int = 8,
+                          max_corr_bytes: int = CORR_BUDGET_BYTES):
         """Frames (T, H, W, 3) uint8 → forward flow (T−1, H, W, 2), backward flow (T−1, H, W, 2)
         (backward[t] maps t+1 → t), as float64 tensors, and features (T, C, h, w) of the padded
         frames with the padding offset (left, top) in pixels. Pairs are computed in chunks of
-        ``chunk`` as ``evaluate.raft_chain_tracker`` does (each pair is independent of its chunk)."""
-        x = torch.as_tensor(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float()
-        padder = InputPadder(x.shape, "even")
-        x = padder.pad_images(x)
-        feats = self.raft.encode_features(x)
-        net, inp = self.raft.encode_context(x)
-        T = len(x)
+        ``chunk`` as ``evaluate.raft_chain_tracker`` does (each pair is independent of its chunk).
+
+        Memory is bounded at any frame size: frames are encoded ``chunk`` at a time, and a chunk
+        of pairs is cut so that its all-pairs correlation volumes (both directions) stay within
+        ``max_corr_bytes`` (at 960×540 one volume is 266 MB)."""
+        frames = torch.as_tensor(np.ascontiguousarray(frames))
+        T = len(frames)
+        padder = InputPadder((T, 3, *frames.shape[1:3]), "even")
+        feats, nets, inps = [], [], []
+        for s in range(0, T, chunk):
+            x = padder.pad_images(frames[s:s + chunk].to(self.device).permute(0, 3, 1, 2).float())
+            feats.append(self.raft.encode_features(x))
+            net, inp = self.raft.encode_context(x)
+            nets.append(net)
+            inps.append(inp)
+        feats, net, inp = torch.cat(feats), torch.cat(nets), torch.cat(inps)
+        cells = feats.shape[-2] * feats.shape[-1]
+        pairs = max(1, min(chunk, int(max_corr_bytes // (2 * 4 * cells * cells))))
         fws, bws = [], []
-        for s in range(0, T - 1, chunk):
-            src = list(range(s, min(s + chunk, T - 1)))
+        for s in range(0, T - 1, pairs):
+            src = list(range(s, min(s + pairs, T - 1)))
             dst = [i + 1 for i in src]
             preds, _ = self.raft.refine(feats[src + dst], feats[dst + src], net[src + dst], inp[src + dst],
                                         self.cfg.raft_iters, all_iters=False)
