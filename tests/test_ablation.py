@@ -96,6 +96,7 @@ def test_runs_and_errors(base_config):
     runs = ablation_plan.runs(base_config, samples)
     assert list(runs) == ["heldout"] and runs["heldout"]["train"] == samples
     assert [s.video for s in runs["heldout"]["eval"]] == ["realtex__s0", "realtex__s1", "realtex__s2",
+                                                         "realtex_test__s0", "realtex_test__s1", "rigid_test__s0",
                                                          "middlebury__motorcycle"]
     base_config["ablation"]["transductive"] = True
     runs = ablation_plan.runs(base_config, samples)

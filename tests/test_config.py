@@ -336,7 +336,10 @@ def test_settings_from_mappings_refuse_unknown_keys():
 def test_texture_sources_default_to_the_samples_and_take_paths(base_config, shared):
     config = validate_config(base_config)
     textures = plan.texture_sources(config, ["clip"], shared)
-    assert textures == {"realtex": [plan.Texture("results/frames/clip.zarr")]}
+    assert textures["realtex"] == [plan.Texture("results/frames/clip.zarr")]
+    # The default test benchmarks are textured from paths outside the sheet, the sample or not.
+    assert textures["realtex_test"][0] == plan.Texture("results/textures/realtex_test/0-vtest.zarr",
+                                                       str(shared / "data/videos/vtest.avi"))
     config["benchmarks"]["realtex"]["sources"] = ["clip", "data/videos/vtest.avi", str(shared / "data/frames/hallway")]
     got = plan.texture_sources(config, ["clip"], shared)["realtex"]
     assert got[0] == plan.Texture("results/frames/clip.zarr")
@@ -350,7 +353,7 @@ def test_texture_sources_default_to_the_samples_and_take_paths(base_config, shar
 def test_a_null_benchmark_is_dropped(base_config, shared):
     base_config["benchmarks"]["middlebury"] = None
     config = validate_config(base_config)
-    assert {s.benchmark for s in plan.benchmark_scenes(config, shared)} == {"realtex"}
+    assert {s.benchmark for s in plan.benchmark_scenes(config, shared)} == {"realtex", "realtex_test", "rigid_test"}
     assert "middlebury" not in plan.texture_sources(config, ["a"], shared)
 
 

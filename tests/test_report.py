@@ -152,7 +152,7 @@ def report(tmp_path_factory):
                  "small", 2, config, str(out / "index.html"), str(out / "summary.md"), str(out / "before_after.csv"),
                  device="cpu", guards=guards, teacher_eval=str(teacher),
                  out_figures={name: str(out / "figures" / f"{name}.png") for name in FIGURE_FILES},
-                 out_coverage=str(out / "label_coverage.csv"))
+                 out_coverage=str(out / "label_coverage.csv"), roles={"bench": "dev"})
     return {"out": out, "labels": labels, "ref_sha": ref_sha, "pre_sha": pre_sha}
 
 
@@ -200,8 +200,11 @@ def test_summary_table_and_reading(report):
     # By hand: heldout alley 2.0 -> 1.5 is -25 %, market 1.0 -> 1.2 is +20 %, transductive alley -50 %.
     alley = [ln for ln in md.splitlines() if ln.startswith("| heldout | bench | alley |")]
     assert len(alley) == 1 and "| 2.000 | 1.500 | -25.00 |" in alley[0]
-    assert "| bench__alley | bench | alley | 2.000 | 1.000 | -50.00 |" in md
+    assert "| bench__alley | bench | alley | dev | 2.000 | 1.000 | -50.00 |" in md
     assert "mean EPE change -2.50%" in md  # heldout mean of -25 and +20
+    # Every scene is dev here: the means say so, and there is no test mean to quote.
+    assert "Heldout, dev scenes (2; defaults were chosen on these" in md and "test scenes (" not in md
+    assert "| heldout | dev | 2 | -2.50 | -2.50 | 1 of 2 |" in md
     assert re.search(r"Got worse: bench/market \(heldout, \+20\.00%\)", md)
     assert "### heldout" in md and "### transductive" in md
     assert "| bench | alley | 50.0 | 0.400 |" in md  # label quality row, pretrained EPE 2.000 beside it

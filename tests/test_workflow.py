@@ -25,11 +25,12 @@ def test_default_config_dry_run(tmp_path):
     # Also checks that config.yaml next to the Snakefile is found from another working directory.
     proc = snakemake(tmp_path, "-n", "--quiet", "rules", config=None)
     out = proc.stdout + proc.stderr
-    # 3 sample videos; 3 generated scenes + Motorcycle enter the chain as videos too, labelled
-    # by the teacher inside the labels job (no teacher flow store); one fine-tune and guard per
-    # protocol run (heldout + 4 transductive); student flow of the sample videos, pretrained (tracking) and refined.
-    expected = {"frames": "3", "scene_frames": "4", "benchmark_scene": "3", "labels": "7",
-                "flow": "6", "finetune": "5", "guard": "5", "evaluate": "5", "report": "1"}
+    # 3 sample videos; 6 generated scenes (3 dev, 3 test) + Motorcycle enter the chain as videos
+    # too, labelled by the teacher inside the labels job (no teacher flow store); the test scenes'
+    # 4 outside textures are decoded; one fine-tune and guard per protocol run (heldout + 7
+    # transductive); student flow of the sample videos, pretrained (tracking) and refined.
+    expected = {"frames": "3", "texture_frames": "4", "scene_frames": "7", "benchmark_scene": "6", "labels": "10",
+                "flow": "6", "finetune": "8", "guard": "8", "evaluate": "8", "report": "1"}
     rows = {r.split()[0]: r.split()[1] for r in out.splitlines() if len(r.split()) == 2}
     for rule, count in expected.items():
         assert rows.get(rule) == count, (rule, out)

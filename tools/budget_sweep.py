@@ -2,7 +2,9 @@
 
 Reuses a finished default run's training sets (results/train/{run}.json, the teacher's verified
 labels) and re-runs only the fine-tune of each transductive run at each budget, then evaluates
-the fine-tuned (unguarded) weights on the run's own scene. Ground truth only measures here.
+the fine-tuned (unguarded) weights on the run's own scene. Ground truth only measures here. It
+chooses a default, so it sweeps dev scenes only (`benchmarks.<name>.role`, docs/dev-test.md):
+every dev scene's run by default; a test scene's run only with --allow-test.
 
     PYTHONPATH=workflow .venv/bin/python tools/budget_sweep.py --results results \
         --budget steps=50,batch=2,crop=128x224 --budget steps=100,batch=2,crop=128x224 ...
@@ -22,6 +24,7 @@ import torch
 import yaml
 
 from motionrefine.bench.scenes import load_flow_scene
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.config import plan
 from motionrefine.config import schema
 from motionrefine.flow.evaluate import evaluate_flow
@@ -51,7 +54,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", action="append", required=True, help="steps=N,batch=B,crop=HxW (repeatable)")
     ap.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per budget (seed, seed+1, ...)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", nargs="*", default=None, help="transductive runs to sweep (default: all)")
+    ap.add_argument("--runs", nargs="*", default=None, help="transductive runs to sweep (default: every dev scene's)")
+    ap.add_argument("--allow-test", action="store_true", help="allow test scenes' runs (then choose nothing on them)")
     ap.add_argument("--out", default="budget_sweep.csv")
     args = ap.parse_args(argv)
 
@@ -61,7 +65,11 @@ def main(argv=None) -> int:
     asset_root = schema.asset_root(config, ROOT)
     checkpoint = str(schema.model_checkpoint(config, ROOT))
     scenes = {s.video: s for s in plan.flow_scenes(config, asset_root)}
-    runs = [r for r in (args.runs or scenes) if r in scenes]
+    unknown = [r for r in args.runs or [] if r not in scenes]
+    if unknown:
+        raise SystemExit(f"--runs {' '.join(unknown)}: not transductive runs of {args.config} ({', '.join(scenes)})")
+    runs = args.runs or [v for v, s in scenes.items() if s.role == "dev"]
+    plan.check_not_test([scenes[r] for r in runs], args.allow_test, args.config)
     torch.set_num_threads(args.threads)
     base = plan.finetune_settings(config)
     ev = {"variant": config["model"]["variant"], "iters": config["model"]["iters"]}
@@ -102,4 +110,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MotionRefineError as err:  # a refused test scene or a bad config: one line, no traceback
+        raise SystemExit(f"error: {err}")

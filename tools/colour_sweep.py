@@ -4,7 +4,8 @@ For each benchmark scene with ground truth: the teacher's stored forward/backwar
 (results/teacher/{video}.zarr) verified with the default forward-backward test and each colour
 check; kept share, kept labels' EPE and the student's EPE on the same pixels, overall and split
 into flat and textured pixels (image gradient below / above the scene's median). Ground truth
-only measures; nothing trains on it.
+only measures; nothing trains on it. It chooses a default, so it reads the config's dev scenes
+(`benchmarks.<name>.role`, docs/dev-test.md); test scenes only with --role test/all --allow-test.
 
     PYTHONPATH=workflow .venv/bin/python tools/colour_sweep.py --results results
 """
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 from motionrefine.bench.scenes import load_flow_scene
+from motionrefine.core.errors import MotionRefineError
 from motionrefine.config import plan, schema
 from motionrefine.core.store import open_group
 from motionrefine.flow.cycle import image_gradient, verify_flow
@@ -37,17 +39,21 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--config", default=str(ROOT / "config.yaml"))
     ap.add_argument("--results", default="results")
     ap.add_argument("--out", default="colour_sweep.csv")
+    ap.add_argument("--role", default="dev", choices=["dev", "test", "all"], help="which of the config's scenes")
+    ap.add_argument("--allow-test", action="store_true", help="measure on test scenes too (then choose nothing on them)")
     args = ap.parse_args(argv)
     with open(args.config) as fh:
         config = yaml.safe_load(fh)
     schema.validate_config(config, ROOT / "workflow/schemas/config.schema.yaml")
+    scenes = plan.select_role(plan.flow_scenes(config, schema.asset_root(config, ROOT)), args.role, args.allow_test,
+                              args.config)
     verify = config["verify"]
     torch.set_num_threads(2)
     model, _ = load_raft(str(schema.model_checkpoint(config, ROOT)), config["model"]["variant"])
     student = Teacher(FlowEstimator(model, config["model"]["iters"]), TeacherSettings(scales=(1.0,), iters=12, flip=False))
     results = Path(args.results)
     rows = []
-    for s in plan.flow_scenes(config, schema.asset_root(config, ROOT)):
+    for s in scenes:
         source = Path(s.source) if Path(s.source).is_absolute() else results.parent / s.source
         scene = load_flow_scene(s.kind, s.name, str(source), s.benchmark, s.reader_options)
         path = results / "teacher" / f"{s.video}.zarr"
@@ -86,4 +92,7 @@ def main(argv=None) -> pd.DataFrame:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MotionRefineError as err:  # a refused test scene or a bad config: one line, no traceback
+        raise SystemExit(f"error: {err}")

@@ -2,9 +2,13 @@
 
 For each scene: the student's EPE, the teacher's EPE, and for a grid of verification
 thresholds the kept fraction, the kept labels' EPE and the student's EPE on the same pixels
-(the information a label adds). Ground truth only measures here; nothing trains on it.
+(the information a label adds). Ground truth only measures here; nothing trains on it. It chooses
+defaults, so it reads dev scenes only (`benchmarks.<name>.role`, docs/dev-test.md): by default
+every dev scene of the config; a test scene only with --allow-test.
 
-    .venv/bin/python tools/label_sweep.py results/scenes/realtex/s0.zarr ... [--middlebury ../shared/data/stereo/motorcycle]
+    PYTHONPATH=workflow .venv/bin/python tools/label_sweep.py --results results     # the config's dev scenes
+    PYTHONPATH=workflow .venv/bin/python tools/label_sweep.py results/scenes/realtex/s0.zarr ... \
+        [--middlebury ../shared/data/stereo/motorcycle --allow-test]
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from motionrefine.bench.scenes import load_flow_scene
+from motionrefine.core.errors import MotionRefineError
+from motionrefine.config import plan, schema
 from motionrefine.flow.cycle import verify_flow
 from motionrefine.flow.inference import FlowEstimator
 from motionrefine.flow.teacher import Teacher, TeacherSettings
@@ -29,6 +36,29 @@ TEACHERS = {
     "x2-i24": TeacherSettings(scales=(2.0,), iters=24, flip=False),
 }
 GRID = {"alpha": [0.002, 0.01, 0.05], "beta": [0.1, 0.5, 1.0], "colour": [0.005, 0.02, None]}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_scenes(args) -> list[plan.Scene]:
+    """The scenes to sweep, each with its role from the config: the stores and Middlebury root
+    given, or the config's scenes of ``--role``; test scenes refused without ``--allow-test``."""
+    config = schema.load_config_file(args.config, ROOT / "workflow/schemas/config.schema.yaml")
+    roles = plan.benchmark_roles(config)
+    if not args.realtex and not args.middlebury:
+        results = Path(args.results)
+        scenes = plan.select_role(plan.flow_scenes(config, schema.asset_root(config, ROOT)), args.role,
+                                  args.allow_test, args.config)
+        # Generated scenes' stores lie under the run's folder (the parent of its results/).
+        return [s._replace(source=s.source if Path(s.source).is_absolute() else str(results.parent / s.source))
+                for s in scenes]
+    # A store results/scenes/{benchmark}/{scene}.zarr has its benchmark's role; Middlebury is "middlebury"'s.
+    scenes = [plan.Scene(Path(p).parent.name, Path(p.rstrip("/")).stem, "real-texture", p,
+                         role=roles.get(Path(p).parent.name, plan.DEFAULT_ROLE)) for p in args.realtex]
+    if args.middlebury:
+        scenes.append(plan.Scene("middlebury", "motorcycle", "middlebury-stereo", args.middlebury,
+                                 role=roles.get("middlebury", plan.DEFAULT_ROLE)))
+    plan.check_not_test(scenes, args.allow_test, args.config)
+    return scenes
 
 
 def epe(a, b):
@@ -37,15 +67,19 @@ def epe(a, b):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("realtex", nargs="*")
-    ap.add_argument("--middlebury", default=None)
+    ap.add_argument("realtex", nargs="*", help="scene stores results/scenes/{benchmark}/{scene}.zarr")
+    ap.add_argument("--middlebury", default=None, help="Middlebury Motorcycle's root (benchmark 'middlebury')")
+    ap.add_argument("--config", default=str(ROOT / "config.yaml"), help="where the benchmarks' roles are read")
+    ap.add_argument("--results", default="results", help="a run's results/ (no stores given: its scene stores)")
+    ap.add_argument("--role", default="dev", choices=["dev", "test", "all"], help="no stores given: which scenes")
+    ap.add_argument("--allow-test", action="store_true", help="measure on test scenes too (then choose nothing on them)")
     ap.add_argument("--checkpoint", default="../shared/weights/raft-small.pth")
     ap.add_argument("--out", default="label_sweep.csv")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    scenes = [load_flow_scene("real-texture", p.rstrip("/").split("/")[-1][:-5], p, "realtex") for p in args.realtex]
-    if args.middlebury:
-        scenes.append(load_flow_scene("middlebury-stereo", "motorcycle", args.middlebury, "middlebury"))
+    picked = sweep_scenes(args)
+    print("sweeping", ", ".join(f"{s.benchmark}/{s.name} ({s.role})" for s in picked), flush=True)
+    scenes = [load_flow_scene(s.kind, s.name, s.source, s.benchmark, s.reader_options) for s in picked]
     model, _ = load_raft(args.checkpoint, "small")
     rows = []
     for scene in scenes:
@@ -71,7 +105,7 @@ def main(argv=None):
                 keep = res.keep.numpy() & valid
                 n = int(keep.sum())
                 rows.append({
-                    "scene": scene.name, "teacher": name, "alpha": a, "beta": be, "colour": c,
+                    "benchmark": scene.meta.get("benchmark", ""), "scene": scene.name, "teacher": name, "alpha": a, "beta": be, "colour": c,
                     "teacher_epe": float(err[valid].mean()), "student_epe": float(stu_err[valid].mean()),
                     "seconds_vs_student": flows[name + "_s"] / flows["student_s"],
                     "kept": n / valid.sum(), "label_epe": float(err[keep].mean()) if n else np.nan,
@@ -86,4 +120,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MotionRefineError as err:  # a refused test scene or a bad config: one line, no traceback
+        raise SystemExit(f"error: {err}")

@@ -12,6 +12,10 @@ A ``--scene`` is SCENE[:FRAMES:TEACHER_FLOW]; scenes with frames and teacher flo
 ``--backbone``: RAFT-small weights put under the tracker for its fine-tuning and under the refined
 tracker (e.g. a scene's transductive flow refinement, ``results/finetune/realtex__s0/refined.pth``);
 the pretrained tracker and chained RAFT stay on ``--raft``.
+
+The tracking defaults (label teachers, chained RAFT's occlusion β) were chosen with this tool, so it
+takes dev scenes only: a scene store results/scenes/{benchmark}/{scene}.zarr has the role of
+``benchmarks.<benchmark>.role`` in ``--config`` (docs/dev-test.md); a test scene needs --allow-test.
 """
 import argparse
 import json
@@ -24,6 +28,7 @@ import torch
 import yaml
 
 from motionrefine.config.schema import job_log
+from motionrefine.core.errors import MotionRefineError
 
 
 def main(argv=None) -> None:
@@ -38,7 +43,15 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--log")
+    ap.add_argument("--allow-test", action="store_true", help="allow test scenes (then choose nothing on them)")
     args = ap.parse_args(argv)
+    from motionrefine.config import plan
+
+    roles = plan.benchmark_roles(yaml.safe_load(Path(args.config).read_text()))
+    stores = [Path(s.split(":")[0]) for s in args.scene]
+    plan.check_not_test([plan.Scene(p.parent.name, p.stem, "real-texture", str(p),
+                                    role=roles.get(p.parent.name, plan.DEFAULT_ROLE)) for p in stores],
+                        args.allow_test, args.config)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,9 +103,11 @@ def main(argv=None) -> None:
         times["eval_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = []
+        names = dict(zip([s[0] for s in specs], plan.track_scene_names([s[0] for s in specs])))  # as the comparison's
         for spec in specs:
             if len(spec) == 3:
-                rows += label_quality(spec[0], spec[2], tr["checkpoint"], args.raft, labels_cfg)
+                rows += label_quality(spec[0], spec[2], tr["checkpoint"], args.raft, labels_cfg,
+                                      scene_name=names[spec[0]])
         pd.DataFrame(rows).to_csv(out / "label_quality.csv", index=False)
         times["label_quality_s"] = time.perf_counter() - t0
         shutil.copyfile(work / "loss.tsv", out / "finetune_loss.tsv")
@@ -101,4 +116,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MotionRefineError as err:  # a refused test scene or a bad config: one line, no traceback
+        raise SystemExit(f"error: {err}")

@@ -35,7 +35,7 @@ rule benchmark_scene:
     benchmark:
         "results/benchmarks/benchmark_scene/{bench}/{scene}.tsv"
     params:
-        spec=lambda wc: config["benchmarks"][wc.bench],
+        spec=lambda wc: plan.scene_spec(config["benchmarks"][wc.bench]),
         index=lambda wc: int(wc.scene[1:]),
         variant=config["model"]["variant"],
         iters=config["model"]["iters"],

@@ -29,9 +29,11 @@ ALL_RUNS = {**RUNS, **TRACK_RUNS}  # every fine-tune; RUNS are those the flow ev
 # Scene, by its name in the tracking comparison (a generated scene's store stem, "{benchmark}/{video}"
 # for TAP-Vid) -> the RAFT-small refined on that scene's own frames (its transductive run, guarded):
 # chained RAFT and the tracker run on it there, the paper's per-video protocol.
+GENERATED_SCENES = [v for v, s in SCENES.items() if s.kind in plan.GENERATED_KINDS]
+# Their names in the tracking comparison (track_eval names them from the same list of stores).
+TRACK_NAMES = dict(zip(GENERATED_SCENES, plan.track_scene_names([SCENES[v].source for v in GENERATED_SCENES])))
 TRACK_TRANSDUCTIVE = {
-    **{Path(s.source).stem: f"results/finetune/{v}/refined.pth" for v, s in SCENES.items()
-       if s.kind in plan.GENERATED_KINDS and v in RUNS},
+    **{TRACK_NAMES[v]: f"results/finetune/{v}/refined.pth" for v in GENERATED_SCENES if v in RUNS},
     **{f"{s.benchmark}/{s.name}": f"results/finetune/{s.video}/refined.pth" for s in TRACK_SCENES
        if s.video in TRACK_RUNS},
 }

@@ -47,6 +47,8 @@ rule report:
         verify=config["verify"],
         finetune=config["finetune"],
         refine=config["refine"],
+        # Each benchmark's dev/test role: the report's role column and its split means.
+        roles={s.benchmark: s.role for s in SCENES.values()},
         # The ablation is not an input: `snakemake ablation` is a separate target, and
         # declaring its table would build all its fine-tunes with every report. Its table and
         # figure are shown when they exist, so rebuild the report after the ablation

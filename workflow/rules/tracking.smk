@@ -70,7 +70,7 @@ rule track_eval:
     "chained RAFT + visibility": its update outputs zero positions), pre-trained and refined (heldout: on the sample videos; transductive: each scene's RAFT refined on its own
     frames). TAP-Vid metrics plus survival and MTE per scene."""
     input:
-        scenes=[s.source for s in SCENES.values() if s.kind in plan.GENERATED_KINDS],
+        scenes=[SCENES[v].source for v in GENERATED_SCENES],
         tapvid=sorted({s.source for s in TRACK_SCENES}),
         raft_pretrained=checkpoint_path,
         raft_refined=f"results/finetune/{plan.HELDOUT}/refined.pth",

@@ -17,4 +17,4 @@ with job_log(snakemake.log[0]):
                  guards=list(i.guards), teacher_eval=teacher,
                  out_figures={"change": o.change, "flows": o.flows, "coverage": o.coverage, "quality": o.quality,
                               "losses": o.losses},
-                 out_coverage=o.coverage_table)
+                 out_coverage=o.coverage_table, roles=dict(p.roles))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from motionrefine.config.plan import track_scene_names
 from motionrefine.config.schema import job_log
 from motionrefine.track.comparison import comparison_trackers, tracker_comparison
 from motionrefine.track.label_quality import label_quality
@@ -35,8 +36,10 @@ with job_log(snakemake.log[0]):
                     f"went {guard['held_epe_initial']:.3f} px (initial update) → {guard['held_epe_refined']:.3f} px "
                     f"(fine-tuned): kept the {'fine-tuned' if guard['keep_refined'] else 'initial'} update.\n")
     rows = []
+    names = dict(zip(i.scenes, track_scene_names(list(i.scenes))))  # as the comparison names them
     for scene, flow in zip(p.label_scenes, i.teacher_flows):
-        rows += label_quality(scene, flow, i.tracker_pretrained, i.tracker_raft, p.labels.kwargs())
+        rows += label_quality(scene, flow, i.tracker_pretrained, i.tracker_raft, p.labels.kwargs(),
+                              scene_name=names.get(scene))
     lq = pd.DataFrame(rows, columns=["scene", "teacher", "seeds", "seeds_kept", "tracks", "err_mean_px",
                                      "err_median_px", "within_1px", "theta_px"])
     lq.to_csv(o.labels, index=False)

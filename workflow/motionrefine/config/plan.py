@@ -35,6 +35,11 @@ READER_KINDS = {  # config kind -> readers.BENCHMARKS key
     "kitti": "kitti2015",
 }
 TRACK_KINDS = {"tapvid": "tapvid_davis"}
+# A benchmark's role (`benchmarks.<name>.role`, docs/dev-test.md): defaults may be chosen on the
+# ground truth of dev scenes only; test scenes are never looked at for a choice, so their
+# figures are the ones to quote. Unlabelled benchmarks are test: nothing is tuned on them by default.
+ROLES = ("dev", "test")
+DEFAULT_ROLE = "test"
 
 # The paper's values; `finetune.profile` picks one, keys set under `finetune` win.
 FINETUNE_PROFILES = {
@@ -53,6 +58,12 @@ class Scene(NamedTuple):
     # The scene's store (generated kinds) or its dataset root; None where the plan had no asset_root.
     source: str | None = None
     options: tuple = ()  # the benchmark's reader options as sorted (key, value) pairs
+    role: str = DEFAULT_ROLE  # dev or test (ROLES)
+
+    def __repr__(self) -> str:
+        # Rules record their params by repr and rerun a job when it changes. The role is a label
+        # for reports and tools, not an input of any job: relabelling a benchmark reruns nothing.
+        return "Scene(" + ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields if f != "role") + ")"
 
     @property
     def video(self) -> str:
@@ -85,8 +96,50 @@ def benchmark_scenes(config: dict, asset_root: str | os.PathLike | None = None) 
                 raise MotionRefineError(f"config key 'benchmarks.{bench}.scenes': list the scenes to evaluate "
                                         f"(kind {kind!r} is read from disk)")
         options = tuple(sorted((spec.get("options") or {}).items()))
-        out.extend(Scene(bench, n, kind, scene_source(bench, spec, n, asset_root), options) for n in names)
+        role = benchmark_role(bench, spec)
+        out.extend(Scene(bench, n, kind, scene_source(bench, spec, n, asset_root), options, role) for n in names)
     return out
+
+
+def benchmark_role(bench: str, spec: dict) -> str:
+    role = spec.get("role", DEFAULT_ROLE)
+    if role not in ROLES:
+        raise MotionRefineError(f"config key 'benchmarks.{bench}.role': {role!r} is not one of {list(ROLES)}")
+    return role
+
+
+def benchmark_roles(config: dict) -> dict[str, str]:
+    """Benchmark name -> its role, for every configured benchmark."""
+    return {b: benchmark_role(b, spec) for b, spec in configured_benchmarks(config).items()}
+
+
+def scene_spec(spec: dict) -> dict:
+    """A benchmark's settings as the scene renderer records them: without the role, which changes
+    no pixel (a rule rerun for a relabelled benchmark would redo its whole label chain)."""
+    return {k: v for k, v in spec.items() if k != "role"}
+
+
+def select_role(scenes: Sequence[Scene], role: str = "dev", allow_test: bool = False,
+                config_path: str = "the config") -> list[Scene]:
+    """The scenes a tool that chooses defaults on ground truth may look at: those of ``role``
+    ("dev", "test" or "all"). Test scenes only with ``allow_test``: a default chosen on them
+    would make their figures no longer a test (docs/dev-test.md)."""
+    if role not in (*ROLES, "all"):
+        raise MotionRefineError(f"role {role!r}: expected one of {[*ROLES, 'all']}")
+    chosen = [s for s in scenes if role == "all" or s.role == role]
+    check_not_test(chosen, allow_test, config_path)
+    return chosen
+
+
+def check_not_test(scenes: Sequence[Scene], allow_test: bool, config_path: str = "the config") -> None:
+    """Refuse test scenes unless ``allow_test``, naming the scenes and the config key that makes them test."""
+    test = [s for s in scenes if s.role != "dev"]
+    if test and not allow_test:
+        names = ", ".join(f"{s.benchmark}/{s.name}" for s in test)
+        keys = ", ".join(sorted({f"benchmarks.{s.benchmark}.role" for s in test}))
+        raise MotionRefineError(
+            f"{names}: test scenes ({keys}: not 'dev' in {config_path}); choosing a default on them "
+            "spends the test set. Sweep dev scenes, or pass --allow-test to measure on them knowingly")
 
 
 def configured_benchmarks(config: dict) -> dict[str, dict]:
@@ -135,6 +188,16 @@ def texture_sources(config: dict, samples: Sequence[str], asset_root: str | os.P
             textures.append(Texture(f"results/textures/{bench}/{i}-{stem}.zarr", str(path.resolve())))
         out[bench] = textures
     return out
+
+
+def track_scene_names(paths: Sequence[str]) -> list[str]:
+    """Names of generated scenes in the tracking comparison: the store's stem (``s0``), or
+    ``{benchmark}/{stem}`` for all when two benchmarks' scenes share a stem (realtex/s0 and
+    realtex_test/s0), so no scene's row or transductive weights stand for another's."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    return [f"{Path(p).parent.name}/{Path(p).stem}" for p in paths]
 
 
 def flow_scenes(config: dict, asset_root: str | os.PathLike | None = None) -> list[Scene]:

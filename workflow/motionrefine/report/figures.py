@@ -33,7 +33,8 @@ def _png_array(img: np.ndarray) -> str:
 
 
 def figure_change(table: pd.DataFrame) -> str | None:
-    """Per-scene % EPE change, bars grouped and coloured by protocol, dashed protocol means."""
+    """Per-scene % EPE change, bars grouped and coloured by protocol, dev scenes hatched, dashed
+    protocol means over the test scenes (over all where a protocol has none)."""
     n = len(table)
     if n == 0:
         return None
@@ -44,13 +45,18 @@ def figure_change(table: pd.DataFrame) -> str | None:
         xs = x + np.arange(len(df))
         vals = df["epe_change_pct"].astype(float).to_numpy()
         colour = PROTOCOL_COLOURS.get(proto, "grey")
-        ax.bar(xs, np.nan_to_num(vals), color=colour, width=0.8, label=proto)
-        finite = vals[np.isfinite(vals)]
+        dev = (df["role"] == "dev").to_numpy() if "role" in df else np.zeros(len(df), bool)
+        bars = ax.bar(xs, np.nan_to_num(vals), color=colour, width=0.8, label=proto)
+        for bar in np.asarray(bars.patches, object)[dev]:
+            bar.set_hatch("//")
+            bar.set_alpha(0.5)
+        test = np.isfinite(vals) & ~dev
+        finite, what = (vals[test], "test mean") if test.any() else (vals[np.isfinite(vals)], "mean")
         if finite.size:
             ax.hlines(finite.mean(), xs[0] - 0.45, xs[-1] + 0.45, colors=colour, linestyles="--", linewidth=1.5,
-                      label=f"{proto} mean {finite.mean():+.1f}%")
+                      label=f"{proto} {what} {finite.mean():+.1f}%")
         pos.extend(xs)
-        labels.extend(f"{b}/{s}" for b, s in zip(df["benchmark"], df["scene"]))
+        labels.extend(f"{b}/{s}" + (" (dev)" if d else "") for b, s, d in zip(df["benchmark"], df["scene"], dev))
         x = xs[-1] + 2.0  # gap between protocol groups
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(pos, labels, rotation=45, ha="right", fontsize=8)

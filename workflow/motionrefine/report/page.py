@@ -33,8 +33,8 @@ from motionrefine.report.figures import (figure_change, figure_coverage, figure_
 from motionrefine.report.provenance import provenance
 from motionrefine.report.samples import sample_flows
 from motionrefine.report.tables import (before_after_table, coverage_table, display_before_after, display_coverage,
-                                        display_label_quality, display_seeds, label_quality_table, load_evals,
-                                        markdown_table, seeds_table)
+                                        display_label_quality, display_role_means, display_seeds, label_quality_table,
+                                        load_evals, markdown_table, role_means, seeds_table)
 from motionrefine.core.store import write_atomic, write_text_atomic
 
 # Figures of the page that are also written as files (build_report's ``out_figures``), with
@@ -44,19 +44,27 @@ FIGURE_FILES = {"change": "no evaluated scene", "coverage": "no label store", "q
 
 log = logging.getLogger("motionrefine")
 
+ROLE_NOTE = ("Test scenes (benchmarks.<name>.role: test) were looked at for no default: their mean is the figure "
+             "to quote. Dev scenes are those the defaults were chosen on (docs/dev-test.md), so their mean may "
+             "flatter the method.")
+
 
 def reading(table: pd.DataFrame, lq: pd.DataFrame, settings: dict) -> str:
     """One paragraph that says what the numbers say, including what got worse."""
     parts = []
-    for proto, df in table.groupby("protocol", sort=False):
-        ch = df["epe_change_pct"].astype(float)
-        ok = ch[np.isfinite(ch)]
-        if ok.empty:
+    means = role_means(table)
+    for proto in table["protocol"].unique():
+        rows = means[means["protocol"] == proto]
+        if rows.empty:
             parts.append(f"{proto}: no finite EPE change.")
             continue
-        better = int((ok < 0).sum())
-        parts.append(f"{proto.capitalize()} ({len(ok)} scene{'s' if len(ok) != 1 else ''}): mean EPE change "
-                     f"{ok.mean():+.2f}% (median {ok.median():+.2f}%), {better} of {len(ok)} improved.")
+        # Test scenes first: no default was chosen on them, so theirs is the figure to quote.
+        for r in rows.itertuples():
+            what = ("the figure to quote" if r.role == "test" else
+                    "defaults were chosen on these, so it may flatter the method")
+            parts.append(f"{proto.capitalize()}, {r.role} scenes ({r.scenes}; {what}): mean EPE change "
+                         f"{r.mean_change_pct:+.2f}% (median {r.median_change_pct:+.2f}%), "
+                         f"{r.improved} of {r.scenes} improved.")
     worse = table[table["epe_change_pct"].astype(float) > 0]
     if worse.empty:
         parts.append("No scene got worse.")
@@ -175,6 +183,7 @@ def _summary_md(table, lq, cov, prov, text, extra=()) -> str:
            f"Generated {prov['date']} · motionrefine {prov['code_version']} · "
            f"pretrained sha256 `{prov['pretrained_sha256']}`", "", "## Reading", "", text, ""]
     out += ["## Before / after", "", "EPE in px; % change negative = better; accuracies and Fl-all in % of pixels.", ""]
+    out += ["### Mean EPE change by role", "", ROLE_NOTE, "", markdown_table(display_role_means(role_means(table)))]
     for proto, df in shown.groupby("protocol", sort=False):
         out += [f"### {proto}", "", markdown_table(df.drop(columns=["protocol"]))]
     out += _extra_md(extra)
@@ -207,6 +216,8 @@ def _html(table, lq, cov, prov, text, figs, extra=()) -> tuple[str, int]:
                      "different checkpoints than the ones beside them: rerun the evaluation.</p>")
     parts += ["<h2>Reading</h2>", f"<p>{html.escape(text)}</p>",
               f"<h2>{next(num)}. Per-scene EPE change</h2>", _img(figs["change"], "per-scene EPE change")]
+    parts += ["<h3>Mean EPE change by role</h3>", f"<p class='note'>{html.escape(ROLE_NOTE)}</p>",
+              _html_table(display_role_means(role_means(table)))]
     for proto, df in shown.groupby("protocol", sort=False):
         parts += [f"<h3>{html.escape(proto)}</h3>", _html_table(df.drop(columns=["protocol"]))]
     for sec in extra:
@@ -264,7 +275,8 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
                  max_videos: int = 6, device: str = "auto", threads: int = 1,
                  tracking: Sequence[str] | None = None, ablation: Sequence[str] | None = None,
                  guards: Sequence[str] | None = None, teacher_eval: str | None = None,
-                 out_figures: dict[str, str] | None = None, out_coverage: str | None = None) -> None:
+                 out_figures: dict[str, str] | None = None, out_coverage: str | None = None,
+                 roles: dict[str, str] | None = None) -> None:
     """Write the HTML report, the markdown summary and the before/after CSV (see module doc).
 
     ``runs`` pairs with ``losses`` and ``refined``; ``videos`` with ``label_stores`` and
@@ -276,6 +288,7 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
     ``out_figures``: figure name (a key of :data:`FIGURE_FILES`) -> PNG path, each figure also
     as its own file (Snakemake's --report shows these); one with nothing to draw says so.
     ``out_coverage``: the label coverage table as CSV.
+    ``roles``: benchmark -> dev/test (``plan.benchmark_roles``); a benchmark not named is test.
     """
     if len(losses) != len(runs) or len(refined) != len(runs):
         raise MotionRefineError(f"report: {len(runs)} runs but {len(losses)} loss curves and {len(refined)} refined checkpoints")
@@ -283,7 +296,7 @@ def build_report(evals: list[str], label_quality: str | None, label_stores: list
         raise MotionRefineError(f"report: {len(videos)} videos but {len(label_stores)} label stores and "
                                 f"{len(frame_stores)} frames stores")
     ev = load_evals(evals)
-    table = before_after_table(ev)
+    table = before_after_table(ev, roles)
     lq = label_quality_table(label_quality, ev)
     cov = coverage_table(label_stores)
     curves = {r: read_loss_curve(p) for r, p in zip(runs, losses)}

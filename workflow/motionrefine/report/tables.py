@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ import pandas as pd
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import before_after
 from motionrefine.flow.labels import label_stats_table
-from motionrefine.config.plan import base_run, protocol_of
+from motionrefine.config.plan import DEFAULT_ROLE, ROLES, base_run, protocol_of
 from motionrefine.core.store import open_group
 
 EVAL_COLUMNS = ("run", "scene", "benchmark", "model", "epe", "acc_1px", "acc_3px", "acc_5px", "fl_all")
@@ -39,9 +39,10 @@ def load_evals(paths: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def before_after_table(evals: pd.DataFrame) -> pd.DataFrame:
-    """Every run's wide before/after table, with ``protocol`` and ``run`` columns in front.
-    EPE on non-occluded / occluded pixels is carried along where the scenes have masks."""
+def before_after_table(evals: pd.DataFrame, roles: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Every run's wide before/after table, with ``protocol`` and ``run`` columns in front and each
+    scene's ``role`` (``roles``: benchmark -> dev/test; a benchmark not named is test, the config's
+    default). EPE on non-occluded / occluded pixels is carried along where the scenes have masks."""
     extra = tuple(c for c in ("epe_noc", "epe_occ") if c in evals.columns)
     parts = []
     for run, df in evals.groupby("run", sort=False):
@@ -50,9 +51,26 @@ def before_after_table(evals: pd.DataFrame) -> pd.DataFrame:
         wide.insert(0, "protocol", protocol_of(run))
         parts.append(wide)
     out = pd.concat(parts, ignore_index=True)
+    out.insert(out.columns.get_loc("scene") + 1, "role", out["benchmark"].map(lambda b: (roles or {}).get(b, DEFAULT_ROLE)))
     # Heldout first, as in the figure; scenes in the order they were evaluated.
     order = {"heldout": 0, "transductive": 1}
     return out.sort_values("protocol", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def role_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Per protocol and role (test first: the figure to quote; dev: the scenes defaults were
+    chosen on), the mean and median EPE change % over the scenes with a finite change, and how
+    many improved. A mean over dev and test together would let the tuned scenes carry the figure."""
+    rows = []
+    table = table if "role" in table else table.assign(role=DEFAULT_ROLE)
+    for proto, df in table.groupby("protocol", sort=False):
+        for role in sorted(ROLES, key=lambda r: r != "test"):
+            ch = df.loc[df["role"] == role, "epe_change_pct"].astype(float)
+            ch = ch[np.isfinite(ch)]
+            if ch.size:
+                rows.append({"protocol": proto, "role": role, "scenes": int(ch.size), "mean_change_pct": float(ch.mean()),
+                             "median_change_pct": float(ch.median()), "improved": int((ch < 0).sum())})
+    return pd.DataFrame(rows, columns=["protocol", "role", "scenes", "mean_change_pct", "median_change_pct", "improved"])
 
 
 def seeds_table(evals: pd.DataFrame) -> pd.DataFrame:
@@ -131,7 +149,7 @@ def display_before_after(table: pd.DataFrame) -> pd.DataFrame:
     """Human-readable columns: EPE in px, % change signed, accuracies and Fl-all in %."""
     out = pd.DataFrame({
         "protocol": table["protocol"], "run": table["run"], "benchmark": table["benchmark"],
-        "scene": table["scene"],
+        "scene": table["scene"], "role": table["role"],
         "EPE before": table["epe_pretrained"].map(lambda x: fmt_number(x, ".3f")),
         "EPE after": table["epe_refined"].map(lambda x: fmt_number(x, ".3f")),
         "EPE change %": table["epe_change_pct"].map(lambda x: fmt_number(x, "+.2f")),
@@ -140,6 +158,15 @@ def display_before_after(table: pd.DataFrame) -> pd.DataFrame:
         out[f"{name} % before→after"] = [f"{_pct(a)} → {_pct(b)}"
                                          for a, b in zip(table[f"{m}_pretrained"], table[f"{m}_refined"])]
     return out
+
+
+def display_role_means(means: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "protocol": means["protocol"], "role": means["role"], "scenes": means["scenes"],
+        "mean EPE change %": means["mean_change_pct"].map(lambda x: fmt_number(x, "+.2f")),
+        "median EPE change %": means["median_change_pct"].map(lambda x: fmt_number(x, "+.2f")),
+        "improved": [f"{i} of {n}" for i, n in zip(means["improved"], means["scenes"])],
+    })
 
 
 def display_seeds(table: pd.DataFrame) -> pd.DataFrame:

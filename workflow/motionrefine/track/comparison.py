@@ -89,14 +89,16 @@ def tracker_comparison(scene_paths: Sequence[str], raft: Mapping[str, str | Mapp
     ``out_tracks_figure``: the point trackers' tracks of the first scene drawn on its frames.
     ``tracker_raft``: per FlowPips tracker of ``pips``, the RAFT-small weights it was trained
     on; ``tracker_backbone``: per FlowPips tracker, RAFT-small weights to run it on instead.
-    A checkpoint given as {scene name (the store's stem): path} is a transductive tracker: it
+    A checkpoint given as {scene name (``plan.track_scene_names``): path} is a transductive tracker: it
     runs only on those scenes, each with its own weights.
     ``gains``: refined tracker → pretrained tracker; the summary gives their δ_avg change per scene."""
     from motionrefine import __version__
     from motionrefine.core.store import sha256_file
     from motionrefine.bench.synth import read_sequence
 
-    scenes = [as_track_scene(read_sequence(p), name=Path(p).stem) for p in scene_paths]
+    from motionrefine.config.plan import track_scene_names
+
+    scenes = [as_track_scene(read_sequence(p), name=n) for p, n in zip(scene_paths, track_scene_names(scene_paths))]
     for spec in tapvid:
         from motionrefine.io.readers import read_tapvid
 

@@ -27,11 +27,12 @@ def gt_window_tracks(flow_fw: np.ndarray, start: int, points: np.ndarray, S: int
 
 
 def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, raft_checkpoint: str,
-                  label_settings: Mapping) -> list[dict]:
+                  label_settings: Mapping, scene_name: str | None = None) -> list[dict]:
     """Pseudo-labels on a generated scene from the FlowPips ``checkpoint`` (on ``raft_checkpoint``),
     per teacher (``teachers.flowpips_window_trackers``):
     tracks kept and their error against the ground truth (mean over frames 1..S−1 of the
-    distance to the exact-flow track; ground truth used here for reporting only)."""
+    distance to the exact-flow track; ground truth used here for reporting only). ``scene_name``: the
+    scene's name in the rows (default: the store's stem)."""
     from motionrefine.bench.synth import read_sequence
     from motionrefine.models.pips.flowpips import load_flowpips
     from motionrefine.track.labels import TrackLabelConfig, label_video
@@ -47,11 +48,12 @@ def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, ra
     elif "flow" in teachers:
         teachers.remove("flow")
     rows = []
+    scene_name = scene_name or Path(scene_path).stem
     S = model.cfg.S
     for name, fn in flowpips_window_trackers(model, seq.frames, flow, teachers).items():
         lab = label_video(seq.frames, None, cfg, S=S, window_tracker=fn)
         if name == "flow":
-            fn.log_skipped(Path(scene_path).stem, len(lab["windows"]))
+            fn.log_skipped(scene_name, len(lab["windows"]))
         err = np.zeros(0)
         if len(lab["tracks"]):
             gt = np.concatenate([gt_window_tracks(seq.flow_fw, int(s), lab["tracks"][lab["window_start"] == s][:, 0], S)
@@ -59,7 +61,7 @@ def label_quality(scene_path: str, teacher_flow: str | None, checkpoint: str, ra
             order = np.concatenate([np.flatnonzero(lab["window_start"] == s) for s in np.unique(lab["window_start"])])
             err = np.linalg.norm(lab["tracks"][order] - gt, axis=-1)[:, 1:].mean(axis=1)
         seeds = sum(w["seeds"] for w in lab["windows"])
-        rows.append({"scene": Path(scene_path).stem, "teacher": name, "seeds": int(seeds),
+        rows.append({"scene": scene_name, "teacher": name, "seeds": int(seeds),
                      "seeds_kept": int(sum(w["seeds_kept"] for w in lab["windows"])), "tracks": int(len(err)),
                      "err_mean_px": float(err.mean()) if len(err) else float("nan"),
                      "err_median_px": float(np.median(err)) if len(err) else float("nan"),

@@ -99,6 +99,12 @@ PRESETS: dict[str, dict] = {
                         photometric=dict(brightness=0.15, contrast=0.1, noise=3.0, blur=1.0, jpeg_quality=70)),
     "nonrigid_mild": dict(nonrigid_amplitude=8.0, nonrigid_sigma=40.0),
     "nonrigid_hard": dict(nonrigid_amplitude=20.0, nonrigid_sigma=15.0),
+    # Rigid and slow: "easy" with every camera and layer rate scaled by about 0.15 and no shear
+    # drift (similarity layers), so typical motion is below 1 px/frame; sub-pixel precision is
+    # what it measures, which the other presets' 2-6 px/frame hide.
+    "rigid_subpixel": dict(nonrigid_amplitude=0.0, camera_motion=0.6, camera_rotation=0.05, camera_zoom=0.001,
+                           camera_perspective=0.001, layer_speed=0.8, layer_rotation=0.3, layer_scale_rate=0.002,
+                           layer_motion="similarity"),
 }
 
 # Default benchmark mix (weights): half easy/photometric, half non-rigid, so that
