@@ -367,3 +367,14 @@ def test_queries_column_resolves_like_path(base_config, shared, tmp_path):
     config = write_sheet(tmp_path, "name\tpath\tqueries\na\tdata/videos/tree.avi\tnone.csv\n", validate_config(base_config))
     with pytest.raises(ConfigError, match=r"column 'queries': .*none\.csv is not a file"):
         samples_of(config)
+
+
+def test_a_benchmark_can_leave_out_the_transductive_runs(base_config, shared):
+    config = validate_config(base_config)
+    runs = plan.runs(config, ["a"], shared)
+    # The dev scenes (realtex) are evaluated heldout only; the test scenes get their own runs.
+    assert not any(r.startswith("realtex__") for r in runs)
+    assert {"realtex_test__s0", "realtex_test__s1", "rigid_test__s0", "middlebury__motorcycle"} <= set(runs)
+    assert {s.benchmark for s in runs["heldout"]["eval"]} == {"realtex", "realtex_test", "rigid_test", "middlebury"}
+    config["benchmarks"]["realtex"]["transductive"] = True
+    assert "realtex__s0" in plan.runs(config, ["a"], shared)

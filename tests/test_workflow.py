@@ -27,10 +27,12 @@ def test_default_config_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     # 3 sample videos; 6 generated scenes (3 dev, 3 test) + Motorcycle enter the chain as videos
     # too, labelled by the teacher inside the labels job (no teacher flow store); the test scenes'
-    # 4 outside textures are decoded; one fine-tune and guard per protocol run (heldout + 7
-    # transductive); student flow of the sample videos, pretrained (tracking) and refined.
+    # 4 outside textures are decoded; one fine-tune and guard per protocol run (heldout + 4
+    # transductive: the dev scenes are evaluated heldout only); each sample video's delivered flow
+    # (only the weights its verdict chose) and deliverables.
     expected = {"frames": "3", "texture_frames": "4", "scene_frames": "7", "benchmark_scene": "6", "labels": "10",
-                "flow": "6", "finetune": "8", "guard": "8", "evaluate": "8", "report": "1"}
+                "delivered_flow": "3", "deliverable": "3", "model": "1", "finetune": "5", "guard": "5",
+                "evaluate": "5", "report": "1"}
     rows = {r.split()[0]: r.split()[1] for r in out.splitlines() if len(r.split()) == 2}
     for rule, count in expected.items():
         assert rows.get(rule) == count, (rule, out)
@@ -63,7 +65,8 @@ def test_every_rule_has_a_benchmark_file_outside_the_scenes(tmp_path):
         bench = [ln.split(":", 1)[1].strip() for ln in blk.splitlines() if ln.strip().startswith("benchmark:")]
         assert bench and bench[0].startswith(f"results/benchmarks/{heads[0]}/"), blk
         seen.add(heads[0])
-    assert {"frames", "flow", "labels", "aggregate", "finetune", "guard", "evaluate", "report"} <= seen, out
+    assert {"frames", "delivered_flow", "labels", "aggregate", "finetune", "guard", "evaluate", "report",
+            "deliverable"} <= seen, out
     assert "results/scenes/tinytex/s0.zarr" in out
 
 

@@ -247,8 +247,10 @@ def runs(config: dict, samples: list[str], asset_root: str | os.PathLike | None 
     if refine.get("heldout", True) and samples and scenes:
         bases[HELDOUT] = {"train": list(samples), "eval": scenes}
     if refine.get("transductive", True):
+        benchmarks = configured_benchmarks(config)
         for s in scenes:
-            bases[s.video] = {"train": [s.video], "eval": [s]}
+            if benchmarks[s.benchmark].get("transductive", True):
+                bases[s.video] = {"train": [s.video], "eval": [s]}
     return {seed_run(run, k): {**spec, "base": run, "seed": seed0 + k}
             for run, spec in bases.items() for k in range(repeats)}
 
