@@ -168,18 +168,16 @@ def test_checkpoint_holds_the_tracker_only_and_names_its_raft(tmp_path):
     assert shipped["raft_sha256"] == obj["raft_sha256"] and "model_state_dict" not in shipped
 
 
-def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
+def _exact_track_labels(texture, tmp_path, xs, ys) -> int:
+    """A translating 8-frame clip (frames.zarr) and its exact tracks from an xs × ys grid as a
+    label store (labels.zarr) in tmp_path. Returns the number of tracks."""
     from motionrefine.core.store import atomic_group, write_array
-    from motionrefine.track import finetune as tf
-    from motionrefine.track.guard import guard_update
-    from motionrefine.track.samples import load_track_samples
     from motionrefine.track.labels import write_track_labels
 
     v = np.array([1.5, -0.5])
-    frames = translating(texture, v, frames=8)
     with atomic_group(tmp_path / "frames.zarr") as g:
-        write_array(g, "frames", frames)
-    pts = np.stack(np.meshgrid(np.arange(20, 90, 10.0), np.arange(20, 60, 10.0)), -1).reshape(-1, 2)
+        write_array(g, "frames", translating(texture, v, frames=8))
+    pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     tracks = (pts[None] - np.arange(8)[:, None, None] * v).transpose(1, 0, 2)  # exact, (n, S, 2)
     n = len(tracks)
     write_track_labels({"tracks": tracks, "window_start": np.zeros(n, np.int32), "speed": np.ones(n, np.float32),
@@ -187,6 +185,15 @@ def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
                         "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
                         "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
                        tmp_path / "labels.zarr", {"video": "clip"})
+    return n
+
+
+def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
+    from motionrefine.track import finetune as tf
+    from motionrefine.track.guard import guard_update
+    from motionrefine.track.samples import load_track_samples
+
+    n = _exact_track_labels(texture, tmp_path, np.arange(20, 90, 10.0), np.arange(20, 60, 10.0))
     held = load_track_samples([tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], 64, 1)
     model = FlowPips.from_raft(require_asset(RAFT))
     clean = {k: x.clone() for k, x in model.mixer.state_dict().items()}
@@ -207,22 +214,9 @@ def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
 
 def test_finetune_summary_counts_the_guards_split(texture, tmp_path):
     """The guard's decision carries the split's counts: held (scored), excluded and train tracks."""
-    from motionrefine.core.store import atomic_group, write_array
     from motionrefine.track.finetune import finetune_tracker
-    from motionrefine.track.labels import write_track_labels
 
-    v = np.array([1.5, -0.5])
-    frames = translating(texture, v, frames=8)
-    with atomic_group(tmp_path / "frames.zarr") as g:
-        write_array(g, "frames", frames)
-    pts = np.stack(np.meshgrid(np.arange(6, 106, 4.0), np.arange(6, 66, 4.0)), -1).reshape(-1, 2)
-    tracks = (pts[None] - np.arange(8)[:, None, None] * v).transpose(1, 0, 2)
-    n = len(tracks)
-    write_track_labels({"tracks": tracks, "window_start": np.zeros(n, np.int32), "speed": np.ones(n, np.float32),
-                        "speed_bin": np.ones(n, np.int8), "fb_dist": np.zeros(n, np.float32),
-                        "origin": np.zeros(n, np.int8), "hist_before": np.array([0, n]),
-                        "hist_after": np.array([0, n]), "window_starts": np.int32([0])},
-                       tmp_path / "labels.zarr", {"video": "clip"})
+    n = _exact_track_labels(texture, tmp_path, np.arange(6, 106, 4.0), np.arange(6, 66, 4.0))
     cfg = dict(size="flow-small", steps=1, grad_acc=1, tracks_per_sample=64, min_tracks=1, iters=2, checkpoint_every=1,
                holdout_every=2)
     summary = finetune_tracker(cfg, [tmp_path / "labels.zarr"], [tmp_path / "frames.zarr"], require_asset(CHECKPOINT),
