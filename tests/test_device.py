@@ -291,7 +291,7 @@ def test_workstation_dry_run_plans_the_gpu_config(tmp_path):
             jobs.append((rule, m.group(1)))
             rule = None
     gpu = {rule: res for rule, res in jobs if "gpu=" in res}
-    assert {"flow", "labels", "finetune", "guard", "evaluate"} <= set(gpu), out
+    assert {"delivered_flow", "labels", "finetune", "guard", "evaluate"} <= set(gpu), out
     assert all("gpu=1" in res for res in gpu.values())
     assert "gpu=" not in dict(jobs)["frames"]
     # config/gpu.yaml's resources reach the plan (finetune: 32 GB, not config.yaml's 8).
