@@ -32,7 +32,8 @@ TINY = ROOT / "tests/data/tiny/config.yaml"
 VIDEOS = ("tree", "dog")
 # Rules that run a model and so ask for a GPU; every other rule must not.
 MODEL_HEAVY = {"flow", "labels", "finetune", "guard", "evaluate", "evaluate_teacher", "track_labels",
-               "track_finetune", "track_eval", "track_predict"}
+               "track_finetune", "track_eval", "track_predict", "delivered_flow", "inferred_flow", "infer_labels",
+               "infer_check", "infer_tracks"}
 FULL = bool(os.environ.get("MOTIONREFINE_SLURM_FULL"))
 RUN_LIMIT_S = 900 if FULL else 420  # a hang must end as a failed test, not block CI
 
@@ -63,7 +64,7 @@ def test_profile_dry_run_requests_gpus_on_model_rules_only(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     plan = plan_resources(out)
-    assert {"frames", "flow", "labels"} <= set(plan), out
+    assert {"frames", "delivered_flow", "labels"} <= set(plan), out
     gpu_rules = {r for r, jobs in plan.items() if any(int(j.get("gpu", 0)) > 0 for j in jobs)}
     assert gpu_rules == MODEL_HEAVY & set(plan), out
     # Every job of a GPU rule asks for one (none lost to a rule-level default).
