@@ -121,17 +121,17 @@ def reasons(output: str) -> str:
 
 
 def downstream(*extra: tuple[str, str], videos=("tree", "dog")) -> set[tuple[str, str]]:
-    """Jobs after the label stage of the heldout run: they follow any change to its labels
-    (the refined model's flow of every sample video included)."""
+    """Jobs after the label stage of the heldout run: they follow any change to its labels (the
+    delivered flow and deliverables of every sample video and the refined model included)."""
     return {("aggregate", "results/train/heldout.json"), ("finetune", "results/finetune/heldout/trained.pth"),
             ("guard", "results/finetune/heldout/refined.pth"), ("evaluate", "results/eval/heldout.csv"),
-            ("report", "results/report/index.html"),
-            *{("flow", f"results/flow/refined-heldout/{v}.zarr") for v in videos}, *extra}
+            ("report", "results/report/index.html"), ("model", "results/model/raft.pth"),
+            *{("delivered_flow", f"results/flow/delivered/{v}.zarr") for v in videos},
+            *{("deliverable", f"results/deliverables/{v}") for v in videos}, *extra}
 
 
 def chain(video: str) -> set[tuple[str, str]]:
-    return {("frames", f"results/frames/{video}.zarr"),
-            ("flow", f"results/flow/raft-small/{video}.zarr"), ("labels", f"results/labels/flow/{video}.zarr")}
+    return {("frames", f"results/frames/{video}.zarr"), ("labels", f"results/labels/flow/{video}.zarr")}
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +180,8 @@ def test_new_video_schedules_only_its_chain_and_what_follows(run):
     finally:
         run.sheet.write_text(original)
     assert jobs == chain("tree2") | downstream(videos=("tree", "dog", "tree2")), reasons(out)
-    assert counts == {"frames": 1, "flow": 4, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
-                      "evaluate": 1, "report": 1, "all": 1}
+    assert counts == {"frames": 1, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
+                      "delivered_flow": 3, "deliverable": 3, "model": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("section, change", [("verify", {"beta": 0.2}),  # the default is 0.5
@@ -196,7 +196,8 @@ def test_changed_label_setting_reruns_labels_and_after_not_frames_or_flow(run, s
     assert jobs == labels | downstream(("label_quality", "results/eval/label_quality.csv"),
                                        ("evaluate_teacher", "results/eval/teacher.csv")), reasons(out)
     assert counts == {"labels": 3, "label_quality": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
-                      "evaluate_teacher": 1, "flow": 2, "report": 1, "all": 1}
+                      "evaluate_teacher": 1, "delivered_flow": 2, "deliverable": 2, "model": 1, "report": 1,
+                      "all": 1}
     assert "Params have changed since last execution" in out
 
 
@@ -213,8 +214,8 @@ def test_video_replaced_in_place_reruns_its_chain(run):
         run.video.write_bytes(original)
         os.utime(run.video, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert jobs == chain("tree") | downstream(), reasons(out)
-    assert counts == {"frames": 1, "flow": 3, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1,
-                      "evaluate": 1, "report": 1, "all": 1}
+    assert counts == {"frames": 1, "labels": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1,
+                      "delivered_flow": 2, "deliverable": 2, "model": 1, "report": 1, "all": 1}
     assert f"Updated input files: {run.video}" in out
 
 
@@ -251,9 +252,10 @@ def test_benchmark_scene_records_seed_settings_and_sources(run):
 def test_flow_and_label_stores_record_checkpoint_settings_and_input(run, video):
     identity = frames_source(attrs(run, f"results/frames/{video}.zarr"))
     assert identity  # never the empty dict
-    if video != SCENE:  # the student's flow is made for the sample videos (tracking, the refined flow)
-        flow = attrs(run, f"results/flow/raft-small/{video}.zarr")
-        assert flow["checkpoint_sha256"] == PINNED and flow["checkpoint"] == str(WEIGHTS)
+    if video != SCENE:  # the delivered flow is made for the sample videos, with the weights their verdict chose
+        flow = attrs(run, f"results/flow/delivered/{video}.zarr")
+        weights = WEIGHTS if flow["delivery"]["use"] == "pretrained" else run.path("results/finetune/heldout/refined.pth")
+        assert flow["checkpoint_sha256"] == sha256_file(weights) and flow["checkpoint"] == str(weights)
         assert (flow["model"], flow["iters"], flow["padding"], flow["teacher"]) == ("raft-small", 4, "even", None)
         assert flow["frames_source"] == identity and flow["code_version"] == __version__
     lab = attrs(run, f"results/labels/flow/{video}.zarr")
@@ -317,9 +319,12 @@ def same_store(a: Path, b: Path) -> None:
 
 def test_flow_and_labels_are_bit_identical_when_recomputed(run, tmp_path, keep_torch_threads):
     frames = run.path("results/frames/tree.zarr")
-    flow_stage(str(frames), str(tmp_path / "flow.zarr"), str(WEIGHTS), iters=4, batch_size=2, threads=1,
-               expected_sha256=PINNED, device="cpu", progress=False)
-    same_store(run.path("results/flow/raft-small/tree.zarr"), tmp_path / "flow.zarr")
+    delivered = run.path("results/flow/delivered/tree.zarr")
+    refined = open_group(delivered).attrs["delivery"]["use"] == "refined"
+    weights = run.path("results/finetune/heldout/refined.pth") if refined else WEIGHTS
+    flow_stage(str(frames), str(tmp_path / "flow.zarr"), str(weights), iters=4, batch_size=2, threads=1,
+               expected_sha256=None if refined else PINNED, device="cpu", progress=False)
+    same_store(delivered, tmp_path / "flow.zarr")
     v = validate_config(copy.deepcopy(run.config), CONFIG_SCHEMA)["verify"]  # as rule labels passes them
     verify = {k: v[k] for k in ("alpha", "beta", "colour", "max_flow", "checks", "speed_bins")}
     teacher = TeacherSettings(scales=(2.0,), iters=6, flip=True)  # the tiny config's teacher
@@ -377,13 +382,13 @@ def test_snakemake_report_holds_captions_and_figures(run, tmp_path):
 
 
 def test_benchmark_files_of_every_job_and_their_summary(run):
-    counts = {"frames": 2, "flow": 4, "labels": 3, "benchmark_scene": 1, "scene_frames": 1,
-              "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1, "evaluate_teacher": 1, "label_quality": 1,
+    counts = {"frames": 2, "delivered_flow": 2, "deliverable": 2, "model": 1, "labels": 3, "benchmark_scene": 1,
+              "scene_frames": 1, "aggregate": 1, "finetune": 1, "guard": 1, "evaluate": 1, "evaluate_teacher": 1, "label_quality": 1,
               "report": 1}
     bench = run.path("results/benchmarks")
     found = {d.name: len(list(d.rglob("*.tsv"))) for d in bench.iterdir()}
-    # (export_flow too when the export test ran first.)
-    assert {r: found.get(r) for r in counts} == counts and set(found) <= set(counts) | {"export_flow"}, found
+    # (export_flow and the refined model's flow too when the export test ran first.)
+    assert {r: found.get(r) for r in counts} == counts and set(found) <= set(counts) | {"export_flow", "flow"}, found
     proc = subprocess.run([sys.executable, str(ROOT / "tools/benchmark_summary.py"), "--dir", str(run.work),
                            "--configfile", str(run.config_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
