@@ -87,7 +87,7 @@ def test_workflow_builds_each_seed(tmp_path, base_config):
     jobs = {out for rule, out in dry_run_jobs(proc.stdout) if rule == "finetune"}
     assert "results/finetune/heldout/trained.pth" in jobs
     assert "results/finetune/heldout.seed1/trained.pth" in jobs
-    assert len(jobs) == 2 * 8  # heldout + 7 transductive runs (3 dev, 4 test scenes), two seeds each
+    assert len(jobs) == 2 * 5  # heldout + 4 transductive runs (the test scenes; dev is heldout only), two seeds each
 
 
 def test_reading_says_how_many_seeds_and_compares_labels_with_the_student():

@@ -123,13 +123,18 @@ def test_tiny_end_to_end(tiny_run):
     again = snakemake(tmp_path, *TINY_FRAMES)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # The whole default target: flow with the real RAFT-small checkpoint, labels, a generated
-    # scene, fine-tuning, before/after evaluation and the report.
+    # The whole default target: the delivered flow (the real RAFT-small checkpoint, or the refined
+    # weights where the video's verdict says so), labels, a generated scene, fine-tuning,
+    # before/after evaluation, the deliverables and the report.
+    guard = json.loads((tmp_path / "results/finetune/heldout/guard.json").read_text())
     for video in ("tree", "dog"):
-        g = zarr.open_group(str(tmp_path / f"results/flow/raft-small/{video}.zarr"), mode="r")
+        g = zarr.open_group(str(tmp_path / f"results/flow/delivered/{video}.zarr"), mode="r")
         assert g["flow_fw"].shape == (5, 64, 96, 2) and g["flow_bw"].shape == (5, 64, 96, 2)
         assert np.isfinite(g["flow_fw"][:]).all()
-        assert (tmp_path / f"results/logs/flow/raft-small/{video}.log").exists()
+        assert g.attrs["delivery"]["use"] == (guard["videos"][video]["use"] if guard["keep_refined"] else "pretrained")
+        assert (tmp_path / f"results/logs/delivered_flow/{video}.log").exists()
+        meta = json.loads((tmp_path / f"results/deliverables/{video}/meta.json").read_text())
+        assert meta["flow"]["model"] == g.attrs["delivery"]["use"]
         lab = zarr.open_group(str(tmp_path / f"results/labels/flow/{video}.zarr"), mode="r")
         keep = lab["keep"][:]
         assert keep.shape == (5, 64, 96) and keep.dtype == bool
@@ -148,7 +153,6 @@ def test_tiny_end_to_end(tiny_run):
     ev = pd.read_csv(tmp_path / "results/eval/heldout.csv")
     assert sorted(ev["model"]) == ["pretrained", "refined", "trained"] and set(ev["scene"]) == {"s0"}
     sha = ev.set_index("model")["checkpoint_sha256"]
-    guard = json.loads((tmp_path / "results/finetune/heldout/guard.json").read_text())
     # refined.pth is the guard's choice: the fine-tuned weights or the pretrained ones.
     assert sha["refined"] == sha["trained" if guard["keep_refined"] else "pretrained"]
     assert ev["epe"].notna().all() and sha["trained"] != sha["pretrained"]
