@@ -42,6 +42,8 @@ def test_variants_default_to_the_recipe_and_change_only_their_switches(base_conf
             {k: v for k, v in recipe.items() if k not in ("mode", "rebalance", "augment")}
         assert s["augment"]["crop"] == recipe["augment"]["crop"]
         assert (s["mode"], s["rebalance"], s["augment"]["no_aug"]) == (spec["mode"], spec["rebalance"], not spec["augment"])
+        # No guard judges a variant: it trains on every verified pixel, none held back.
+        assert s["holdout_every"] == 0
     assert ablation_plan.label_presets(base_config) == [("student", "fb+colour"), ("teacher", "fb"),
                                                         ("teacher", "fb+colour"), ("teacher", "none")]
 

@@ -87,6 +87,8 @@ def variant_settings(config: dict, spec: dict, seed: int = 0) -> dict:
     s["mode"] = spec["mode"]
     s["rebalance"] = bool(spec["rebalance"])
     s["augment"] = {**s["augment"], "no_aug": not spec["augment"]}
+    # No guard judges an ablation variant, so none of its labels is held back for one.
+    s["holdout_every"] = 0
     return s
 
 
