@@ -234,9 +234,9 @@ def test_a_corrupted_source_file_is_one_error_and_leaves_nothing(tmp_path, share
     assert (tmp_path / "dest" / bad).read_bytes() == (shared / bad).read_bytes()
 
 
-def test_mirror_maps_host_and_path():
+def test_mirror_maps_host_and_path(tmp_path):
     url = "https://raw.githubusercontent.com/o/r/abc/x/y.jpg"
     assert fa.mirrored(url, None) == url
     assert fa.mirrored(url, "file:///m") == "file:///m/raw.githubusercontent.com/o/r/abc/x/y.jpg"
-    assert fa.mirror_base("/tmp/m/") == Path("/tmp/m").resolve().as_uri()
+    assert fa.mirror_base(f"{tmp_path}/m/") == (tmp_path / "m").resolve().as_uri()
     assert fa.mirror_base("https://mirror.example/assets/") == "https://mirror.example/assets"

@@ -387,8 +387,7 @@ def save_flowpips(model: FlowPips, path: str | os.PathLike) -> str:
 
 
 def raft_for_tracker(path: str | os.PathLike, candidates) -> str:
-    """Of the RAFT-small files ``candidates``, the one the tracker ``path`` was trained on (its
-    sha256 is in the tracker file): a tracker cannot be moved onto another RAFT unchecked."""
+    """Of the RAFT-small files ``candidates``, the one the tracker ``path`` was trained on (by the sha256 in it)."""
     from motionrefine.core.store import sha256_file
     from motionrefine.models.checkpoint import read_torch_file
 
