@@ -84,7 +84,7 @@ def track_stores(tmp_path_factory):
 
     from motionrefine.models.pips import Pips, save_pips
     from motionrefine.track.labels import make_track_labels
-    from motionrefine.track.predict import predict_tracks
+    from motionrefine.track.queries import track_queries
 
     root = tmp_path_factory.mktemp("tracks")
     torch.manual_seed(0)
@@ -96,8 +96,8 @@ def track_stores(tmp_path_factory):
     # A huge θ keeps every tracked point of the random tracker (the layout is under test, not accuracy).
     make_track_labels(root / "vid.zarr", root / "pips.pth", root / "labels.zarr", grid_spacing=24, theta=1e6,
                       dense_w=2, max_dense_seeds=2, rebalance="none", iters=2)
-    n = predict_tracks(root / "vid.zarr", root / "pips.pth", root / "predicted.zarr", iters=2,
-                       label_options={"grid_spacing": 24}, device="cpu")
+    n = track_queries(root / "vid.zarr", root / "pips.pth", root / "predicted.zarr", size="small", iters=2,
+                      label_options={"grid_spacing": 24}, device="cpu")
     return {"root": root, "frames": frames, "n_predicted": n}
 
 

@@ -221,6 +221,11 @@ def infer_inputs(wildcards):
     return inputs
 
 
+# The query grid of the tracks a user gets (track_predict, infer_tracks): the pseudo-labels' grid
+# settings; `teachers` names label stores, not a grid setting.
+TRACK_GRID = {k: v for k, v in (config["tracking"].get("labels") or {}).items() if k != "teachers"}
+
+
 def delivered_tracks(wildcards):
     return {"tracks": f"results/tracking/predict/{wildcards.video}.zarr"} if tracking_enabled() else {}
 

@@ -29,8 +29,7 @@ rule track_predict:
         size=config["tracking"]["size"],
         iters=config["tracking"]["iters"],
         # The labels' grid (spacing, margin), so the exported points are the ones refined on.
-        # The query grid's settings; `teachers` names label stores, not a label setting.
-        label_options={k: v for k, v in (config["tracking"].get("labels") or {}).items() if k != "teachers"},
+        label_options=TRACK_GRID,
         grid_size=config["deliverables"]["grid_size"],
     threads: res("track_predict", "threads")
     resources:

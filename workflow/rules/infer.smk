@@ -17,7 +17,7 @@ rule infer_labels:
         frames="results/frames/{video}.zarr",
         checkpoint=checkpoint_path,
     output:
-        directory("results/labels/check/{video}.zarr"),
+        labels=directory("results/labels/check/{video}.zarr"),
     log:
         "results/logs/infer_labels/{video}.log",
     benchmark:
@@ -34,7 +34,7 @@ rule infer_labels:
     conda:
         "../../envs/motionrefine.yaml"
     script:
-        "../scripts/infer_labels.py"
+        "../scripts/labels.py"
 
 
 rule infer_check:
@@ -83,7 +83,7 @@ rule infer_tracks:
     params:
         size=config["tracking"]["size"],
         iters=config["tracking"]["iters"],
-        label_options={k: v for k, v in (config["tracking"].get("labels") or {}).items() if k != "teachers"},
+        label_options=TRACK_GRID,
         grid_size=config["deliverables"]["grid_size"],
     threads: res("track_predict", "threads")
     resources:

@@ -1,6 +1,6 @@
-"""Snakemake script of rule labels: frames -> results/labels/flow/{video}.zarr, the teacher's
-flow verified as it is made (and written as results/teacher/{video}.zarr), or (teacher ==
-student) the student's flow store verified."""
+"""Snakemake script of rules labels and infer_labels: frames -> results/labels/flow/{video}.zarr
+(or results/labels/check/), the teacher's flow verified as it is made (and, for rule labels,
+written as results/teacher/{video}.zarr), or (teacher == student) the student's flow store verified."""
 import os
 
 # Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed CPU, spinning
@@ -20,8 +20,9 @@ with job_log(snakemake.log[0]):
                          out_path=snakemake.output.labels, **verify, threads=snakemake.threads)
     else:
         verify.pop("batch_size")  # the teacher's windows (model.batch_size) are verified as they come
+        # Rule infer_labels writes no teacher store: only its labels are scored.
         make_teacher_labels(frames_path=snakemake.input.frames, out_path=snakemake.output.labels,
-                            flow_out=snakemake.output.teacher,
+                            flow_out=snakemake.output.get("teacher"),
                             checkpoint=snakemake.input.checkpoint, **p.teacher.stage_kwargs(), **verify,
                             threads=snakemake.threads, expected_sha256=p.sha256,
                             progress=sys.stderr.isatty())

@@ -83,6 +83,12 @@ class GuardSettings(NamedTuple):
     bootstrap: int = 1000
     confidence: float = 0.95
 
+    def rule(self):
+        """The decision rule of the guard and of `snakemake infer`'s clip check (``flow.verdict.Rule``)."""
+        from motionrefine.flow.verdict import Rule
+
+        return Rule(margin=self.margin, resamples=self.bootstrap, confidence=self.confidence)
+
 
 class LabelSettings(NamedTuple):
     """Rule labels: cycle verification of the frozen model's flow (``labels.make_flow_labels``)."""

@@ -22,11 +22,11 @@ def tracks_meta(store_path: str) -> dict:
     """What made a tracking store: the tracker file's and its RAFT's sha256, the queries' origin."""
     from motionrefine.core.store import open_group
 
-    attrs = dict(open_group(store_path).attrs)
+    g = open_group(store_path)
+    attrs = dict(g.attrs)
     keys = ("checkpoint_sha256", "raft_sha256", "model_size", "iters", "query_source", "grid_spacing",
             "visibility_threshold")
-    return {"store": str(store_path), "tracks": int(open_group(store_path)["tracks"].shape[0]),
-            **{k: attrs[k] for k in keys if k in attrs}}
+    return {"store": str(store_path), "tracks": int(g["tracks"].shape[0]), **{k: attrs[k] for k in keys if k in attrs}}
 
 
 def deliverable_meta(video: str, frames_attrs: Mapping, flow_attrs: Mapping, choice: Mapping, resolution: str,

@@ -1,34 +1,29 @@
-"""The tracker's predictions on one video: a grid of queries at frame 0, chained through the video.
+"""The tracker's predictions on one video, the pieces ``track.queries.track_queries`` is built of:
+the default grid at frame 0 (``frame0_grid``), one tracker run (``run_tracker``) and the store
+(``write_predictions``).
 
 What a user exports as their videos' tracks (``motionrefine.io.track_formats``): the refined
-tracker's positions and visibility for every frame. The grid is the pseudo-labels' (spacing
-and border margin scaled to the resolution, :class:`track.labels.TrackLabelConfig`), so the
-tracked points match the points the tracker was refined on.
+tracker's positions and visibility for every frame. The default grid is the pseudo-labels'
+(spacing and border margin scaled to the resolution, :class:`track.labels.TrackLabelConfig`), so
+the tracked points match the points the tracker was refined on.
 
 Store (``store.atomic_group``): tracks (N, T, 2) float32 (x, y) px of the frames store,
 visible (N, T) bool (visibility > 0.5; the query frame is visible), queries (N, 3)
 [t, x, y]; attrs: video, checkpoint and its sha256, size, iters, grid spacing, code version.
-``track.queries`` writes the same store for a user's query points (``frame0_grid``,
-``run_tracker`` and ``write_predictions`` are shared with it).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from motionrefine import __version__
-from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.track.densify import grid_queries
 from motionrefine.track.labels import TrackLabelConfig
 
-log = logging.getLogger("motionrefine")
 VIS_THRESHOLD = 0.5
 
 
@@ -82,28 +77,3 @@ def write_predictions(out_path: str | os.PathLike, frames_path: str | os.PathLik
                         "width": int(W), **attrs,
                         "convention": "tracks[i, t] = (x, y) px at frame t of the frames store"})
     return video
-
-
-def predict_tracks(frames_path: str | os.PathLike, checkpoint: str | os.PathLike, out_path: str | os.PathLike,
-                   size: str = "small", iters: int = 6, expected_sha256: str | None = None,
-                   label_options: dict | None = None, device: str = "auto", threads: int | None = 1,
-                   raft_checkpoint: str | os.PathLike | None = None) -> int:
-    """Track a frame-0 grid through the frames store with ``checkpoint``; write the store. Returns N.
-    ``raft_checkpoint``: the RAFT-small weights a FlowPips tracker (size flow-small) runs on."""
-    frames = open_group(frames_path)["frames"][...]
-    T, H, W = frames.shape[:3]
-    if T < 2:
-        raise MotionRefineError(f"{frames_path}: {T} frame(s), nothing to track")
-    queries, spacing = frame0_grid(H, W, label_options, frames_path)
-    dev = pick_device(device, threads)
-    started = time.perf_counter()
-    tracks, visible, digest = run_tracker(frames, queries, checkpoint, size, iters, expected_sha256, dev,
-                                          raft_checkpoint)
-    seconds = time.perf_counter() - started
-    video = write_predictions(out_path, frames_path, frames.shape, tracks, visible, queries, {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": digest, "model_size": size, "iters": int(iters),
-        "grid_spacing": spacing, "visibility_threshold": VIS_THRESHOLD, "code_version": __version__,
-        "seconds": round(seconds, 3), "device": str(dev)})
-    log.info("%s: %d tracks over %d frames (%.1f s, %.0f%% of points visible) -> %s", video, len(tracks), T,
-             seconds, 100 * visible.mean(), out_path)
-    return len(tracks)
