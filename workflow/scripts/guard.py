@@ -1,7 +1,8 @@
 """Snakemake script of rule guard: fine-tuned vs pretrained weights on held-back pixels -> refined.pth."""
 
 from motionrefine.config.schema import job_log
-from motionrefine.flow.guard import HoldOut, guard_weights
+from motionrefine.flow.guard import guard_weights
+from motionrefine.flow.holdout import HoldOut
 
 with job_log(snakemake.log[0]) as log:
     s = snakemake.params.settings

@@ -33,7 +33,7 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.augment import AugmentConfig
-from motionrefine.flow.guard import HoldOut
+from motionrefine.flow.holdout import HoldOut
 from motionrefine.models.checkpoint import load_state_strict
 from motionrefine.models.pips import Pips, read_pips_state, save_pips, score_map_loss, sequence_loss
 from motionrefine.models.pips.flowpips import FLOWPIPS_SIZE, load_flowpips, save_flowpips

@@ -1,7 +1,7 @@
 """Which label tracks the tracker's guard scores, which it trains on, and which it leaves out.
 
 A track is scored (held back) if its first point lies in a held block of the
-``flow.guard.HoldOut`` lattice. The blocks are drawn at frame 0 only, but tracks move, windows
+``flow.holdout.HoldOut`` lattice. The blocks are drawn at frame 0 only, but tracks move, windows
 overlap in time (stride S/2) and densified neighbours straddle block edges, so a training
 track can sit a pixel from a scored one, or pass through its positions at a later frame, and
 the update would learn the scored answer through it. So a training track is excluded (neither
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from motionrefine.core.errors import MotionRefineError
-from motionrefine.flow.guard import HoldOut
+from motionrefine.flow.holdout import HoldOut
 
 TRAIN, HELD, EXCLUDED = 0, 1, 2
 GUARD_BAND_PX = 8.0

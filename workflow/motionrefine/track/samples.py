@@ -14,7 +14,7 @@ import numpy as np
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
-from motionrefine.flow.guard import HoldOut
+from motionrefine.flow.holdout import HoldOut
 from motionrefine.track.holdout import EXCLUDED, GUARD_BAND_PX, HELD, TRAIN, guard_roles
 
 
