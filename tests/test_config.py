@@ -244,10 +244,11 @@ def test_tracking_schema_lists_the_library_fields():
     from motionrefine.track.labels import TrackLabelConfig
 
     tracking = yaml.safe_load(CONFIG_SCHEMA.read_text())["properties"]["tracking"]["properties"]
-    # Set by the workflow: tracking.size / tracking.sha256, the video, the rule's threads;
-    # `teachers` is read by the rules (which label stores a video's track labels come from).
+    # Set by the workflow: tracking.size / tracking.sha256 / tracking.max_pixels, the video, the
+    # rule's threads; `teachers` is read by the rules (which label stores a video's track labels come from).
     assert set(tracking["labels"]["properties"]) - {"teachers"} == {f.name for f in fields(TrackLabelConfig)} - {
-        "size", "expected_sha256", "video"}
+        "size", "expected_sha256", "video", "max_pixels"}
+    assert "max_pixels" in tracking
     assert set(tracking["finetune"]["properties"]) == {f.name for f in fields(TrackFinetuneConfig)} - {
         "size", "threads"}
 
@@ -272,7 +273,8 @@ def test_stage_settings_are_recorded_by_snakemake(base_config, shared):
     # Lists become tuples so the settings hash (Snakemake records them as params).
     labels = {k: tuple(v) if isinstance(v, list) else v for k, v in config["tracking"]["labels"].items()}
     assert built.track_labels.kwargs() == {**labels, "size": config["tracking"]["size"],
-                                           "expected_sha256": config["tracking"]["sha256"]}
+                                           "expected_sha256": config["tracking"]["sha256"],
+                                           "max_pixels": config["tracking"]["max_pixels"]}
 
 
 def test_scenes_carry_source_and_reader_options(base_config, shared):

@@ -124,7 +124,7 @@ def test_finetune_loss_falls_on_a_fixed_batch(texture):
     v = np.array([1.0, 0.5])
     frames = translating(texture, v, frames=8)
     inputs = WindowInputs(model)
-    inputs.videos["clip"] = model.flow_and_features(frames) + (frames.shape[1:3],)
+    inputs.videos[("clip", None)] = model.flow_and_features(frames) + (frames.shape[1:3],)
     pts = np.stack(np.meshgrid(np.arange(20, 90, 10.0), np.arange(20, 60, 10.0)), -1).reshape(-1, 2)
     labels = pts[None] - np.arange(8)[:, None, None] * v
     labels[1:] += 1.0  # labels off the chained flow by 1 px: the update must learn to move

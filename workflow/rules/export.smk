@@ -31,6 +31,7 @@ rule track_predict:
         # The labels' grid (spacing, margin), so the exported points are the ones refined on.
         label_options=TRACK_GRID,
         grid_size=config["deliverables"]["grid_size"],
+        max_pixels=config["tracking"].get("max_pixels"),
     threads: res("track_predict", "threads")
     resources:
         mem_mb=res("track_predict", "mem_mb"),

@@ -85,6 +85,7 @@ rule infer_tracks:
         iters=config["tracking"]["iters"],
         label_options=TRACK_GRID,
         grid_size=config["deliverables"]["grid_size"],
+        max_pixels=config["tracking"].get("max_pixels"),
     threads: res("track_predict", "threads")
     resources:
         mem_mb=res("track_predict", "mem_mb"),

@@ -15,4 +15,4 @@ with job_log(snakemake.log[0]):
     queries = i.queries if isinstance(i.queries, str) else None
     track_queries(i.frames, i.checkpoint, snakemake.output[0], queries=queries,
                   grid_size=None if queries else p.grid_size, size=p.size, iters=p.iters, raft_checkpoint=raft,
-                  threads=snakemake.threads, label_options=p.label_options)
+                  threads=snakemake.threads, label_options=p.label_options, max_pixels=p.max_pixels)

@@ -118,10 +118,12 @@ class TrackLabelSettings(NamedTuple):
     size: str
     expected_sha256: str | None
     options: tuple
+    max_pixels: int | None = None  # tracking.max_pixels (track.resolution)
 
     def kwargs(self) -> dict:
         """Keyword arguments of make_track_labels (TrackLabelConfig fields)."""
-        return {**dict(self.options), "size": self.size, "expected_sha256": self.expected_sha256}
+        return {**dict(self.options), "size": self.size, "expected_sha256": self.expected_sha256,
+                "max_pixels": self.max_pixels}
 
 
 class TrackEvalSettings(NamedTuple):
@@ -174,7 +176,7 @@ def build(config: dict) -> Settings:
                              _frozen(verify["speed_bins"]), model["batch_size"], verify.get("colour_norm", "raw")),
         evaluate=EvalSettings(model["variant"], model["iters"], model["alternate_corr_pixels"]),
         track_labels=TrackLabelSettings(tracking["size"], tracking.get("sha256"),
-                                        _frozen(tracking.get("labels") or {})),
+                                        _frozen(tracking.get("labels") or {}), tracking.get("max_pixels")),
         track_eval=TrackEvalSettings(tracking["size"], tracking["iters"], model["iters"], model["variant"],
                                      float(tracking["raft_occlusion"]["alpha"]), float(tracking["raft_occlusion"]["beta"])),
         delivery=DeliverySettings(config["deliverables"]["resolution"], tuple(config["export"]["flow"]),

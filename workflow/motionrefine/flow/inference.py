@@ -104,8 +104,9 @@ def sanitise_flow(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 # The teacher's upsampled pairs would hold ~1.3 GB of all-pairs correlation per direction at
-# 540p; refined in chunks under this bound a window of 4 pairs (8 directions) fits in ~2 GB.
-TEACHER_CORR_BYTES = 1 << 30
+# 540p, the student's 0.35 GB; refined in chunks under this bound a window of 4 pairs
+# (8 directions) fits in ~2 GB for either.
+CORR_BYTES = 1 << 30
 
 
 def load_teacher(checkpoint: str, teacher: TeacherSettings, variant: str = "small", padding: str = "even",
@@ -115,7 +116,7 @@ def load_teacher(checkpoint: str, teacher: TeacherSettings, variant: str = "smal
     dev = pick_device(device, threads)
     model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
     model.to(dev)
-    est = FlowEstimator(model, teacher.iters, padding, dev, max_corr_bytes=TEACHER_CORR_BYTES)
+    est = FlowEstimator(model, teacher.iters, padding, dev, max_corr_bytes=CORR_BYTES)
     return Teacher(est, teacher), digest, dev
 
 
@@ -181,7 +182,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
         dev = pick_device(device, threads)
         model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
         model.to(dev)
-        est = FlowEstimator(model, iters, padding, dev)
+        est = FlowEstimator(model, iters, padding, dev, max_corr_bytes=CORR_BYTES)
     if t < 2:
         from motionrefine.core.errors import VideoError
 

@@ -121,6 +121,21 @@ def frames_source(attrs: dict) -> dict:
     return {k: attrs[k] for k in _IDENTITY_KEYS if k in attrs}
 
 
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (T, H, W, 3) uint8 to ``size`` = (height, width).
+
+    Area averaging when shrinking (avoids aliasing), bilinear when enlarging. TAP-Vid's
+    official code uses mediapy's resampler, so pixel values differ slightly from its frames;
+    point coordinates do not.
+    """
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    shrink = h <= frames.shape[1] and w <= frames.shape[2]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+
+
 def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     if size is None or (frame.shape[1], frame.shape[0]) == size:
         return frame

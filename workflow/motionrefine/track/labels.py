@@ -16,8 +16,9 @@ Pipeline per video (frames (T, H, W, 3) uint8):
    window_starts (W,); attrs: video, checkpoint and its sha256, θ, w, bins, per-window
    counts, code version and the full config.
 
-Labels are forward tracks in the frames' own pixels; every point is treated as visible
-(the official recipe).
+Labels are forward tracks in pixels of the size they were made at (attrs ``height``/``width``:
+the frames' own, or smaller above ``max_pixels``, ``track.resolution``); every point is treated
+as visible (the official recipe).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from motionrefine.core.mapping import from_mapping
 from motionrefine.flow.rebalance import cap_bins, speed_filter, track_speed
 from motionrefine.core.store import atomic_group, open_group, write_array
 from motionrefine.track.chain import ClipTracker, pips_track_fn
+from motionrefine.track.resolution import at_size, tracking_size
 
 log = logging.getLogger("motionrefine")
 
@@ -58,6 +60,7 @@ class TrackLabelConfig:
     iters: int = 6
     chunk: int = 512
     expected_sha256: str | None = None
+    max_pixels: int | None = None   # frames above this many pixels are labelled downscaled (track.resolution)
     # windows and queries
     window_stride: int | None = None  # default S // 2
     queries: str = "grid"           # grid | corners
@@ -256,7 +259,10 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
     model, digest = load_pips(checkpoint, c.size, c.expected_sha256, stride=c.stride)
     model.to(dev)
     frames = open_group(frames_path)["frames"]
-    T, H, W = frames.shape[:3]
+    T, H0, W0 = frames.shape[:3]
+    H, W = tracking_size(H0, W0, c.max_pixels)
+    if (H, W) != (H0, W0):
+        frames = at_size(frames[...], (H, W))
     S = model.cfg.S
     if T < S:
         raise MotionRefineError(f"{frames_path}: {T} frames, fewer than one {S}-frame window")
@@ -274,6 +280,7 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
     attrs = {
         "format_version": LABEL_FORMAT_VERSION, "video": video, "frames_path": str(frames_path),
         "num_frames": int(T), "height": int(H), "width": int(W), "S": int(S),
+        "stored_height": int(H0), "stored_width": int(W0),
         "window_stride": int(c.window_stride or S // 2),
         "checkpoint": str(checkpoint), "checkpoint_sha256": digest, "model_size": c.size,
         "model_stride": int(model.stride), "iters": c.iters,
@@ -284,7 +291,8 @@ def make_track_labels(frames_path: str | os.PathLike, checkpoint: str | os.PathL
         "max_share_applied": res["max_share_applied"],
         "windows": labels["windows"], "config": c.to_dict(), "code_version": __version__,
         "seconds": round(seconds, 3), "device": str(dev),
-        "convention": "tracks[i, s] = (x, y) px at frame window_start[i] + s of the frames store; all visible",
+        "convention": "tracks[i, s] = (x, y) px at frame window_start[i] + s of the frames store resized to "
+                      "height x width; all visible",
     }
     write_track_labels(labels, out_path, attrs)
     log.info("%s: %d tracks in %d windows (%.1f s) -> %s", video, summary["tracks"], summary["windows"], seconds,

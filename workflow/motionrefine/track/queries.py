@@ -40,6 +40,7 @@ from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.track.predict import VIS_THRESHOLD, frame0_grid, run_tracker, write_predictions
+from motionrefine.track.resolution import at_size, from_size, to_size, tracking_size
 
 log = logging.getLogger("motionrefine")
 COLUMNS = ("frame", "x", "y")
@@ -161,7 +162,7 @@ def track_queries(frames_path: str | os.PathLike, checkpoint: str | os.PathLike,
                   queries: str | os.PathLike | np.ndarray | None = None, grid_size: int | None = None,
                   size: str = "flow-small", iters: int = 3, raft_checkpoint: str | os.PathLike | None = None,
                   device: str = "auto", threads: int | None = 1, expected_sha256: str | None = None,
-                  label_options: dict | None = None) -> int:
+                  label_options: dict | None = None, max_pixels: int | None = None) -> int:
     """Track query points through the frames store forward and backward in time from each
     query's own frame; write ``track.predict``'s store. Returns N.
 
@@ -170,7 +171,9 @@ def track_queries(frames_path: str | os.PathLike, checkpoint: str | os.PathLike,
     ``grid_size`` points per side (:func:`grid_of_size`), or when that is None too exactly
     ``track.predict``'s grid (``label_options`` as there). ``iters``: the tracker's update
     iterations (FlowPips as pre-trained: 3). Both tracker kinds track both ways in time
-    (FlowPips.track and, for the PIPs sizes, ``track_long`` on the reversed video)."""
+    (FlowPips.track and, for the PIPs sizes, ``track_long`` on the reversed video).
+    ``max_pixels``: frames larger than this are tracked downscaled (``track.resolution``); the
+    store's tracks are in stored pixels either way."""
     if queries is not None and grid_size is not None:
         raise MotionRefineError("give query points or a grid_size, not both")
     g = open_group(frames_path)
@@ -194,8 +197,11 @@ def track_queries(frames_path: str | os.PathLike, checkpoint: str | os.PathLike,
             q = _check_stored(np.asarray(queries, np.float32), T, H, W)
     dev = pick_device(device, threads)
     started = time.perf_counter()
-    tracks, visible, digest = run_tracker(frames, q, checkpoint, size, iters, expected_sha256, dev,
+    work = tracking_size(H, W, max_pixels)
+    qw = np.concatenate([q[:, :1], to_size(q[:, 1:], (H, W), work)], axis=1).astype(np.float32)
+    tracks, visible, digest = run_tracker(at_size(frames, work), qw, checkpoint, size, iters, expected_sha256, dev,
                                           raft_checkpoint)
+    tracks = from_size(tracks, (H, W), work).astype(np.float32)
     # The query's own position at its own frame, exactly (the trackers already keep it; this
     # makes it a property of the store rather than of each tracker).
     qt = q[:, 0].astype(np.int64)
@@ -204,7 +210,7 @@ def track_queries(frames_path: str | os.PathLike, checkpoint: str | os.PathLike,
     video = write_predictions(out_path, frames_path, frames.shape, tracks, visible, q, {
         "checkpoint": str(checkpoint), "checkpoint_sha256": digest, "model_size": size, "iters": int(iters),
         "grid_spacing": spacing, "visibility_threshold": VIS_THRESHOLD, "code_version": __version__,
-        "seconds": round(seconds, 3), "device": str(dev), **extra})
+        "seconds": round(seconds, 3), "device": str(dev), "tracking_size": list(work), **extra})
     log.info("%s: %d %s queries tracked over %d frames (%.1f s, %.0f%% of points visible) -> %s", video, len(q),
              extra["query_source"], T, seconds, 100 * visible.mean(), out_path)
     return len(q)

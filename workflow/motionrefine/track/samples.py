@@ -16,6 +16,7 @@ from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
 from motionrefine.flow.holdout import HoldOut
 from motionrefine.track.holdout import EXCLUDED, GUARD_BAND_PX, HELD, TRAIN, guard_roles
+from motionrefine.track.resolution import at_size
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,14 @@ class TrackSample:
     frames: str
     window_start: int
     rows: tuple[int, ...]
+    size: tuple[int, int] | None = None  # (height, width) the labels were made at; None: the frames' own
+
+
+def labels_size(g, frames_shape: tuple) -> tuple[int, int] | None:
+    """The size a labels store was made at, None where it is the frames' own (``track.resolution``)."""
+    H, W = frames_shape[1:3]
+    size = (int(g.attrs.get("height", H)), int(g.attrs.get("width", W)))
+    return None if size == (H, W) else size
 
 
 def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, tracks_per_sample: int = 128,
@@ -53,14 +62,15 @@ def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, 
             fp = str(frames_paths[video])
         else:
             fp = str(frames_paths[i])
-        T = open_group(fp)["frames"].shape[0]
+        shape = open_group(fp)["frames"].shape
+        T, size = shape[0], labels_size(g, shape)
         ws = np.asarray(g["window_start"][...], np.int64)
         S = g["tracks"].shape[1]
         if len(ws) and ws.max() + S > T:
             raise MotionRefineError(f"{lp}: windows reach frame {ws.max() + S - 1} but {fp} has {T} frames")
         chosen = np.ones(len(ws), bool)
         if holdout is not None:
-            H, W = open_group(fp)["frames"].shape[1:3]
+            H, W = size or shape[1:3]
             try:
                 roles = guard_roles(np.asarray(g["tracks"][...]), ws, holdout, H, W, band)
             except MotionRefineError as e:
@@ -75,7 +85,7 @@ def load_track_samples(label_paths: Sequence, frames_paths: Sequence | Mapping, 
             for c in range(0, len(rows), tracks_per_sample):
                 chunk = rows[c:c + tracks_per_sample]
                 if len(chunk) >= min_tracks:
-                    out.append(TrackSample(lp, fp, int(w0), tuple(int(r) for r in chunk)))
+                    out.append(TrackSample(lp, fp, int(w0), tuple(int(r) for r in chunk), size))
     return out
 
 
@@ -86,7 +96,7 @@ def sample_index(k: int, n: int, seed: int, shuffle: bool) -> int:
 
 
 def load_sample(sample: TrackSample, cache: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(frames (S, H, W, 3) uint8, tracks (S, n, 2) float32) of a sample."""
+    """(frames (S, H, W, 3) uint8 at the labels' size, tracks (S, n, 2) float32) of a sample."""
     for p in (sample.labels, sample.frames):
         if p not in cache:
             cache[p] = open_group(p)
@@ -97,7 +107,7 @@ def load_sample(sample: TrackSample, cache: dict) -> tuple[np.ndarray, np.ndarra
     tr[order] = lab["tracks"].get_orthogonal_selection((rows[order], slice(None), slice(None)))
     S = tr.shape[1]
     frames = np.asarray(cache[sample.frames]["frames"][sample.window_start:sample.window_start + S])
-    return frames, tr.transpose(1, 0, 2)
+    return at_size(frames, sample.size), tr.transpose(1, 0, 2)
 
 
 def samples_digest(samples: Sequence[TrackSample]) -> str:

@@ -29,19 +29,23 @@ from motionrefine import __version__
 from motionrefine.core.device import pick_device
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.core.store import open_group
+from motionrefine.io.flow_formats import rescale_flow
 from motionrefine.track.chain import ChainedFlowClip, FlowPipsClip
 from motionrefine.track.labels import (LABEL_FORMAT_VERSION, TrackLabelConfig, edges_json, label_video,
                                        write_track_labels)
+from motionrefine.track.resolution import at_size, tracking_size
 
 log = logging.getLogger("motionrefine")
 
 TEACHERS = ("tracker", "flow")
 
 
-def read_teacher_flow(path: str | os.PathLike, num_frames: int, height: int, width: int) -> dict:
+def read_teacher_flow(path: str | os.PathLike, num_frames: int, height: int, width: int,
+                      size: tuple[int, int] | None = None) -> dict:
     """The teacher flow store's ``flow_fw``/``flow_bw`` (T−1, H, W, 2) and its per-pair masks
     ``pair_computed`` and ``pair_finite`` (all True where the store has none: no budget, no
-    bad values)."""
+    bad values). ``size`` (height, width): the flow resampled to the tracker's size, vectors
+    scaled with it (only the computed pairs; the rest stay zero and are skipped anyway)."""
     g = open_group(path)
     n = num_frames - 1
     if "flow_fw" not in g or "flow_bw" not in g:
@@ -50,11 +54,18 @@ def read_teacher_flow(path: str | os.PathLike, num_frames: int, height: int, wid
         if g[k].shape != (n, height, width, 2):
             raise MotionRefineError(f"{path}: {k} is {g[k].shape}; teacher 'flow' needs {n} pairs at "
                                     f"{height}x{width}, i.e. {(n, height, width, 2)}")
-    out = {k: np.asarray(g[k][...]) for k in ("flow_fw", "flow_bw")}
+    out = {}
     for k in ("pair_computed", "pair_finite"):
         out[k] = np.asarray(g[k][...], bool) if k in g else np.ones(n, bool)
         if out[k].shape != (n,):
             raise MotionRefineError(f"{path}: {k} is {out[k].shape}, expected ({n},)")
+    for k in ("flow_fw", "flow_bw"):
+        if size is None or tuple(size) == (height, width):
+            out[k] = np.asarray(g[k][...])
+            continue
+        out[k] = np.zeros((n,) + tuple(size) + (2,), np.float32)
+        for t in np.flatnonzero(out["pair_computed"]):  # pair by pair: one full-size pair in memory
+            out[k][t] = rescale_flow(np.asarray(g[k][t]), (size[1], size[0]))
     return out
 
 
@@ -143,7 +154,9 @@ def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.Pa
     model, digest = load_flowpips(checkpoint, raft_checkpoint, c.expected_sha256)
     model.to(dev)
     frames = np.asarray(open_group(frames_path)["frames"][...])
-    T, H, W = frames.shape[:3]
+    T, H0, W0 = frames.shape[:3]
+    H, W = tracking_size(H0, W0, c.max_pixels)
+    frames = at_size(frames, (H, W))
     S = model.cfg.S
     if T < S:
         raise MotionRefineError(f"{frames_path}: {T} frames, fewer than one {S}-frame window")
@@ -151,7 +164,7 @@ def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.Pa
     if "flow" in teachers:
         if teacher_flow is None:
             raise MotionRefineError("teacher 'flow' needs the teacher's flow store; none was given")
-        flow = read_teacher_flow(teacher_flow, T, H, W)
+        flow = read_teacher_flow(teacher_flow, T, H0, W0, size=(H, W))
     video = c.video or Path(frames_path).name.removesuffix(".zarr")
     started = time.perf_counter()
     fns = flowpips_window_trackers(model, frames, flow, teachers)  # the model's own update iterations
@@ -167,6 +180,7 @@ def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.Pa
     attrs = {
         "format_version": LABEL_FORMAT_VERSION, "video": video, "frames_path": str(frames_path),
         "num_frames": int(T), "height": int(H), "width": int(W), "S": int(S),
+        "stored_height": int(H0), "stored_width": int(W0),
         "window_stride": int(c.window_stride or S // 2), "checkpoint": str(checkpoint), "checkpoint_sha256": digest,
         "model_size": "flow-small", "teacher_names": list(per), "teachers": labels["teachers"],
         "teacher_flow": str(teacher_flow) if teacher_flow is not None else None,
@@ -175,7 +189,8 @@ def make_flowpips_labels(frames_path: str | os.PathLike, checkpoint: str | os.Pa
         "speed_bins": edges_json(c.speed_edges), "speed_units": c.speed_units, "speed_scale": res["speed_scale"],
         "rebalance": c.rebalance, "windows": labels["windows"], "config": c.to_dict(), "code_version": __version__,
         "seconds": round(seconds, 3), "device": str(dev),
-        "convention": "tracks[i, s] = (x, y) px at frame window_start[i] + s of the frames store; all visible; "
+        "convention": "tracks[i, s] = (x, y) px at frame window_start[i] + s of the frames store resized to "
+                      "height x width; all visible; "
                       "teacher[i] indexes teacher_names",
     }
     write_track_labels(labels, out_path, attrs)

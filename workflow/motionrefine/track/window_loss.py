@@ -10,6 +10,7 @@ import torch
 from motionrefine.core.store import open_group
 from motionrefine.models.pips import sequence_loss
 from motionrefine.models.pips.flowpips import chain_init, sample_features
+from motionrefine.track.resolution import at_size
 from motionrefine.track.samples import TrackSample
 
 
@@ -20,11 +21,13 @@ class WindowInputs:
     def __init__(self, model):
         self.model, self.videos = model, {}
 
-    def get(self, frames_path: str, frames: np.ndarray, start: int):
-        if frames_path not in self.videos:
-            video = np.asarray(open_group(frames_path)["frames"][...])
-            self.videos[frames_path] = self.model.flow_and_features(video) + (video.shape[1:3],)
-        fw, bw, feats, offset, size = self.videos[frames_path]
+    def get(self, sample: TrackSample):
+        """(fw, bw, feats, offset, size) of the sample's window, at the size its labels were made at."""
+        key, start = (sample.frames, sample.size), sample.window_start
+        if key not in self.videos:
+            video = at_size(np.asarray(open_group(sample.frames)["frames"][...]), sample.size)
+            self.videos[key] = self.model.flow_and_features(video) + (video.shape[1:3],)
+        fw, bw, feats, offset, size = self.videos[key]
         S = self.model.cfg.S
         return fw[start:start + S - 1], bw[start:start + S - 1], feats[start:start + S], offset, size
 
@@ -33,7 +36,7 @@ def flowpips_track_loss(model, inputs: WindowInputs, sample: TrackSample, tracks
                         gamma: float, iters: int | None = None) -> tuple[torch.Tensor, dict]:
     """Sequence loss of FlowPips on one window's label tracks (S, n, 2) px (frames 1..S−1; the
     label's frame 0 is the anchor), initialised by the student's chained flow from there."""
-    fw, bw, feats, offset, size = inputs.get(sample.frames, None, sample.window_start)
+    fw, bw, feats, offset, size = inputs.get(sample)
     S = model.cfg.S
     xy = torch.from_numpy(np.asarray(tracks[0], np.float64)).to(model.device)
     init, err, ok = chain_init(fw, bw, list(range(S)), xy, size, model.cfg.fb_alpha, model.cfg.fb_beta)

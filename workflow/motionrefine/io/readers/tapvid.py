@@ -21,23 +21,10 @@ import numpy as np
 
 from motionrefine.core.errors import AssetMissingError, MotionRefineError
 from motionrefine.io.readers.scenes import TrackScene
+from motionrefine.io.video import resize_frames  # noqa: F401  (re-exported by io.readers)
 
 TAPVID_RESOLUTION = (256, 256)  # (height, width) of the official evaluation
 TAPVID_QUERY_STRIDE = 5
-
-
-def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (T, H, W, 3) uint8 to ``size`` = (height, width).
-
-    Area averaging when shrinking (avoids aliasing), bilinear when enlarging. The official
-    code uses mediapy's resampler, so pixel values differ slightly; point coordinates do not.
-    """
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames
-    shrink = h <= frames.shape[1] and w <= frames.shape[2]
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
 
 
 def sample_queries_first(tracks: np.ndarray, occluded: np.ndarray):
