@@ -210,6 +210,10 @@ def test_guard_keeps_the_update_closer_to_held_back_tracks(texture, tmp_path):
     out = guard_update(cfg, model, bad, inputs, held, {})
     assert out["keep_refined"] and out["held_epe_refined"] < 0.5
     assert torch.equal(model.mixer.head.bias, clean["head.bias"])
+    # nothing held back (a clip whose few tracks all train): no gain shown, the initial update returns
+    out = guard_update(cfg, model, bad, inputs, [], {})
+    assert not out["keep_refined"] and out["held_tracks"] == 0
+    assert torch.equal(model.mixer.head.bias, bad["head.bias"])
 
 
 def test_finetune_summary_counts_the_guards_split(texture, tmp_path):

@@ -32,9 +32,13 @@ def held_back_epe(model, inputs: WindowInputs, samples: Sequence[TrackSample], c
 def guard_update(c, model, initial: dict, inputs, held, cache) -> dict:
     """Keep the fine-tuned update iff it is closer to the held-back tracks than ``initial`` (the
     update it started from) by more than ``c.guard_margin`` (``c``: the fine-tuning config);
-    otherwise put ``initial`` back."""
+    otherwise put ``initial`` back. With no held-back tracks nothing shows a gain, so
+    ``initial`` is put back too (as the flow guard keeps the pretrained weights when it cannot tell)."""
     if not held:
-        return {"keep_refined": True, "held_tracks": 0, "reason": "no held-back tracks"}
+        model.mixer.load_state_dict(initial)
+        log.info("tracker guard: no held-back tracks, nothing shows a gain: keep the initial update")
+        return {"keep_refined": False, "held_tracks": 0,
+                "reason": "no held-back tracks: no gain shown, initial update kept"}
     trained = {k: v.detach().clone() for k, v in model.mixer.state_dict().items()}
     refined = held_back_epe(model, inputs, held, cache, c.iters)
     model.mixer.load_state_dict(initial)
