@@ -138,7 +138,8 @@ def test_wrong_value_names_key_and_expectation(base_config, mutate, key, expecta
 
 def test_rule_resources_fall_back_to_default(base_config):
     config = validate_config(base_config)
-    assert rule_resources(config, "flow")["threads"] == 2
+    assert rule_resources(config, "flow")["mem_mb"] == 6000  # the rule's entry
+    assert rule_resources(config, "flow")["threads"] == 1
     assert rule_resources(config, "flow")["gpu"] == 1  # model-heavy rule asks for a GPU
     assert rule_resources(config, "labels")["gpu"] == 0  # from default
     assert rule_resources(config, "no_such_rule") == config["resources"]["default"]

@@ -8,6 +8,9 @@ every dev scene's run by default; a test scene's run only with --allow-test.
 
     PYTHONPATH=workflow .venv/bin/python tools/budget_sweep.py --results results \
         --budget steps=50,batch=2,crop=128x224 --budget steps=100,batch=2,crop=128x224 ...
+
+A budget may also set ``lr`` (the learning-rate schedule's peak). A dev scene the default run
+does not refine (``transductive: false``) is swept on a training set indexed from its labels.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from motionrefine.config import plan
 from motionrefine.config import schema
 from motionrefine.flow.evaluate import evaluate_flow
 from motionrefine.flow.finetune import finetune
+from motionrefine.flow.trainset import aggregate_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_budget(text: str) -> dict:
-    """'steps=100,batch=2,crop=128x224' -> fine-tuning keys."""
+    """'steps=100,batch=2,crop=128x224,lr=2e-4' -> fine-tuning keys (lr: the schedule's peak)."""
     out = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
@@ -42,9 +46,26 @@ def parse_budget(text: str) -> dict:
             out["crop"] = [int(v) for v in value.split("x")]
         elif key in ("steps", "batch"):
             out["steps" if key == "steps" else "batch_size"] = int(value)
+        elif key == "lr":
+            out["lr"] = float(value)
         else:
-            raise SystemExit(f"budget {text!r}: unknown key {key!r} (steps, batch, crop)")
+            raise SystemExit(f"budget {text!r}: unknown key {key!r} (steps, batch, crop, lr)")
     return out
+
+
+def training_set(results: Path, run: str, work: Path) -> str:
+    """The run's training set: results/train/{run}.json, or, for a scene the default run labels
+    but does not refine (a dev scene with ``transductive: false``), one indexed from its label
+    and frames stores as rule aggregate would (into ``work``)."""
+    train = results / "train" / f"{run}.json"
+    if train.is_file():
+        return str(train)
+    labels, frames = results / "labels" / "flow" / f"{run}.zarr", results / "frames" / f"{run}.zarr"
+    if not (labels.is_dir() and frames.is_dir()):
+        raise SystemExit(f"{run}: neither {train} nor its labels and frames stores under {results}")
+    out = work / f"{run}.json"
+    aggregate_labels([str(labels)], [str(frames)], str(out))
+    return str(out)
 
 
 def main(argv=None) -> int:
@@ -74,6 +95,7 @@ def main(argv=None) -> int:
     base = plan.finetune_settings(config)
     ev = {"variant": config["model"]["variant"], "iters": config["model"]["iters"]}
     rows = []
+    sets = Path(tempfile.mkdtemp(prefix="budget_sets_"))
     for spec in args.budget:
         budget = parse_budget(spec)
         for run in runs:
@@ -81,7 +103,7 @@ def main(argv=None) -> int:
             # Generated scenes live under the run's folder (the parent of its results/).
             source = Path(s.source) if Path(s.source).is_absolute() else Path(args.results).parent / s.source
             scene = load_flow_scene(s.kind, s.name, str(source), s.benchmark, s.reader_options)
-            train = Path(args.results) / "train" / f"{run}.json"
+            train = training_set(Path(args.results), run, sets)
             for k in range(args.seeds):
                 settings = {**base, **{k2: v for k2, v in budget.items() if k2 != "crop"}, "seed": base["seed"] + k,
                             "threads": args.threads}
