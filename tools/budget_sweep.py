@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -95,7 +96,8 @@ def main(argv=None) -> int:
     base = plan.finetune_settings(config)
     ev = {"variant": config["model"]["variant"], "iters": config["model"]["iters"]}
     rows = []
-    sets = Path(tempfile.mkdtemp(prefix="budget_sets_"))
+    sets = Path(tempfile.mkdtemp(prefix="budget_sets_"))  # indexed training sets of unrefined dev scenes
+    trains = {run: training_set(Path(args.results), run, sets) for run in runs}
     for spec in args.budget:
         budget = parse_budget(spec)
         for run in runs:
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
             # Generated scenes live under the run's folder (the parent of its results/).
             source = Path(s.source) if Path(s.source).is_absolute() else Path(args.results).parent / s.source
             scene = load_flow_scene(s.kind, s.name, str(source), s.benchmark, s.reader_options)
-            train = training_set(Path(args.results), run, sets)
+            train = trains[run]
             for k in range(args.seeds):
                 settings = {**base, **{k2: v for k2, v in budget.items() if k2 != "crop"}, "seed": base["seed"] + k,
                             "threads": args.threads}
@@ -120,6 +122,7 @@ def main(argv=None) -> int:
                              "wall_min": wall / 60, "epe_pretrained": epe["pretrained"], "epe_trained": epe["trained"],
                              "change_pct": 100 * (epe["trained"] / epe["pretrained"] - 1)})
                 print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
+    shutil.rmtree(sets, ignore_errors=True)
     out = pd.DataFrame(rows)
     out.to_csv(args.out, index=False)
     summary = out.groupby("budget", sort=False).agg(cpu_min=("cpu_min", "mean"), wall_min=("wall_min", "mean"),

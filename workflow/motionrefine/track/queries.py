@@ -57,22 +57,22 @@ def _size(attrs, key: str, where) -> tuple[int, int]:
                             "source pixels cannot be mapped to stored ones")
 
 
-def _scale(attrs, where) -> np.ndarray:
-    """Stored-per-source scale (sx, sy) = (W_stored / W_src, H_stored / H_src)."""
+def _sizes(attrs, where) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(source, stored) sizes as (height, width) from a frames store's attrs."""
     ws, hs = _size(attrs, "original_size", where)
     wt, ht = _size(attrs, "stored_size", where)
-    return np.array([wt / ws, ht / hs], np.float64)
+    return (hs, ws), (ht, wt)
 
 
 def to_stored_pixels(xy, frames_attrs) -> np.ndarray:
     """Source (x, y) px (..., 2) → stored px (float64), pixel centres at integers (module doc)."""
-    return (np.asarray(xy, np.float64) + 0.5) * _scale(frames_attrs, "frames store") - 0.5
+    return to_size(xy, *_sizes(frames_attrs, "frames store"))
 
 
 def to_source_pixels(tracks, frames_attrs) -> np.ndarray:
     """Stored (x, y) px (..., 2), e.g. tracks (N, T, 2) → source px (float64); NaN stays NaN.
     The inverse of :func:`to_stored_pixels` (a flow vector scales by the same factor, 1/s)."""
-    return (np.asarray(tracks, np.float64) + 0.5) / _scale(frames_attrs, "frames store") - 0.5
+    return from_size(tracks, *_sizes(frames_attrs, "frames store"))
 
 
 def _number(cell: str, what: str, where: str) -> float:

@@ -32,17 +32,17 @@ def at_size(frames: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return frames if size is None else resize_frames(np.asarray(frames), tuple(size))
 
 
-def _scale(stored: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    (H, W), (h, w) = stored, size
+def _scale(src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    (H, W), (h, w) = src, dst
     return np.array([w / W, h / H], np.float64)
 
 
-def to_size(xy, stored: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """Points (..., 2) (x, y) in stored pixels → pixels of ``size`` (both (height, width)),
-    pixel centres at integers (as ``track.queries`` maps source pixels)."""
-    return (np.asarray(xy, np.float64) + 0.5) * _scale(stored, size) - 0.5
+def to_size(xy, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Points (..., 2) (x, y) in pixels of a frame of size ``src`` → pixels of the same frame
+    resized to ``dst`` (both (height, width)), pixel centres at integers, as cv2 resizes."""
+    return (np.asarray(xy, np.float64) + 0.5) * _scale(src, dst) - 0.5
 
 
-def from_size(xy, stored: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The inverse of :func:`to_size`: points at ``size`` → stored pixels; NaN stays NaN."""
-    return (np.asarray(xy, np.float64) + 0.5) / _scale(stored, size) - 0.5
+def from_size(xy, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """The inverse of :func:`to_size`: points at ``dst`` → pixels at ``src``; NaN stays NaN."""
+    return (np.asarray(xy, np.float64) + 0.5) / _scale(src, dst) - 0.5
