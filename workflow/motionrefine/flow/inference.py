@@ -20,7 +20,7 @@ from motionrefine.models.checkpoint import load_raft
 from motionrefine.flow.teacher import Teacher, TeacherSettings, pair_windows
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.models.raft import RAFT, InputPadder
-from motionrefine.core.limits import RAFT_MIN_SIDE as MIN_SIDE
+from motionrefine.core.limits import CORR_CHUNK_BYTES, RAFT_MIN_SIDE as MIN_SIDE
 from motionrefine.core.store import atomic_group, create_array, open_group
 from motionrefine.io.video import frames_source
 
@@ -31,10 +31,11 @@ class FlowEstimator:
     """Runs RAFT on numpy frames (H, W, 3) uint8 RGB; returns flow as (…, H, W, 2) float32."""
 
     def __init__(self, model: RAFT, iters: int = 12, padding: str = "even", device: torch.device | None = None,
-                 max_corr_bytes: int | None = None):
+                 max_corr_bytes: int | None = CORR_CHUNK_BYTES):
         """``max_corr_bytes``: refine a batch in chunks whose all-pairs correlation volumes
-        stay under this many bytes (None: one batch). Each direction's flow is independent
-        of the others in its batch, so chunking bounds memory without changing the method."""
+        stay under this many bytes, at least one direction each (None: one batch). Each
+        direction's flow is independent of the others in its batch, so chunking bounds memory
+        (and time, on a CPU) without changing the method."""
         self.model = model.eval()
         self.iters = iters
         self.padding = padding
@@ -103,12 +104,6 @@ def sanitise_flow(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return (np.where(bad, 0.0, flow).astype(np.float32), ~bad.reshape(len(flow), -1).any(axis=1), int(bad.sum()))
 
 
-# The teacher's upsampled pairs would hold ~1.3 GB of all-pairs correlation per direction at
-# 540p, the student's 0.35 GB; refined in chunks under this bound a window of 4 pairs
-# (8 directions) fits in ~2 GB for either.
-CORR_BYTES = 1 << 30
-
-
 def load_teacher(checkpoint: str, teacher: TeacherSettings, variant: str = "small", padding: str = "even",
                  expected_sha256: str | None = None, alternate_corr_pixels: int | None = None,
                  device: str = "auto", threads: int = 1):
@@ -116,7 +111,7 @@ def load_teacher(checkpoint: str, teacher: TeacherSettings, variant: str = "smal
     dev = pick_device(device, threads)
     model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
     model.to(dev)
-    est = FlowEstimator(model, teacher.iters, padding, dev, max_corr_bytes=CORR_BYTES)
+    est = FlowEstimator(model, teacher.iters, padding, dev)
     return Teacher(est, teacher), digest, dev
 
 
@@ -182,7 +177,7 @@ def flow_stage(frames_path: str, out_path: str, checkpoint: str, variant: str = 
         dev = pick_device(device, threads)
         model, digest = load_raft(checkpoint, variant, expected_sha256, alternate_corr_pixels)
         model.to(dev)
-        est = FlowEstimator(model, iters, padding, dev, max_corr_bytes=CORR_BYTES)
+        est = FlowEstimator(model, iters, padding, dev)
     if t < 2:
         from motionrefine.core.errors import VideoError
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from motionrefine.core.errors import CheckpointError, MotionRefineError
 from motionrefine.core.geometry import sample_bilinear
+from motionrefine.core.limits import CORR_CHUNK_BYTES
 from motionrefine.models.pips.model import _mlp, _PreNormResidual
 from motionrefine.models.raft import RAFT, InputPadder
 from motionrefine.models.raft.corr import window_offsets
@@ -43,8 +44,6 @@ from motionrefine.models.raft.corr import window_offsets
 FLOWPIPS_SIZE = "flow-small"
 
 
-# All-pairs correlation volumes held at once when chaining a video's flow: about 1 GiB.
-CORR_BUDGET_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ class FlowPips(nn.Module):
 
     @torch.no_grad()
     def flow_and_features(self, frames: np.ndarray | torch.Tensor, chunk: int = 8,
-                          max_corr_bytes: int = CORR_BUDGET_BYTES):
+                          max_corr_bytes: int = CORR_CHUNK_BYTES):
         """Frames (T, H, W, 3) uint8 → forward flow (T−1, H, W, 2), backward flow (T−1, H, W, 2)
         (backward[t] maps t+1 → t), as float64 tensors, and features (T, C, h, w) of the padded
         frames with the padding offset (left, top) in pixels. Pairs are computed in chunks of
@@ -120,7 +119,7 @@ class FlowPips(nn.Module):
 
         Memory is bounded at any frame size: frames are encoded ``chunk`` at a time, and a chunk
         of pairs is cut so that its all-pairs correlation volumes (both directions) stay within
-        ``max_corr_bytes`` (at 960×540 one volume is 266 MB)."""
+        ``max_corr_bytes`` (at 960×540 one volume is 266 MB, so a pair is its own chunk)."""
         frames = torch.as_tensor(np.ascontiguousarray(frames))
         T = len(frames)
         padder = InputPadder((T, 3, *frames.shape[1:3]), "even")
