@@ -89,8 +89,22 @@ def test_the_main_chain_labels_serve_their_own_preset(base_config):
     # A configured teacher that is the student: the main chain is self-labelled.
     base_config["teacher"] = {"scales": [1], "iters": base_config["model"]["iters"], "flip": False}
     assert ablation_plan.main_labeller(base_config) == "student"
-    assert store("student", "fb") == "results/labels/flow/tree.zarr"
+    # Its labels were verified with the config's thresholds, so self-labelling (the paper's) makes its own.
+    assert store("student", "fb") == "results/ablation/labels/student/fb/tree.zarr"
+    assert store("teacher", "fb") == "results/labels/flow/tree.zarr"
     assert ablation_plan.labeller_flow(base_config, "teacher", "tree") == "results/flow/raft-small/tree.zarr"
+
+
+def test_self_labelling_verifies_with_the_papers_thresholds():
+    from motionrefine.config.settings import LabelSettings
+
+    config_labels = LabelSettings(alpha=0.002, beta=0.5, colour=0.02, max_flow=400.0, checks="fb+colour",
+                                  speed_bins=(0, 1, 2, 4.5), batch_size=4, colour_norm="gradient")
+    student = ablation_plan.label_settings(config_labels, "student", "fb")
+    assert (student.alpha, student.beta, student.colour, student.colour_norm, student.checks) == \
+        (0.002, 0.1, 0.005, "raw", "fb")
+    teacher = ablation_plan.label_settings(config_labels, "teacher", "none")
+    assert teacher == config_labels._replace(checks="none")
 
 
 def test_runs_and_errors(base_config):
@@ -146,6 +160,9 @@ def test_table_from_hand_made_evaluations(tmp_path):
     assert t.loc["recipe", "scenes_improved"] == 1
     assert t.loc["recipe", "acc_1px_before"] == pytest.approx(0.40)
     assert t.loc["recipe", "acc_1px_after"] == pytest.approx(0.40)
+    # Each row says what it still does differently from the method it is named after.
+    md = (out / "table.md").read_text()
+    assert "'brox' occlusion test" in md and "this project's teacher" in md
     assert t.loc["recipe", "acc_3px_after"] == pytest.approx(0.80)
     assert t.loc["recipe", "fl_all_after"] == pytest.approx(0.20)
     # photometric: +50 % and 0 % -> +25 %.

@@ -48,8 +48,8 @@ rule ablation:
 
 rule ablation_labels:
     """Labels of one video under another (labeller, checks) preset: the teacher's flow or the
-    student's own (self-labelling), verified by the preset's checks (the main chain's labels
-    are reused for its own preset)."""
+    student's own (self-labelling, with the paper's thresholds), verified by the preset's checks
+    (the main chain's labels are reused for its own preset)."""
     input:
         frames="results/frames/{video}.zarr",
         flow=lambda wc: mrablation.labeller_flow(config, wc.labeller, wc.video),
@@ -63,7 +63,7 @@ rule ablation_labels:
         labeller=ABL_LABELLER_PATTERN,
         checks=ABL_CHECKS_PATTERN,
     params:
-        settings=lambda wc: LABELS._replace(checks=wc.checks),
+        settings=lambda wc: mrablation.label_settings(LABELS, wc.labeller, wc.checks),
     threads: res("labels", "threads")
     resources:
         mem_mb=res("labels", "mem_mb"),

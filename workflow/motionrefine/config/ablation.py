@@ -32,6 +32,10 @@ LABELLERS = ("teacher", "student")
 # The recipe every variant departs from (the paper's two-stage recipe as this project runs it).
 RECIPE = {"mode": "labels", "labeller": "teacher", "checks": "fb+colour", "augment": True, "rebalance": False}
 DEFAULT_SEED = 125  # finetune.seed's default
+# Self-labelling is the paper's method, so its labels get the official code's verification
+# constants (α 0.002, β 0.1 px, colour 0.005 on raw RGB in [0, 1]), not the β and colour this
+# project tuned for its stronger teacher.
+PAPER_VERIFY = {"alpha": 0.002, "beta": 0.1, "colour": 0.005, "colour_norm": "raw"}
 DEFAULT_VARIANTS = {
     "recipe": {},
     "self-label": {"labeller": "student"},
@@ -117,9 +121,17 @@ def labeller_flow(config: dict, labeller: str, video: str) -> str:
     return f"results/teacher/{video}.zarr"
 
 
+def label_settings(labels, labeller: str, checks: str):
+    """A preset's verification settings (``config.settings.LabelSettings``): the config's with the
+    preset's checks; the paper's constants for self-labelling (``PAPER_VERIFY``)."""
+    return labels._replace(checks=checks, **(PAPER_VERIFY if labeller == "student" else {}))
+
+
 def label_store(config: dict, labeller: str, checks: str, video: str) -> str:
-    """The main chain's labels serve the preset they were made with; other presets get their own."""
-    if (labeller, checks) == (main_labeller(config), (config.get("verify") or {}).get("checks", "fb+colour")):
+    """The main chain's labels serve the 'teacher' preset of their checks (when the configured
+    teacher is the student, 'teacher' names that same flow and thresholds); self-labelling
+    verifies with the paper's constants, so its stores are always its own."""
+    if labeller == "teacher" and checks == (config.get("verify") or {}).get("checks", "fb+colour"):
         return f"results/labels/flow/{video}.zarr"
     return f"results/ablation/labels/{labeller}/{checks}/{video}.zarr"
 
