@@ -44,8 +44,6 @@ from motionrefine.models.raft.corr import window_offsets
 FLOWPIPS_SIZE = "flow-small"
 
 
-
-
 @dataclass(frozen=True)
 class FlowPipsConfig:
     S: int = 8
