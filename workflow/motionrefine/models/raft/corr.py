@@ -29,7 +29,7 @@ class CorrBlock:
         f1 = fmap1.flatten(2).transpose(1, 2) / c ** 0.5  # (B, HW, C)
         # Pooling is linear, so level l (the volume pooled 2^l times over fmap2's pixels) is
         # f1 against fmap2 pooled 2^l times: the same values (floor on odd sizes alike), in
-        # 0.4–0.6× the time of pooling HW single-channel volumes (docs/performance.md).
+        # 0.4–0.7× the time of pooling HW single-channel volumes (docs/performance.md).
         self.pyramid = []
         for level in range(num_levels):
             if level:
