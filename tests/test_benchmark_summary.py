@@ -48,6 +48,20 @@ def test_summary_table_flags_jobs_over_their_memory(tmp_path):
     assert rows["aggregate"][:6] == ["aggregate", "1", "0.5", "0.5", "nan", "1000"] and rows["aggregate"][-1] == ""
 
 
+def test_sums_add_each_rules_job_wall_and_cpu_seconds(tmp_path):
+    bench = tmp_path / "results/benchmarks"
+    _bench(bench / "flow/raft-small/a.tsv", 12.0, 700.0)
+    _bench(bench / "flow/raft-small/b.tsv", 4.0, 900.0)
+    _bench(bench / "aggregate/heldout.tsv", 0.5, "-")
+    proc = subprocess.run([sys.executable, str(TOOL), "--dir", str(tmp_path), "--sums"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = {ln.split()[0]: ln.split()[1:] for ln in proc.stdout.splitlines()[1:]}
+    # _bench writes cpu_time 1 per job
+    assert rows["flow"] == ["2", "16.0", "2.0"] and rows["aggregate"] == ["1", "0.5", "1.0"]
+    assert rows["total"] == ["3", "16.5", "3.0"]
+
+
 def test_summary_without_benchmarks_says_so(tmp_path):
     proc = subprocess.run([sys.executable, str(TOOL), "--dir", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)

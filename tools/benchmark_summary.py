@@ -6,10 +6,12 @@ jobs, median and max wall seconds, max RSS, the ``mem_mb`` and ``runtime`` the r
 (the first attempt's, from the config's ``resources`` section through the rule's
 ``res(KEY, ...)`` in workflow/rules/), and a flag where a job came near or over them.
 
-    .venv/bin/python tools/benchmark_summary.py [--dir .] [--configfile config.yaml] [--markdown]
+    .venv/bin/python tools/benchmark_summary.py [--dir .] [--configfile config.yaml] [--markdown] [--sums]
 
 ``--dir`` is the run's working directory (the folder holding results/); ``--configfile`` the
-config it ran with (default: the project's config.yaml).
+config it ran with (default: the project's config.yaml). ``--sums``: instead, per rule the sums
+of its jobs' wall and CPU seconds (``s``, ``cpu_time``) and the run's totals, the figures that
+split a run by stage and compare machines.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def resource_keys(rules_dir: Path = ROOT / "workflow/rules") -> dict[str, str]:
 
 
 def read_benchmarks(bench_dir: Path) -> pd.DataFrame:
-    """One row per benchmark file (rule = its first folder below ``bench_dir``), with s and max_rss."""
+    """One row per benchmark file (rule = its first folder below ``bench_dir``), with s, cpu_time
+    (NaN where the file has none) and max_rss."""
     rows = []
     for tsv in sorted(bench_dir.rglob("*.tsv")):
         rule = tsv.relative_to(bench_dir).parts[0]
@@ -62,9 +65,19 @@ def read_benchmarks(bench_dir: Path) -> pd.DataFrame:
             raise SystemExit(f"{tsv}: not a Snakemake benchmark file (columns {list(df.columns)})")
         # Repeats (benchmark: repeat(...)) are rows of one file; a job's figure is its worst.
         rss = pd.to_numeric(df["max_rss"], errors="coerce")  # '-' when the job was too short to sample
+        cpu = pd.to_numeric(df["cpu_time"], errors="coerce") if "cpu_time" in df else pd.Series(dtype=float)
         rows.append({"rule": rule, "job": str(tsv.relative_to(bench_dir)), "s": float(df["s"].max()),
+                     "cpu_time": float(cpu.max()) if cpu.notna().any() else float("nan"),
                      "max_rss": float(rss.max()) if rss.notna().any() else float("nan")})
-    return pd.DataFrame(rows, columns=["rule", "job", "s", "max_rss"])
+    return pd.DataFrame(rows, columns=["rule", "job", "s", "cpu_time", "max_rss"])
+
+
+def rule_sums(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Per rule: jobs and the sums of their wall and CPU seconds, then a ``total`` row."""
+    sums = jobs.groupby("rule", sort=True).agg(jobs=("s", "size"), wall_s_sum=("s", "sum"),
+                                               cpu_s_sum=("cpu_time", "sum")).reset_index()
+    total = {"rule": "total", "jobs": len(jobs), "wall_s_sum": jobs["s"].sum(), "cpu_s_sum": jobs["cpu_time"].sum()}
+    return pd.concat([sums, pd.DataFrame([total])], ignore_index=True)
 
 
 def summarise(jobs: pd.DataFrame, config: dict, keys: dict[str, str]) -> pd.DataFrame:
@@ -118,6 +131,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("."), help="the run's working directory (holds results/)")
     ap.add_argument("--configfile", type=Path, default=ROOT / "config.yaml")
     ap.add_argument("--markdown", action="store_true", help="a markdown table (docs/performance.md)")
+    ap.add_argument("--sums", action="store_true", help="per-rule sums of job wall and CPU seconds, and the totals")
     args = ap.parse_args(argv)
     bench_dir = args.dir / "results/benchmarks"
     if not bench_dir.is_dir():
@@ -127,6 +141,9 @@ def main(argv=None) -> int:
     if jobs.empty:
         print(f"no benchmark files under {bench_dir}", file=sys.stderr)
         return 1
+    if args.sums:
+        print(rule_sums(jobs).round(1).to_string(index=False))
+        return 0
     table = summarise(jobs, load_config(args.configfile), resource_keys())
     print(format_table(table, args.markdown))
     return 0

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import re
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_summary import read_benchmarks  # noqa: E402  (one reader of the benchmark files)
 
 STAMP = re.compile(r"\[(\w{3} \w{3}\s+\d+ [\d:]+ \d{4})\]")
 RULE = re.compile(r"(local)?rule (\w+):")
@@ -58,13 +61,8 @@ def overlap(spans) -> tuple[float, dict[int, int]]:
 
 def benchmark_sums(folder) -> tuple[int, float, float]:
     """(files, sum of wall ``s``, sum of ``cpu_time``) over the benchmark TSVs under ``folder``."""
-    files, wall, cpu = 0, 0.0, 0.0
-    for path in sorted(Path(folder).rglob("*.tsv")):
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t"))
-        if rows:  # the last row: a job benchmarked once has one
-            files, wall, cpu = files + 1, wall + float(rows[-1]["s"]), cpu + float(rows[-1]["cpu_time"])
-    return files, wall, cpu
+    jobs = read_benchmarks(Path(folder))
+    return len(jobs), float(jobs["s"].sum()), float(jobs["cpu_time"].sum())
 
 
 def main(argv=None) -> int:
