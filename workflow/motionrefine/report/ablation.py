@@ -19,7 +19,7 @@ import pandas as pd
 
 from motionrefine.core.errors import MotionRefineError
 from motionrefine.flow.evaluate import before_after
-from motionrefine.config.ablation import SWITCHES, TRANSDUCTIVE
+from motionrefine.config.ablation import PAPER_VERIFY, SWITCHES, TRANSDUCTIVE
 from motionrefine.config.plan import HELDOUT
 from motionrefine.report.tables import fmt_number, markdown_table
 from motionrefine.core.store import write_atomic, write_text_atomic
@@ -44,8 +44,11 @@ def paper_difference(spec: dict) -> str:
     if spec.get("mode") in BASELINE_DIFFERENCES:
         return BASELINE_DIFFERENCES[spec["mode"]]
     if spec.get("labeller") == "student":
-        return "the paper's self-labelling with the official thresholds (α 0.002, β 0.1 px, colour 0.005)"
-    return "this project's teacher (×2, 32 iterations, mirror) and thresholds (config verify)"
+        v = PAPER_VERIFY
+        return (f"the paper's self-labelling with the official thresholds (α {v['alpha']}, β {v['beta']} px, "
+                f"colour {v['colour']})")
+    # The teacher and thresholds are the config's (`teacher`, `verify`), whatever a user set them to.
+    return "this project's teacher (config teacher) and thresholds (config verify), not the paper's"
 
 
 def load_evals(items: Sequence[tuple[str, int, str]]) -> pd.DataFrame:
