@@ -256,3 +256,32 @@ def test_loss_log_is_trimmed_to_the_resumed_step(tmp_path):
     assert list(read_loss_curve(p)["step"]) == [1, 2, 3]
     prepare_tsv(p, TSV_COLUMNS, 0)
     assert len(read_loss_curve(p)) == 0
+
+
+def test_focus_weighs_labels_by_the_pretrained_students_disagreement(training_set, tmp_path):
+    from motionrefine.flow.focus import disagreement_weights
+    pairs = load_training_pairs(training_set)
+    ds = PairDataset(pairs, tiny())
+    model = load_raft(WEIGHTS, "small")[0]
+    # Only training pixels weigh (held-back ones: test_held_back_pixels_never_reach_the_loss's
+    # split is ds.read's). The labels are this checkpoint's own 12-iteration flow: at 12 iterations the student agrees
+    # with every one of them (nothing to focus on), at 4 it does not.
+    own = disagreement_weights(model, 12, ds, 1.0)
+    short = disagreement_weights(model, 4, ds, 1.0)
+    kept = []
+    for i, (w_own, w_short) in enumerate(zip(own, short)):
+        valid = ds.read(i)[2]
+        assert (w_own[~valid] == 0).all() and (w_short[~valid] == 0).all()
+        assert np.allclose(w_own[valid], 1.0, atol=1e-3)
+        # mean 1 over a pair's training pixels (less where the cap cut an outlier)
+        assert 0.5 < w_short[valid].mean() <= 1 + 1e-5
+        kept.append(w_short[valid])
+    kept = np.concatenate(kept)
+    assert kept.size > 100 and kept.std() > 0.2
+    base = finetune(tiny(steps=2, holdout_every=5), training_set, WEIGHTS, tmp_path / "base")
+    a = finetune(tiny(steps=2, holdout_every=5, focus=1.0, focus_crops=True, iters=4), training_set, WEIGHTS,
+                 tmp_path / "a")
+    b = finetune(tiny(steps=2, holdout_every=5, focus=1.0, focus_crops=True, iters=4), training_set, WEIGHTS,
+                 tmp_path / "b")
+    assert same_weights(weights(a["final"]), weights(b["final"]))  # deterministic
+    assert not same_weights(weights(a["final"]), weights(base["final"]))

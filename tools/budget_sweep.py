@@ -9,7 +9,8 @@ every dev scene's run by default; a test scene's run only with --allow-test.
     PYTHONPATH=workflow .venv/bin/python tools/budget_sweep.py --results results \
         --budget steps=50,batch=2,crop=128x224 --budget steps=100,batch=2,crop=128x224 ...
 
-A budget may also set ``lr`` (the learning-rate schedule's peak). A dev scene the default run
+A budget may also set ``lr`` (the learning-rate schedule's peak), ``focus`` and ``focus_crops``
+(``flow.focus``). A dev scene the default run
 does not refine (``transductive: false``) is swept on a training set indexed from its labels.
 """
 
@@ -47,10 +48,12 @@ def parse_budget(text: str) -> dict:
             out["crop"] = [int(v) for v in value.split("x")]
         elif key in ("steps", "batch"):
             out["steps" if key == "steps" else "batch_size"] = int(value)
-        elif key == "lr":
-            out["lr"] = float(value)
+        elif key in ("lr", "focus"):
+            out[key] = float(value)
+        elif key == "focus_crops":
+            out[key] = value.lower() in ("1", "true", "yes")
         else:
-            raise SystemExit(f"budget {text!r}: unknown key {key!r} (steps, batch, crop, lr)")
+            raise SystemExit(f"budget {text!r}: unknown key {key!r} (steps, batch, crop, lr, focus, focus_crops)")
     return out
 
 

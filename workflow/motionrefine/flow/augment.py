@@ -67,6 +67,19 @@ def crop_size(height: int, width: int, crop: tuple[int, int]) -> tuple[int, int]
     return ch, cw
 
 
+def origin_weights(weight: np.ndarray, crop: tuple[int, int], floor: float = 0.1) -> np.ndarray:
+    """Probabilities over every crop origin (y0, x0) of an (H, W) weight map, flattened row-major:
+    the weight each crop holds plus ``floor`` × the mean over crops, so that crops without
+    weight stay possible and the draw never settles on one window."""
+    ch, cw = crop
+    s = np.zeros((weight.shape[0] + 1, weight.shape[1] + 1), np.float64)
+    s[1:, 1:] = np.cumsum(np.cumsum(np.asarray(weight, np.float64), 0), 1)
+    mass = np.maximum(s[ch:, cw:] - s[:-ch, cw:] - s[ch:, :-cw] + s[:-ch, :-cw], 0.0)
+    mean = mass.mean()
+    p = mass + floor * (mean if mean > 0 else 1.0)
+    return (p / p.sum()).ravel()
+
+
 # ------------------------------------------------------------------ colour jitter (float RGB in [0, 1])
 
 def jitter_params(cfg: AugmentConfig, rng: np.random.Generator) -> list[tuple[str, float]]:
@@ -145,10 +158,12 @@ def _back(x: np.ndarray, as_torch: bool, channels: bool):
 
 
 def augment(img1, img2, flow, valid, weight=None, *, rng: np.random.Generator,
-            config: AugmentConfig | None = None, keep_raw: bool = False) -> dict:
+            config: AugmentConfig | None = None, keep_raw: bool = False, weighted_crop: bool = False) -> dict:
     """Augment one sample. Returns a dict with img1, img2, flow, valid (+ weight if given;
     + raw1, raw2 — the same crop and flips without colour jitter — if ``keep_raw``, which the
-    photometric baseline uses because jitter breaks brightness constancy)."""
+    photometric baseline uses because jitter breaks brightness constancy). ``weighted_crop``
+    (with ``weight`` and a random crop): the crop's origin is drawn by the weight it holds
+    (``origin_weights``) instead of uniformly."""
     cfg = config or AugmentConfig()
     as_torch = isinstance(img1, torch.Tensor)
     i1, i2 = _to_numpy(img1, True), _to_numpy(img2, True)
@@ -177,7 +192,10 @@ def augment(img1, img2, flow, valid, weight=None, *, rng: np.random.Generator,
             masks, extra = rest[: len(masks)], rest[len(masks):]
 
     ch, cw = crop_size(h, w, cfg.crop)
-    if cfg.random_crop:
+    if cfg.random_crop and weighted_crop and weight is not None:
+        k = int(rng.choice((h - ch + 1) * (w - cw + 1), p=origin_weights(masks[1], (ch, cw))))
+        y0, x0 = divmod(k, w - cw + 1)
+    elif cfg.random_crop:
         y0 = int(rng.integers(0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
     else:

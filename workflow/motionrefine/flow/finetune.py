@@ -44,7 +44,8 @@ from motionrefine.flow.finetune_config import MODES, FinetuneConfig  # noqa: F40
 from motionrefine.flow.trainset import TrainingPair, load_training_pairs
 from motionrefine.flow.losses import (cycle_objective, occlusion_masks, photometric_objective, sequence_loss,
                                      sequence_weights)
-from motionrefine.flow.pairs import common_crop, make_loader
+from motionrefine.flow.focus import disagreement_weights
+from motionrefine.flow.pairs import PairDataset, common_crop, make_loader
 from motionrefine.models.checkpoint import load_raft, save_raft
 from motionrefine.train import distributed, state
 from motionrefine.train.loop import Training, clip_and_step
@@ -142,6 +143,10 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
 
     model, init_sha = load_raft(init_checkpoint, cfg.variant, expected_sha256)
     model.to(dev)
+    focus = None
+    if cfg.focus > 0 and cfg.mode == "labels":
+        # From the pretrained weights, before the first step (so a resumed run recomputes the same).
+        focus = disagreement_weights(model, cfg.train_iters, PairDataset(pairs, cfg), cfg.focus)
     model.train()
     if cfg.freeze_bn:
         model.freeze_bn()
@@ -187,7 +192,7 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
         return [f"{loss_sum:.6g}", f"{lr:.6g}", f"{epe:.6g}"]
 
     try:
-        run.run(step, lambda a, b: make_loader(pairs, cfg, a, b, slots), cfg.prefetch if cfg.num_workers == 0 else 0,
+        run.run(step, lambda a, b: make_loader(pairs, cfg, a, b, slots, focus), cfg.prefetch if cfg.num_workers == 0 else 0,
                 cfg.checkpoint_every, cfg.keep_checkpoints, cfg.log_every)
     finally:
         shards.close()

@@ -46,6 +46,10 @@ class FinetuneConfig:
     holdout_block: int = HoldOut.block
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     rebalance: bool = False  # per-pixel speed-bin weights (rebalance.speed_bin_weights)
+    # Loss weights by the pretrained student's disagreement with each label (flow.focus): 0 = every
+    # verified pixel alike (the paper's), 1 = in proportion to the disagreement.
+    focus: float = 0.0
+    focus_crops: bool = False  # crops drawn by the focus weight they hold (needs focus > 0)
     speed_bins: tuple[float, ...] = DEFAULT_SPEED_EDGES
     # self-supervised baselines: the published values, kept in one place (flow.losses.SelfSupWeights)
     census_weight: float = _SELFSUP.census
@@ -89,6 +93,10 @@ class FinetuneConfig:
             raise MotionRefineError(f"iters must be >= 1, got {self.iters}")
         if self.shards is not None and self.shards < 1:
             raise MotionRefineError(f"shards must be >= 1, got {self.shards}")
+        if not 0.0 <= self.focus <= 1.0:
+            raise MotionRefineError(f"focus must be in [0, 1], got {self.focus}")
+        if self.focus_crops and self.focus == 0:
+            raise MotionRefineError("focus_crops draws crops by the focus weights: set focus > 0")
         if self.log_every < 1:
             raise MotionRefineError(f"log_every must be >= 1, got {self.log_every}")
         if self.amp not in ("auto", "off"):

@@ -65,10 +65,13 @@ class PairDataset(Dataset):
     and the position in training, not on worker scheduling.
     """
 
-    def __init__(self, pairs: Sequence[TrainingPair], cfg: FinetuneConfig, keep_raw: bool = False):
+    def __init__(self, pairs: Sequence[TrainingPair], cfg: FinetuneConfig, keep_raw: bool = False,
+                 focus: Sequence[np.ndarray] | None = None):
+        """``focus``: per pair, (H, W) loss weights on its training pixels (``flow.focus``)."""
         self.pairs = list(pairs)
         self.cfg = cfg
         self.keep_raw = keep_raw
+        self.focus = focus
         self.holdout = HoldOut(cfg.holdout_block, cfg.holdout_every) if cfg.holdout_every else None
         self._groups: dict[str, object] = {}
 
@@ -81,8 +84,9 @@ class PairDataset(Dataset):
             g = self._groups[path] = open_group(path)
         return g
 
-    def __getitem__(self, key):
-        step, slot, i = key
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pair i before augmentation: frames (2, H, W, 3) in its direction's order, label flow
+        (H, W, 2) and the pixels training may use (H, W) bool."""
         p = self.pairs[i]
         frames = self._group(p.frames)["frames"]
         lab = self._group(p.labels)
@@ -97,14 +101,23 @@ class PairDataset(Dataset):
             valid = np.asarray(lab["keep" + name][p.pair], dtype=bool)
         if p.direction == "bw":
             img = img[::-1]
+        return img, flow, valid
+
+    def __getitem__(self, key):
+        step, slot, i = key
+        img, flow, valid = self.read(i)
         rng = np.random.default_rng([self.cfg.seed, step, slot])
-        out = augment(img[0], img[1], flow, valid, rng=rng, config=self.cfg.augment, keep_raw=self.keep_raw)
+        focus = None if self.focus is None else self.focus[i]
+        out = augment(img[0], img[1], flow, valid, focus, rng=rng, config=self.cfg.augment, keep_raw=self.keep_raw,
+                      weighted_crop=self.cfg.focus_crops)
         out.pop("crop_origin")
         if self.cfg.rebalance:
             # Weights from the cropped label, so the bins are balanced within what is trained on.
             w = speed_bin_weights(out["flow"], out["valid"], self.cfg.speed_bins)
         else:
             w = out["valid"].astype(np.float32)
+        if focus is not None:
+            w = w * out.pop("weight")
         out["weight"] = w
         res = {k: torch.from_numpy(np.ascontiguousarray(np.moveaxis(v, -1, 0) if v.ndim == 3 else v))
                for k, v in out.items()}
@@ -112,10 +125,11 @@ class PairDataset(Dataset):
 
 
 def make_loader(pairs: Sequence[TrainingPair], cfg: FinetuneConfig, start: int, stop: int,
-                slots: range | None = None) -> DataLoader:
+                slots: range | None = None, focus: Sequence[np.ndarray] | None = None) -> DataLoader:
     """Batches of steps start..stop−1, in order (``cfg.num_workers`` worker processes);
-    ``slots``: this process's slice of each global batch (distributed training)."""
-    ds = PairDataset(pairs, cfg, keep_raw=cfg.mode != "labels")
+    ``slots``: this process's slice of each global batch (distributed training); ``focus``:
+    the pairs' loss weights (``flow.focus``)."""
+    ds = PairDataset(pairs, cfg, keep_raw=cfg.mode != "labels", focus=focus)
     kw = {}
     if cfg.num_workers > 0:
         kw = {"prefetch_factor": max(1, cfg.prefetch), "persistent_workers": False}
