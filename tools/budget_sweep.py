@@ -10,8 +10,8 @@ every dev scene's run by default; a test scene's run only with --allow-test.
         --budget steps=50,batch=2,crop=128x224 --budget steps=100,batch=2,crop=128x224 ...
 
 A budget may also set ``lr`` (the learning-rate schedule's peak), ``focus`` and ``focus_crops``
-(``flow.focus``). A dev scene the default run
-does not refine (``transductive: false``) is swept on a training set indexed from its labels.
+(``flow.focus``). A dev scene the default run does not refine (``transductive: false``) is swept
+on a training set indexed from its labels.
 """
 
 from __future__ import annotations

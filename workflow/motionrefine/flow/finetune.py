@@ -192,8 +192,8 @@ def finetune(config: FinetuneConfig | dict, training_set, init_checkpoint: str |
         return [f"{loss_sum:.6g}", f"{lr:.6g}", f"{epe:.6g}"]
 
     try:
-        run.run(step, lambda a, b: make_loader(pairs, cfg, a, b, slots, focus), cfg.prefetch if cfg.num_workers == 0 else 0,
-                cfg.checkpoint_every, cfg.keep_checkpoints, cfg.log_every)
+        run.run(step, lambda a, b: make_loader(pairs, cfg, a, b, slots, focus),
+                cfg.prefetch if cfg.num_workers == 0 else 0, cfg.checkpoint_every, cfg.keep_checkpoints, cfg.log_every)
     finally:
         shards.close()
     summary = {**run.progress(),

@@ -11,10 +11,11 @@ verified pixel's disagreement d = ‖F_teacher − F_student‖ then sets its lo
 d̄ the pair's mean disagreement over its training pixels, λ = ``finetune.focus`` (0: every verified
 pixel alike, the paper's; 1: weight proportional to the disagreement). The cap keeps a few labels
 the verification let through wrongly from owning a crop. With ``finetune.focus_crops`` the crop's
-origin is drawn in proportion to the weight it holds (``flow.augment.origin_weights``), so on a frame larger than
-the crop the steps go where the disagreement is. No ground truth is read: the weights come from the
-labels and the pretrained model only, on the pixels fine-tuning trains on (held-back regions are
-zero, so the guard's blocks stay unseen).
+origin is drawn in proportion to the weight it holds (``flow.augment.origin_weights``), so on a
+frame larger than the crop the steps go where the disagreement is. No ground truth is read: the
+weights come from the labels and the pretrained model only, on the pixels fine-tuning trains on
+(held-back regions weigh 0, so the guard's blocks stay unseen). Measured on the dev scenes and
+not adopted (docs/budget.md): both are off by default.
 """
 
 from __future__ import annotations
