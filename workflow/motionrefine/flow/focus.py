@@ -14,8 +14,8 @@ the verification let through wrongly from owning a crop. With ``finetune.focus_c
 origin is drawn in proportion to the weight it holds (``flow.augment.origin_weights``), so on a
 frame larger than the crop the steps go where the disagreement is. No ground truth is read: the
 weights come from the labels and the pretrained model only, on the pixels fine-tuning trains on
-(held-back regions weigh 0, so the guard's blocks stay unseen). Measured on the dev scenes and
-not adopted (docs/budget.md): both are off by default.
+(held-back regions weigh 0, so the guard's blocks stay unseen). Both are off by default; the
+dev-scene measurements are in docs/budget.md.
 """
 
 from __future__ import annotations
