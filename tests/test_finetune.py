@@ -264,8 +264,8 @@ def test_focus_weighs_labels_by_the_pretrained_students_disagreement(training_se
     ds = PairDataset(pairs, tiny())
     model = load_raft(WEIGHTS, "small")[0]
     # Only training pixels weigh (held-back ones: test_held_back_pixels_never_reach_the_loss's
-    # split is ds.read's). The labels are this checkpoint's own 12-iteration flow: at 12 iterations the student agrees
-    # with every one of them (nothing to focus on), at 4 it does not.
+    # split is ds.read's). The labels are this checkpoint's own 12-iteration flow: at 12
+    # iterations the student agrees with every one of them (nothing to focus on), at 4 it does not.
     own = disagreement_weights(model, 12, ds, 1.0)
     short = disagreement_weights(model, 4, ds, 1.0)
     kept = []

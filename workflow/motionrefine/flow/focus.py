@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from motionrefine.bench.metrics import epe_map
 from motionrefine.flow.inference import FlowEstimator
 
 log = logging.getLogger("motionrefine")
@@ -38,7 +39,7 @@ def focus_weights(label: np.ndarray, student: np.ndarray, valid: np.ndarray, str
     with d the end-point distance between ``label`` and ``student`` flow (H, W, 2), d̄ its mean on
     ``valid``. Where the student already matches every label (d̄ = 0) the weights are uniform."""
     valid = np.asarray(valid, bool)
-    d = np.linalg.norm(np.nan_to_num(np.asarray(label, np.float32)) - np.asarray(student, np.float32), axis=-1)
+    d = epe_map(student, np.nan_to_num(np.asarray(label, np.float32)))
     w = np.zeros(valid.shape, np.float32)
     if not valid.any():
         return w
